@@ -1,0 +1,41 @@
+# mlx-platform: `make serve` to run the service, `make test` to run the suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP_SERVE := $(VENV)/.installed-serve
+STAMP_TEST := $(VENV)/.installed-test
+
+.PHONY: serve test lint bench clean install
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP_SERVE): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[server]"
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[server,test,lint]"
+	touch $@ $(STAMP_SERVE)
+
+install: $(STAMP_SERVE)
+
+serve: $(STAMP_SERVE)
+	$(VENV)/bin/mlx serve
+
+test: $(STAMP_TEST)
+	$(PY) -m pytest -n 2 -q
+
+lint: $(STAMP_TEST)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP_TEST)
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,65 @@
+"""mlx-platform: a plugin manager for ML platforms.
+
+The SDK is the public surface of this package: ``from mlx_platform import MLXClient``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+__api_version__ = "1.0"
+
+from mlx_platform.errors import (  # noqa: E402
+    DependencyMissingError,
+    ForbiddenError,
+    InsufficientResourcesError,
+    InternalError,
+    InvalidArgumentsError,
+    InvalidConfigurationError,
+    InvalidStateError,
+    MLXConnectionError,
+    MLXError,
+    MLXTimeoutError,
+    OperationNotFoundError,
+    OperationTimeoutError,
+    PluginAlreadyExistsError,
+    PluginConflictError,
+    PluginExecutionError,
+    PluginHealthCheckFailedError,
+    PluginNotFoundError,
+    UnauthorizedError,
+    ValidationError,
+)
+
+__all__ = [
+    "DependencyMissingError",
+    "ForbiddenError",
+    "InsufficientResourcesError",
+    "InternalError",
+    "InvalidArgumentsError",
+    "InvalidConfigurationError",
+    "InvalidStateError",
+    "MLXClient",
+    "MLXConnectionError",
+    "MLXError",
+    "MLXTimeoutError",
+    "OperationNotFoundError",
+    "OperationTimeoutError",
+    "PluginAlreadyExistsError",
+    "PluginConflictError",
+    "PluginExecutionError",
+    "PluginHealthCheckFailedError",
+    "PluginNotFoundError",
+    "UnauthorizedError",
+    "ValidationError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The client is imported lazily so `import mlx_platform` stays light for plugin authors.
+    if name == "MLXClient":
+        from mlx_platform.sdk.sync import MLXClient
+
+        return MLXClient
+    raise AttributeError(f"module 'mlx_platform' has no attribute {name!r}")

@@ -1,0 +1,129 @@
+"""`mlx`: serve the API, mint tokens."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="mlx-platform: a plugin manager for ML platforms.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+def _settings(**overrides: object) -> object:
+    from pydantic import ValidationError as PydanticValidationError
+
+    from mlx_platform.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except PydanticValidationError as exc:
+        errs = "; ".join(f"MLX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"error: invalid settings: {errs}", err=True)
+        raise typer.Exit(2) from None
+
+
+def ensure_admin_token(settings: object) -> tuple[str, bool]:
+    """The admin token kept in MLX_HOME (0600): made anew when missing or no longer valid."""
+    from mlx_platform.errors import MLXError
+    from mlx_platform.server.auth import create_token, verify_token
+    from mlx_platform.settings import Settings
+
+    assert isinstance(settings, Settings)
+    path = settings.ensure_home() / "admin.token"
+    secret = settings.resolved_jwt_secret
+    if path.exists():
+        token = path.read_text().strip()
+        try:
+            verify_token(secret, token)
+            return token, False
+        except MLXError:
+            path.unlink()
+    token = create_token(secret, "admin", ["plugins:admin"], settings.admin_token_ttl)
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token, True
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Interface to listen on [env MLX_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [env MLX_PORT]")] = None,
+) -> None:
+    """Apply migrations, register the example plugins on first start, serve the API."""
+    import uvicorn
+
+    from mlx_platform.server.app import create_app
+    from mlx_platform.settings import Settings
+
+    settings = _settings(host=host, port=port)
+    assert isinstance(settings, Settings)
+    token, new = ensure_admin_token(settings)
+    if new:
+        print("=" * 72)
+        print("mlx-platform admin token (scope plugins:admin), also kept in")
+        print(f"  {settings.admin_token_path}")
+        print()
+        print(token)
+        print()
+        print(f'  export TOKEN="$(cat {settings.admin_token_path})"')
+        print(f'  curl -H "Authorization: Bearer $TOKEN" http://{settings.host}:{settings.port}/v1/plugins')
+        print("=" * 72, flush=True)
+    else:
+        print(f"admin token: {settings.admin_token_path}", flush=True)
+    print(f"mlx-platform: http://{settings.host}:{settings.port} (data in {settings.home})", flush=True)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        timeout_graceful_shutdown=30,
+    )
+
+
+@token_app.command("create")
+def token_create(
+    subject: Annotated[str, typer.Option("--subject", help="Who the token is for")],
+    scope: Annotated[list[str], typer.Option("--scope", help="plugins:read | plugins:write | plugins:admin (repeat)")],
+    ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds")] = 86400,
+) -> None:
+    """Print a token signed with the server's secret, alone on stdout."""
+    from mlx_platform.server.auth import create_token
+    from mlx_platform.settings import Settings
+
+    settings = _settings()
+    assert isinstance(settings, Settings)
+    try:
+        token = create_token(settings.resolved_jwt_secret, subject, list(scope), ttl)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    sys.stdout.write(token + "\n")
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Apply the database migrations (serve does this too)."""
+    from mlx_platform.settings import Settings
+    from mlx_platform.storage import Database
+
+    settings = _settings()
+    assert isinstance(settings, Settings)
+    settings.ensure_home()
+    db = Database(settings.effective_database_url)
+    db.migrate()
+    db.dispose()
+    typer.echo("database is at the newest migration")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,500 @@
+"""State changes of a plugin: activate, deactivate, configure; and its health and calls.
+
+registered -> active <-> inactive; error reachable from each. Each change checks first,
+touches the live instance next, and records the new state last, in one transaction; a
+failed change leaves the stored state as it was and says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from mlx_platform.core import config_schema, rules
+from mlx_platform.core.context import Core
+from mlx_platform.core.registry import get_row
+from mlx_platform.core.secrets import mask
+from mlx_platform.errors import (
+    DependencyMissingError,
+    InsufficientResourcesError,
+    InvalidConfigurationError,
+    InvalidStateError,
+    MLXError,
+    PluginConflictError,
+    PluginHealthCheckFailedError,
+)
+from mlx_platform.core.resources import resource_shortfall
+from mlx_platform.runtime.host import InProcessInstance
+from mlx_platform.runtime.loading import ClassLoadError
+from mlx_platform.storage import PluginRow
+from mlx_platform.storage.repositories import PluginRepository
+from mlx_platform.wire import SECRET_MASK
+
+log = logging.getLogger("mlx_platform.lifecycle")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def merged_configuration(
+    core: Core, row: PluginRow, incoming: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """Stored configuration updated by `incoming`, in clear, and the fields that changed.
+
+    A secret field sent as the mask means "keep the stored value" (a client round-tripping a
+    GET sends the mask back), never "store the mask".
+    """
+    schema = row.configuration_schema or {}
+    secrets = config_schema.secret_fields(schema)
+    current = core.box.open(row.configuration or {})
+    merged = dict(current)
+    changed: list[str] = []
+    for key, value in incoming.items():
+        if value == SECRET_MASK and (key in secrets or key in current):
+            continue
+        if key in secrets and value is not None:
+            from mlx_platform.core.secrets import REDACTOR
+
+            REDACTOR.remember(value)
+        if current.get(key, _MISSING) != value:
+            changed.append(key)
+        merged[key] = value
+    return merged, changed
+
+
+_MISSING = object()
+
+
+def _validate_configuration(row: PluginRow, config: dict[str, Any]) -> dict[str, Any]:
+    schema = row.configuration_schema or {}
+    full = config_schema.apply_defaults(schema, config)
+    problems = config_schema.validate_configuration(schema, full)
+    if problems:
+        listing = "; ".join(f"{k} {v}" for k, v in problems.items())
+        raise InvalidConfigurationError(
+            f"Configuration of plugin '{row.name}' is invalid: {listing}", problems
+        )
+    return full
+
+
+# ---------------------------------------------------------------- activation checks
+
+
+def _check_activation(core: Core, row: PluginRow) -> None:
+    """Conflicts, dependencies and resources of `row` against the active plugins."""
+    with core.db.read() as session:
+        repo = PluginRepository(session)
+        registered = repo.all()
+    active = [r for r in registered if r.status == "active" and r.id != row.id]
+    meta = row.plugin_metadata or {}
+    conflicts = rules.find_conflicts(
+        row.name, row.version, row.type, meta, active, core.settings.singleton_type_set, self_id=row.id
+    )
+    if conflicts:
+        first = conflicts[0]
+        raise PluginConflictError(
+            first.message,
+            {
+                "conflicting_plugin": first.conflicting_plugin,
+                "conflicting_plugin_id": first.conflicting_plugin_id,
+                "conflict_type": first.conflict_type,
+                "resolution_options": first.resolution_options,
+                "conflicts": [c.as_dict() for c in conflicts],
+            },
+        )
+    missing = rules.missing_dependencies(meta, registered, need_active=True)
+    if missing:
+        parts = []
+        for m in missing:
+            hint = (
+                "a registered version satisfies it: activate it"
+                if m.satisfiable_by_registered
+                else "no registered version satisfies it: register one"
+            )
+            parts.append(f"'{m.requirement}' ({hint})")
+        raise DependencyMissingError(
+            f"Plugin '{row.name}' requires {', '.join(parts)}",
+            {
+                "missing_dependencies": [m.as_dict() for m in missing],
+                "resolution_options": [
+                    f"Activate '{m.name}'" if m.satisfiable_by_registered else f"Register and activate a plugin satisfying '{m.requirement}'"
+                    for m in missing
+                ],
+            },
+        )
+    capacity = core.capacity()
+    shortfall = resource_shortfall(capacity, [a.requirements for a in active], row.requirements)
+    if shortfall:
+        what = ", ".join(
+            f"{k}: needs {v['required']}, {v['available']} available" for k, v in shortfall.items()
+        )
+        raise InsufficientResourcesError(
+            f"Not enough resources to activate plugin '{row.name}': {what}",
+            {
+                "shortfall": shortfall,
+                "requirements": row.requirements,
+                "resolution_options": [
+                    "Deactivate plugins that claim resources",
+                    "Raise the capacity settings (MLX_CAPACITY_MEMORY_MB, MLX_CAPACITY_CPU_CORES, "
+                    "MLX_CAPACITY_GPUS) or run on a larger machine",
+                ],
+            },
+        )
+
+
+def _start_instance(core: Core, row: PluginRow, config: dict[str, Any], *, start: bool) -> InProcessInstance:
+    timeout = core.settings.health_timeout * 6
+    try:
+        instance = core.host.create(row.id, row.class_path)
+    except ClassLoadError as exc:
+        raise PluginHealthCheckFailedError(
+            f"Plugin '{row.name}' could not be loaded: {exc}", {"stage": "load", "reason": str(exc)}
+        ) from exc
+    try:
+        instance.configure(config, timeout)
+        if start:
+            instance.start(timeout)
+    except MLXError as exc:
+        instance.stop(graceful_timeout=0, force=True)
+        raise PluginHealthCheckFailedError(
+            f"Plugin '{row.name}' failed to start: {exc.message}",
+            {"stage": "start", "reason": exc.message},
+        ) from exc
+    return instance
+
+
+def activate_plugin(
+    core: Core,
+    plugin_id: str,
+    configuration: dict[str, Any],
+    *,
+    auto_start: bool = True,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    with core.plugin_lock(plugin_id):
+        row = get_row(core, plugin_id)
+        if row.status == "active":
+            raise InvalidStateError(
+                f"Plugin '{plugin_id}' is already active", {"plugin_id": plugin_id, "status": row.status}
+            )
+        if not row.loadable:
+            raise InvalidStateError(
+                f"Plugin '{plugin_id}' cannot be activated until it is registered again with a "
+                f"loadable class: {row.status_reason}",
+                {"plugin_id": plugin_id, "status": row.status, "reason": row.status_reason},
+            )
+        merged, _changed = merged_configuration(core, row, configuration)
+        full = _validate_configuration(row, merged)
+        _check_activation(core, row)
+        if dry_run:
+            return {
+                "id": plugin_id,
+                "status": row.status,
+                "would_become": "active",
+                "activation_time": None,
+                "health_check": None,
+                "started": False,
+                "dry_run": True,
+            }
+
+        instance = None
+        health: dict[str, Any]
+        try:
+            instance = _start_instance(core, row, full, start=auto_start)
+            if auto_start:
+                outcome = instance.health(core.settings.health_timeout)
+                health = {
+                    "status": "healthy" if outcome.healthy else "unhealthy",
+                    "response_time_ms": round(outcome.response_time_ms, 3),
+                    "last_check": _now(),
+                    "message": outcome.message,
+                }
+                if not outcome.healthy:
+                    instance.stop(graceful_timeout=0, force=True)
+                    raise PluginHealthCheckFailedError(
+                        f"Plugin '{row.name}' failed its first health check: {outcome.message}",
+                        {"stage": "health_check", "reason": outcome.message, "health_check": {**health, "last_check": health["last_check"].isoformat()}},
+                    )
+            else:
+                health = {"status": "not_started", "response_time_ms": None, "last_check": None,
+                          "message": "auto_start is false: the first invocation starts the plugin"}
+        except PluginHealthCheckFailedError as exc:
+            _record_failed_activation(core, plugin_id, exc.message)
+            raise
+
+        schema = row.configuration_schema or {}
+        sealed = core.box.seal(merged, config_schema.secret_fields(schema))
+        activated = _now()
+        singleton = row.type if row.type in core.settings.singleton_type_set else None
+        try:
+            with core.db.transaction() as session:
+                fresh = PluginRepository(session).get(plugin_id)
+                if fresh is None:
+                    raise InvalidStateError(f"Plugin '{plugin_id}' was unregistered meanwhile")
+                fresh.status = "active"
+                fresh.status_reason = None
+                fresh.configuration = sealed
+                fresh.config_version = (fresh.config_version or 0) + 1
+                fresh.activated_at = activated
+                fresh.singleton_slot = singleton
+                fresh.health_status = health["status"]
+                fresh.health_last_check = health["last_check"]
+                fresh.health_response_time_ms = health["response_time_ms"]
+                fresh.health_message = health["message"]
+                session.flush()
+        except IntegrityError:
+            # Another activation of the same singleton type won the race (the unique index
+            # on singleton_slot): undo the instance and answer the conflict.
+            instance.stop(graceful_timeout=0, force=True)
+            with core.db.read() as session:
+                winner = PluginRepository(session).active_singleton(row.type)
+            name = winner.name if winner else "another plugin"
+            raise PluginConflictError(
+                f"Plugin '{row.name}' conflicts with active plugin '{name}': only one "
+                f"'{row.type}' can be active",
+                {
+                    "conflicting_plugin": name,
+                    "conflict_type": "singleton_type",
+                    "resolution_options": [f"Deactivate '{name}' before activating '{row.name}'"],
+                },
+            ) from None
+        except BaseException:
+            instance.stop(graceful_timeout=0, force=True)
+            raise
+        core.host.put(instance)
+    log.info("activated plugin %s", plugin_id)
+    return {
+        "id": plugin_id,
+        "status": "active",
+        "activation_time": activated,
+        "health_check": health,
+        "started": auto_start,
+        "dry_run": False,
+    }
+
+
+def _record_failed_activation(core: Core, plugin_id: str, reason: str) -> None:
+    """Keep the status as it was, but say what happened (reason and health)."""
+    with core.db.transaction() as session:
+        row = PluginRepository(session).get(plugin_id)
+        if row is not None:
+            row.status_reason = f"activation failed at {_now().isoformat()}: {reason}"
+            row.health_status = "unhealthy"
+            row.health_last_check = _now()
+            row.health_message = reason
+
+
+def deactivate_plugin(
+    core: Core, plugin_id: str, *, force: bool = False, graceful_timeout: float = 30
+) -> dict[str, Any]:
+    with core.plugin_lock(plugin_id):
+        row = get_row(core, plugin_id)
+        if row.status not in ("active", "error"):
+            raise InvalidStateError(
+                f"Plugin '{plugin_id}' is not active (status: {row.status})",
+                {"plugin_id": plugin_id, "status": row.status},
+            )
+        if row.status == "error" and not row.loadable:
+            raise InvalidStateError(
+                f"Plugin '{plugin_id}' was never activated: {row.status_reason}",
+                {"plugin_id": plugin_id, "status": row.status},
+            )
+        pending = 0
+        instance = core.host.remove(plugin_id)
+        if instance is not None:
+            pending = instance.stop(graceful_timeout=graceful_timeout, force=force)
+        when = _now()
+        with core.db.transaction() as session:
+            fresh = PluginRepository(session).get(plugin_id)
+            if fresh is not None:
+                fresh.status = "inactive"
+                fresh.status_reason = None
+                fresh.singleton_slot = None
+                fresh.deactivated_at = when
+                fresh.health_status = "unknown"
+    log.info("deactivated plugin %s (pending operations: %d)", plugin_id, pending)
+    return {"id": plugin_id, "status": "inactive", "deactivation_time": when, "pending_operations": pending}
+
+
+def update_configuration(
+    core: Core,
+    plugin_id: str,
+    configuration: dict[str, Any],
+    *,
+    allow_restart: bool,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    with core.plugin_lock(plugin_id):
+        row = get_row(core, plugin_id)
+        merged, changed = merged_configuration(core, row, configuration)
+        full = _validate_configuration(row, merged)
+        schema = row.configuration_schema or {}
+        cold = sorted(set(changed) & config_schema.cold_fields(schema))
+        instance = core.host.get(plugin_id)
+        running = row.status == "active" and instance is not None
+        restart_required = bool(cold) and running
+        result: dict[str, Any] = {
+            "id": plugin_id,
+            "configuration_updated": bool(changed),
+            "restart_required": restart_required,
+            "restarted": False,
+            "updated_fields": sorted(changed),
+            "effective_time": None,
+            "dry_run": dry_run,
+        }
+        if restart_required:
+            result["restart_fields"] = cold
+        if dry_run or not changed:
+            if not changed:
+                result["effective_time"] = _now()
+            return result
+
+        if running and instance is not None:
+            if restart_required:
+                if allow_restart:
+                    instance.stop(graceful_timeout=30, force=False)
+                    core.host.remove(plugin_id)
+                    new_instance = _start_instance(core, row, full, start=True)
+                    core.host.put(new_instance)
+                    result["restarted"] = True
+                    result["effective_time"] = _now()
+            else:
+                instance.configure(full, core.settings.health_timeout * 6)
+                result["effective_time"] = _now()
+        else:
+            result["effective_time"] = _now()
+
+        sealed = core.box.seal(merged, config_schema.secret_fields(schema))
+        with core.db.transaction() as session:
+            fresh = PluginRepository(session).get(plugin_id)
+            if fresh is not None:
+                fresh.configuration = sealed
+                fresh.config_version = (fresh.config_version or 0) + 1
+    log.info("configuration of plugin %s updated: %s", plugin_id, ", ".join(sorted(changed)))
+    return result
+
+
+# ---------------------------------------------------------------- health and calls
+
+
+def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
+    row = get_row(core, plugin_id)
+    instance = core.host.get(plugin_id)
+    with core.db.read() as session:
+        registered = PluginRepository(session).all()
+    missing = [m.requirement for m in rules.missing_dependencies(row.plugin_metadata or {}, registered, need_active=True)]
+    deps = {"status": "fail" if missing else "pass", "missing_dependencies": missing}
+    now = _now()
+    if instance is None or row.status != "active":
+        status = "inactive" if row.status != "error" else "unhealthy"
+        return {
+            "plugin_id": plugin_id,
+            "status": status,
+            "checks": {
+                "connectivity": {"status": "skip", "response_time_ms": None, "last_check": row.health_last_check,
+                                 "message": f"plugin is not running (status: {row.status})"},
+                "resource_usage": {"status": "skip", "memory_usage_mb": None, "cpu_usage_percent": None},
+                "dependencies": deps,
+            },
+            "metrics": {"uptime_seconds": 0, "total_requests": 0, "successful_requests": 0,
+                        "failed_requests": 0, "avg_response_time_ms": 0},
+        }
+    if instance.started:
+        outcome = instance.health(core.settings.health_timeout)
+        connectivity = {
+            "status": "pass" if outcome.healthy else "fail",
+            "response_time_ms": round(outcome.response_time_ms, 3),
+            "last_check": now,
+            "message": outcome.message,
+        }
+    else:
+        outcome = None
+        connectivity = {"status": "skip", "response_time_ms": None, "last_check": None,
+                        "message": "not started yet (auto_start is false)"}
+    mem, cpu = instance.usage()
+    usage = {"status": "pass", "memory_usage_mb": round(mem, 1), "cpu_usage_percent": round(cpu, 1),
+             "scope": "service_process" if instance.isolation == "inprocess" else "worker_process"}
+    failing = connectivity["status"] == "fail" or deps["status"] == "fail"
+    status = "unhealthy" if connectivity["status"] == "fail" else ("degraded" if failing else "healthy")
+    if outcome is not None:
+        with core.db.transaction() as session:
+            PluginRepository(session).set_health(
+                plugin_id, status=status, last_check=now,
+                response_time_ms=connectivity["response_time_ms"], message=outcome.message,
+            )
+    uptime = time.time() - instance.started_at if instance.started_at else 0.0
+    ok = instance.total - instance.failed
+    return {
+        "plugin_id": plugin_id,
+        "status": status,
+        "checks": {"connectivity": connectivity, "resource_usage": usage, "dependencies": deps},
+        "metrics": {
+            "uptime_seconds": round(uptime, 3),
+            "total_requests": instance.total,
+            "successful_requests": ok,
+            "failed_requests": instance.failed,
+            "avg_response_time_ms": round(instance.sum_ms / instance.total, 3) if instance.total else 0,
+        },
+    }
+
+
+def invoke_plugin(
+    core: Core, plugin_id: str, operation: str, arguments: dict[str, Any], timeout: float | None
+) -> dict[str, Any]:
+    row = get_row(core, plugin_id)
+    if row.status != "active":
+        raise InvalidStateError(
+            f"Plugin '{plugin_id}' is not active (status: {row.status}): activate it first",
+            {"plugin_id": plugin_id, "status": row.status},
+        )
+    instance = core.host.get(plugin_id)
+    if instance is None:
+        raise InvalidStateError(f"Plugin '{plugin_id}' is active but not running in this service")
+    if not instance.started:
+        try:
+            instance.start(core.settings.health_timeout * 6)
+        except MLXError as exc:
+            raise PluginHealthCheckFailedError(f"Plugin '{row.name}' failed to start: {exc.message}") from exc
+    t0 = time.perf_counter()
+    ok = False
+    try:
+        result = instance.invoke(operation, arguments, timeout)
+        ok = True
+    finally:
+        elapsed = (time.perf_counter() - t0) * 1000
+        core.metrics.record(plugin_id, elapsed, ok)
+    return {"plugin_id": plugin_id, "operation": operation, "result": result, "duration_ms": round(elapsed, 3)}
+
+
+def restore_active_plugins(core: Core) -> None:
+    """On service start: start again every plugin stored as active."""
+    with core.db.read() as session:
+        active = PluginRepository(session).active()
+    for row in active:
+        try:
+            full = config_schema.apply_defaults(row.configuration_schema or {}, core.box.open(row.configuration or {}))
+            instance = _start_instance(core, row, full, start=True)
+            core.host.put(instance)
+            log.info("restored plugin %s", row.id)
+        except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the service
+            reason = exc.message if isinstance(exc, MLXError) else f"{type(exc).__name__}: {exc}"
+            with core.db.transaction() as session:
+                fresh = PluginRepository(session).get(row.id)
+                if fresh is not None:
+                    fresh.status = "error"
+                    fresh.status_reason = f"could not be restarted on service start: {reason}"
+                    fresh.singleton_slot = None
+                    fresh.health_status = "unhealthy"
+            log.warning("plugin %s could not be restored: %s", row.id, reason)
+
+
+def masked_configuration(core: Core, row: PluginRow) -> dict[str, Any]:
+    return mask(row.configuration or {}, config_schema.secret_fields(row.configuration_schema or {}))

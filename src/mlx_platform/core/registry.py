@@ -1,0 +1,247 @@
+"""Registering, listing, reading and unregistering plugins."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from mlx_platform.core import config_schema, rules
+from mlx_platform.core.context import Core
+from mlx_platform.core.views import plugin_detail, plugin_summary
+from mlx_platform.errors import (
+    InvalidStateError,
+    PluginAlreadyExistsError,
+    PluginConflictError,
+    PluginNotFoundError,
+    ValidationError,
+)
+from mlx_platform.runtime.probe import probe_class
+from mlx_platform.storage import PluginRow
+from mlx_platform.storage.repositories import PluginFilter, PluginRepository
+from mlx_platform.wire import RegisterPluginRequest
+
+log = logging.getLogger("mlx_platform.registry")
+
+SPEC_NEXT_STEPS = [
+    "Activate plugin to make it available for use",
+    "Configure plugin with required parameters",
+    "Test plugin functionality",
+]
+
+
+def _check_definition(req: RegisterPluginRequest) -> None:
+    problems: dict[str, str] = {}
+    try:
+        Version(req.version)
+    except InvalidVersion:
+        problems["version"] = f"'{req.version}' is not a PEP 440 version (for example 1.2.0)"
+    schema = {k: v.model_dump() for k, v in req.configuration_schema.items()}
+    problems.update(config_schema.check_schema_definition(schema))
+    problems.update(rules.check_metadata(req.metadata.model_dump()))
+    if problems:
+        first = next(iter(problems))
+        raise ValidationError(f"Invalid plugin definition: {first} {problems[first]}", problems)
+
+
+def register_plugin(core: Core, req: RegisterPluginRequest, *, dry_run: bool = False) -> dict[str, Any]:
+    """Validate and record a plugin. An unloadable class is recorded with status `error`."""
+    _check_definition(req)
+    with core.db.read() as session:
+        repo = PluginRepository(session)
+        existing = repo.get_by_name_version(req.name, req.version)
+        if existing is not None and not (existing.status == "error" and not existing.loadable):
+            raise PluginAlreadyExistsError(
+                f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}",
+                {"existing_id": existing.id, "name": req.name, "version": req.version},
+            )
+        registered = repo.all()
+        active = [r for r in registered if r.status == "active"]
+
+    probe = probe_class(
+        req.class_path,
+        timeout=core.settings.class_check_timeout,
+        extra_paths=[str(p) for p in core.settings.plugin_dirs],
+    )
+    meta = req.metadata.model_dump(exclude_none=True)
+    if req.category and not meta.get("category"):
+        meta["category"] = req.category
+    missing = rules.missing_dependencies(meta, registered, need_active=False)
+    conflicts = rules.find_conflicts(
+        req.name, req.version, req.type, meta, active, core.settings.singleton_type_set
+    )
+    schema = {k: v.model_dump(exclude_none=True) for k, v in req.configuration_schema.items()}
+    validation = {
+        "schema_valid": True,
+        "class_loadable": probe.loadable,
+        "dependencies_available": not missing,
+        "conflicts_detected": bool(conflicts),
+        "class_error": probe.error,
+        "missing_dependencies": [m.requirement for m in missing],
+        "conflicts": [c.as_dict() for c in conflicts],
+    }
+    status = "registered" if probe.loadable else "error"
+    next_steps = _next_steps(probe.loadable, probe.error, missing, conflicts, schema)
+    isolation = core.settings.isolation or req.isolation or "inprocess"
+
+    if dry_run:
+        with core.db.read() as session:
+            seq_preview = existing.id if existing else _preview_id(PluginRepository(session), req.name)
+        return {
+            "id": seq_preview,
+            "name": req.name,
+            "version": req.version,
+            "status": status,
+            "validation_results": validation,
+            "next_steps": next_steps,
+            "dry_run": True,
+        }
+
+    with core.db.transaction() as session:
+        repo = PluginRepository(session)
+        row = repo.get_by_name_version(req.name, req.version)
+        if row is not None and not (row.status == "error" and not row.loadable):
+            raise PluginAlreadyExistsError(
+                f"Plugin '{req.name}' version {req.version} is already registered as {row.id}",
+                {"existing_id": row.id, "name": req.name, "version": req.version},
+            )
+        if row is None:
+            row = PluginRow(id=repo.next_id(req.name), name=req.name, version=req.version)
+            session.add(row)
+        row.type = req.type
+        row.description = req.description
+        row.category = meta.get("category")
+        row.class_path = req.class_path
+        row.isolation = isolation
+        row.status = status
+        row.status_reason = None if probe.loadable else f"class not loadable: {probe.error}"
+        row.loadable = probe.loadable
+        row.class_info = probe.info
+        row.configuration_schema = schema
+        row.plugin_metadata = meta
+        row.configuration = row.configuration or {}
+        row.config_version = row.config_version or 0
+        row.extra = {"author": req.author, "license": req.license, "tags": req.tags}
+        row.documentation_url = req.documentation_url
+        row.repository_url = req.repository_url
+        row.singleton_slot = None
+        row.health_status = "unknown"
+        session.flush()
+        plugin_id = row.id
+    log.info("registered plugin %s (%s %s): status %s", plugin_id, req.name, req.version, status)
+    return {
+        "id": plugin_id,
+        "name": req.name,
+        "version": req.version,
+        "status": status,
+        "validation_results": validation,
+        "next_steps": next_steps,
+        "dry_run": False,
+    }
+
+
+def _preview_id(repo: PluginRepository, name: str) -> str:
+    from mlx_platform.storage.tables import PluginIdSequence
+
+    seq = repo.session.get(PluginIdSequence, name)
+    slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
+    return f"plugin_{slug}_{(seq.last_seq if seq else 0) + 1:03d}"
+
+
+def _next_steps(
+    loadable: bool,
+    error: str | None,
+    missing: list[rules.MissingDependency],
+    conflicts: list[rules.Conflict],
+    schema: dict[str, Any],
+) -> list[str]:
+    if not loadable:
+        return [
+            f"Fix the plugin class: {error}",
+            "Make the class importable by the service (install its package, or add its folder "
+            "to MLX_PLUGIN_PATH), then register the plugin again",
+        ]
+    steps: list[str] = []
+    for m in missing:
+        steps.append(f"Register a plugin satisfying '{m.requirement}' before activating")
+    for c in conflicts:
+        steps.append(c.resolution_options[0])
+    steps.append(SPEC_NEXT_STEPS[0])
+    required = [n for n, f in schema.items() if f.get("required")]
+    if required:
+        steps.append(f"{SPEC_NEXT_STEPS[1]}: {', '.join(required)}")
+    else:
+        steps.append(SPEC_NEXT_STEPS[1])
+    steps.append(SPEC_NEXT_STEPS[2])
+    return steps
+
+
+def list_plugins(
+    core: Core, flt: PluginFilter, *, page: int, limit: int
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    with core.db.read() as session:
+        rows, total = PluginRepository(session).list(flt, page=page, limit=limit)
+        items = [plugin_summary(r) for r in rows]
+    pagination = {"page": page, "limit": limit, "total": total, "has_next": page * limit < total}
+    return items, pagination
+
+
+def get_row(core: Core, plugin_id: str) -> PluginRow:
+    with core.db.read() as session:
+        row = PluginRepository(session).get(plugin_id)
+    if row is None:
+        raise PluginNotFoundError(f"Plugin '{plugin_id}' does not exist", {"plugin_id": plugin_id})
+    return row
+
+
+def get_plugin(core: Core, plugin_id: str) -> dict[str, Any]:
+    return plugin_detail(core, get_row(core, plugin_id))
+
+
+def configuration_json_schema(core: Core, plugin_id: str) -> dict[str, Any]:
+    row = get_row(core, plugin_id)
+    schema = config_schema.to_json_schema(
+        row.configuration_schema or {}, title=f"{row.name} {row.version} configuration"
+    )
+    schema["$id"] = f"urn:mlx-platform:plugin:{row.id}:configuration"
+    return schema
+
+
+def delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]:
+    from mlx_platform.core.lifecycle import deactivate_plugin
+
+    with core.plugin_lock(plugin_id):
+        row = get_row(core, plugin_id)
+        with core.db.read() as session:
+            active = PluginRepository(session).active()
+        dependents = rules.dependents_of(row, active)
+        if dependents:
+            names = [f"{d.name} ({d.id})" for d in dependents]
+            raise PluginConflictError(
+                f"Plugin '{row.name}' is required by active plugin(s): {', '.join(names)}",
+                {
+                    "conflicting_plugin": dependents[0].name,
+                    "conflict_type": "required_by_active_plugin",
+                    "required_by": [d.id for d in dependents],
+                    "resolution_options": [f"Deactivate '{d.name}' first" for d in dependents],
+                },
+            )
+        deactivated = False
+        if row.status == "active":
+            if not force:
+                raise InvalidStateError(
+                    f"Plugin '{plugin_id}' is active: deactivate it first, or pass force=true",
+                    {"plugin_id": plugin_id, "status": row.status},
+                )
+            deactivate_plugin(core, plugin_id, force=True, graceful_timeout=0)
+            deactivated = True
+        core.host.remove(plugin_id)
+        core.metrics.forget(plugin_id)
+        with core.db.transaction() as session:
+            repo = PluginRepository(session)
+            fresh = repo.get(plugin_id)
+            if fresh is not None:
+                repo.delete(fresh)
+    log.info("unregistered plugin %s", plugin_id)
+    return {"id": plugin_id, "deleted": True, "deactivated": deactivated}

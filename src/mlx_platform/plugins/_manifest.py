@@ -1,0 +1,67 @@
+"""Plugin manifests: `mlx-plugin.toml` files and manifests carried by a class's attributes.
+
+A manifest has the fields of the register request (name, type, version, description,
+class_path, configuration_schema, metadata).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+MANIFEST_FILENAME = "mlx-plugin.toml"
+_MANIFEST_KEYS = (
+    "name",
+    "type",
+    "version",
+    "description",
+    "class_path",
+    "configuration_schema",
+    "metadata",
+    "category",
+    "isolation",
+    "documentation_url",
+    "repository_url",
+)
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read, with the reason."""
+
+
+def load_manifest(path: str | Path) -> dict[str, Any]:
+    """Read a `mlx-plugin.toml` (or a folder holding one) into a register-request dict.
+
+    The file may hold the fields at the top level or under a ``[plugin]`` table.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_FILENAME
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ManifestError(f"{path}: no such file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML: {exc}") from exc
+    if isinstance(data.get("plugin"), dict):
+        data = data["plugin"]
+    missing = [key for key in ("name", "type", "version", "class_path") if not data.get(key)]
+    if missing:
+        raise ManifestError(f"{path}: missing required field(s): {', '.join(missing)}")
+    return {key: data[key] for key in _MANIFEST_KEYS if key in data}
+
+
+def manifest_from_class(cls: type, class_path: str | None = None) -> dict[str, Any]:
+    """The manifest a `Plugin` subclass carries in its class attributes."""
+    manifest: dict[str, Any] = {
+        "name": getattr(cls, "name", None) or cls.__name__.lower(),
+        "type": getattr(cls, "type", None) or "generic",
+        "version": getattr(cls, "version", None) or "0.0.0",
+        "description": getattr(cls, "description", "") or (cls.__doc__ or "").strip(),
+        "class_path": class_path or f"{cls.__module__}.{cls.__qualname__}",
+        "configuration_schema": dict(getattr(cls, "configuration_schema", {}) or {}),
+        "metadata": dict(getattr(cls, "metadata", {}) or {}),
+    }
+    return manifest

@@ -1,0 +1,1 @@
+"""The plugin host: runs live plugin instances and reconciles them towards stored state."""

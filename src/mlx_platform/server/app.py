@@ -1,0 +1,99 @@
+"""`create_app`: the FastAPI application, its error handlers and its lifespan."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from mlx_platform import __version__
+from mlx_platform.core.bootstrap import start_core
+from mlx_platform.core.context import Core
+from mlx_platform.server.errors import error_response, install_error_handlers
+from mlx_platform.server.logging_setup import configure_logging
+from mlx_platform.server.middleware import RequestContextMiddleware
+from mlx_platform.server.routes import plugins
+from mlx_platform.settings import Settings
+
+log = logging.getLogger("mlx_platform.server")
+
+DESCRIPTION = """
+Register, discover, validate, configure, run, watch and measure plugins.
+
+Every endpoint under `/v1/plugins` needs `Authorization: Bearer <token>` (create one with
+`mlx token create`). Scopes: `plugins:read` (every GET), `plugins:write` (activate,
+deactivate, configuration, validate-composition, discover, invoke), `plugins:admin`
+(everything, including register, unregister and discover with auto_register).
+Every error answer is `{"success": false, "error": {"code", "message", "details", "request_id"}}`.
+"""
+
+
+class _Flusher:
+    """Moves recorded metrics to storage every few seconds."""
+
+    def __init__(self, core: Core, interval: float = 5.0) -> None:
+        self.core = core
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mlx-metrics-flush", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.core.metrics.flush()
+            except Exception:  # noqa: BLE001 - keep flushing; the next round retries
+                log.exception("metrics flush failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.core.metrics.flush()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+    core = Core.create(settings)
+    state: dict[str, Any] = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(start_core, core)
+        flusher = _Flusher(core)
+        flusher.start()
+        state["ready"] = True
+        log.info("mlx-platform %s ready (database: %s)", __version__, core.db.dialect)
+        try:
+            yield
+        finally:
+            state["ready"] = False
+            await run_in_threadpool(core.host.stop_all, 10.0)
+            flusher.stop()
+            core.db.dispose()
+
+    app = FastAPI(
+        title="mlx-platform plugin management API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.core = core
+    install_error_handlers(app)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(plugins.router)
+
+    @app.get("/healthz", tags=["service"], summary="Liveness and readiness (no auth)")
+    def healthz() -> Any:
+        if not state["ready"]:
+            return error_response(503, "SERVICE_UNAVAILABLE", "The service is starting")
+        return {"status": "ok", "version": __version__, "database": core.db.dialect}
+
+    return app

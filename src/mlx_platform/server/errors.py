@@ -1,0 +1,87 @@
+"""The one place that turns errors into HTTP answers, always in the spec's envelope."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlx_platform.errors import MLXError
+from mlx_platform.server.request_context import current_request_id
+
+log = logging.getLogger("mlx_platform.server")
+
+_HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_MEDIA_TYPE"}
+
+
+def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "success": False,
+        "error": {
+            "code": code,
+            "message": message,
+            "details": details or {},
+            "request_id": current_request_id(),
+        },
+    }
+
+
+def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+    return JSONResponse(envelope(code, message, details), status_code=status)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("query", "path", "header", "body"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _validation_details(exc: RequestValidationError) -> tuple[str, dict[str, str]]:
+    """One entry per bad field or parameter: {name: reason}. The input is never quoted."""
+    details: dict[str, str] = {}
+    first_kind = "field"
+    for err in exc.errors():
+        loc = tuple(err.get("loc", ()))
+        kind = err.get("type", "")
+        field = _field_name(loc)
+        if kind == "json_invalid":
+            field, reason = "body", "is not valid JSON"
+        elif kind == "missing" and loc == ("body",):
+            field, reason = "body", "a JSON body is required"
+        elif kind == "extra_forbidden":
+            reason = "is not a known field"
+        else:
+            reason = str(err.get("msg", "is invalid"))  # pydantic's msg never quotes the input
+        if not details:
+            where = loc[0] if loc else "body"
+            first_kind = {"query": "query parameter", "path": "path parameter"}.get(str(where), "field")
+        details.setdefault(field, reason)
+    first = next(iter(details), "body")
+    message = f"Invalid {first_kind} '{first}': {details.get(first, 'is invalid')}"
+    if len(details) > 1:
+        message += f" (and {len(details) - 1} more)"
+    return message, details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(MLXError)
+    async def _mlx_error(_request: Request, exc: MLXError) -> JSONResponse:
+        return error_response(exc.http_status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, details = _validation_details(exc)
+        return error_response(422, "VALIDATION_ERROR", message, details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+        message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
+        if exc.status_code == 404:
+            message = "No such endpoint: see /docs for the API"
+        return error_response(exc.status_code, code, message)

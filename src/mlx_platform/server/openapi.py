@@ -1,0 +1,23 @@
+"""Error answers for the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlx_platform.wire import ErrorEnvelope
+
+_DESCRIPTIONS = {
+    401: "UNAUTHORIZED: no token, or a bad one",
+    403: "FORBIDDEN: the token lacks the scope",
+    404: "PLUGIN_NOT_FOUND",
+    409: "PLUGIN_CONFLICT, PLUGIN_ALREADY_EXISTS, DEPENDENCY_MISSING, INSUFFICIENT_RESOURCES or INVALID_STATE",
+    422: "VALIDATION_ERROR, INVALID_CONFIGURATION or INVALID_ARGUMENTS",
+    500: "INTERNAL_ERROR",
+    502: "PLUGIN_EXECUTION_ERROR: the plugin's code raised",
+    503: "PLUGIN_HEALTH_CHECK_FAILED",
+    504: "OPERATION_TIMEOUT",
+}
+
+
+def errors_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[s]} for s in (*statuses, 500)}

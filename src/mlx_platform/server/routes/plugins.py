@@ -1,0 +1,289 @@
+"""`/v1/plugins`: every endpoint of the spec, plus unregister, configuration schema, invoke."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Path, Query
+from fastapi.concurrency import run_in_threadpool
+
+from mlx_platform.core import composition, discovery, lifecycle, registry
+from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
+from mlx_platform.errors import ValidationError
+from mlx_platform.server.auth import require
+from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
+from mlx_platform.server.openapi import errors_for
+from mlx_platform.storage.repositories import PluginFilter
+from mlx_platform.wire import (
+    ActivateRequest,
+    ActivateResult,
+    CompositionResult,
+    ConfigurationUpdateRequest,
+    ConfigurationUpdateResult,
+    DeactivateRequest,
+    DeactivateResult,
+    DeleteResult,
+    DiscoveryResult,
+    Envelope,
+    HealthReport,
+    InvokeRequest,
+    InvokeResult,
+    MetricsReport,
+    PageEnvelope,
+    PluginDetail,
+    PluginSummary,
+    RegisterPluginRequest,
+    RegisterResult,
+    ValidateCompositionRequest,
+)
+
+router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
+
+PluginId = Annotated[str, Path(min_length=1, max_length=160, description="Plugin id, e.g. plugin_snowflake_001")]
+DryRun = Annotated[bool, Query(description="Run every check and answer what would happen; change nothing")]
+
+
+def ok(data: Any) -> dict[str, Any]:
+    return {"success": True, "data": data}
+
+
+@router.get(
+    "",
+    response_model=PageEnvelope[PluginSummary],
+    summary="List plugins",
+    description="Scope: `plugins:read`. Filters combine; `search` matches names and descriptions, "
+    "case-insensitively, from the search index.",
+    responses=errors_for(401, 403, 422),
+)
+def list_plugins(
+    core: CoreDep,
+    _p: Reader,
+    type: Annotated[str | None, Query(max_length=64, description="e.g. data_source")] = None,
+    status: Annotated[Literal["registered", "active", "inactive", "error"] | None, Query()] = None,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    search: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+) -> dict[str, Any]:
+    flt = PluginFilter(type=type, status=status, category=category, search=search)
+    items, pagination = registry.list_plugins(core, flt, page=page, limit=limit)
+    return {"success": True, "data": items, "pagination": pagination}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Envelope[RegisterResult],
+    summary="Register a plugin",
+    description="Scope: `plugins:admin`. Checks the definition, imports `class_path` in a throwaway "
+    "process, looks for missing dependencies and conflicts with active plugins. A plugin whose class "
+    "cannot be loaded is recorded with status `error`. `dry_run=true` checks only.",
+    responses=errors_for(401, 403, 409, 422),
+)
+def register_plugin(
+    core: CoreDep, _p: Admin, body: RegisterPluginRequest, dry_run: DryRun = False
+) -> dict[str, Any]:
+    return ok(registry.register_plugin(core, body, dry_run=dry_run))
+
+
+@router.get(
+    "/discover",
+    response_model=Envelope[DiscoveryResult],
+    summary="Discover plugins",
+    description="Scope: `plugins:write`; with `auto_register=true`, `plugins:admin`. Reads manifests "
+    "and package metadata; plugin code never runs in the service.",
+    responses=errors_for(401, 403, 422),
+)
+def discover_plugins(
+    core: CoreDep,
+    principal: Writer,
+    sources: Annotated[list[str] | None, Query(description="filesystem, pypi, git (repeat or comma-separate)")] = None,
+    include_namespace: Annotated[str | None, Query(max_length=200)] = None,
+    auto_register: bool = False,
+) -> dict[str, Any]:
+    if auto_register:
+        require(principal, "plugins:admin")
+    chosen: list[str] = []
+    for item in sources or list(discovery.SOURCES):
+        for part in item.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            if part not in discovery.SOURCES:
+                raise ValidationError(
+                    f"Invalid query parameter 'sources': '{part}' is not one of {', '.join(discovery.SOURCES)}",
+                    {"sources": f"'{part}' is not one of {', '.join(discovery.SOURCES)}"},
+                )
+            chosen.append(part)
+    return ok(discovery.discover(core, chosen, include_namespace=include_namespace, auto_register=auto_register))
+
+
+@router.post(
+    "/validate-composition",
+    response_model=Envelope[CompositionResult],
+    summary="Validate a composition of plugins",
+    description="Scope: `plugins:write`.",
+    responses=errors_for(401, 403, 422),
+)
+def validate_composition(core: CoreDep, _p: Writer, body: ValidateCompositionRequest) -> dict[str, Any]:
+    return ok(composition.validate_composition(core, body.plugins))
+
+
+@router.get(
+    "/{plugin_id}",
+    response_model=Envelope[PluginDetail],
+    summary="Get plugin details",
+    description="Scope: `plugins:read`. Secret configuration values show as `********`.",
+    responses=errors_for(401, 403, 404),
+)
+def get_plugin(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
+    return ok(registry.get_plugin(core, plugin_id))
+
+
+@router.delete(
+    "/{plugin_id}",
+    response_model=Envelope[DeleteResult],
+    summary="Unregister a plugin",
+    description="Scope: `plugins:admin`. Refused while the plugin is active (unless `force=true`, "
+    "which deactivates it first) or while an active plugin requires it.",
+    responses=errors_for(401, 403, 404, 409),
+)
+def delete_plugin(
+    core: CoreDep, _p: Admin, plugin_id: PluginId, force: Annotated[bool, Query()] = False
+) -> dict[str, Any]:
+    return ok(registry.delete_plugin(core, plugin_id, force=force))
+
+
+@router.get(
+    "/{plugin_id}/configuration-schema",
+    summary="The configuration schema as standard JSON Schema",
+    description="Scope: `plugins:read`. Draft 2020-12, for forms and editors.",
+    responses=errors_for(401, 403, 404),
+)
+def configuration_schema(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
+    return registry.configuration_json_schema(core, plugin_id)
+
+
+@router.post(
+    "/{plugin_id}/activate",
+    response_model=Envelope[ActivateResult],
+    summary="Activate a plugin",
+    description="Scope: `plugins:write`. Validates the configuration, checks conflicts, dependencies "
+    "and resources, starts the instance and runs a first health check.",
+    responses=errors_for(401, 403, 404, 409, 422, 503),
+)
+def activate_plugin(
+    core: CoreDep,
+    _p: Writer,
+    plugin_id: PluginId,
+    body: Annotated[ActivateRequest | None, Body()] = None,
+    dry_run: DryRun = False,
+) -> dict[str, Any]:
+    req = body or ActivateRequest()
+    return ok(lifecycle.activate_plugin(core, plugin_id, req.configuration, auto_start=req.auto_start, dry_run=dry_run))
+
+
+@router.post(
+    "/{plugin_id}/deactivate",
+    response_model=Envelope[DeactivateResult],
+    summary="Deactivate a plugin",
+    description="Scope: `plugins:write`. Waits up to `graceful_shutdown_timeout` for calls in flight "
+    "unless `force` is true.",
+    responses=errors_for(401, 403, 404, 409, 422),
+)
+def deactivate_plugin(
+    core: CoreDep, _p: Writer, plugin_id: PluginId, body: Annotated[DeactivateRequest | None, Body()] = None
+) -> dict[str, Any]:
+    req = body or DeactivateRequest()
+    return ok(lifecycle.deactivate_plugin(core, plugin_id, force=req.force, graceful_timeout=req.graceful_shutdown_timeout))
+
+
+@router.patch(
+    "/{plugin_id}/configuration",
+    response_model=Envelope[ConfigurationUpdateResult],
+    summary="Update a plugin's configuration",
+    description="Scope: `plugins:write`. Applied hot when every changed field allows it; a secret sent "
+    "as `********` keeps its stored value.",
+    responses=errors_for(401, 403, 404, 422),
+)
+def update_configuration(
+    core: CoreDep, _p: Writer, plugin_id: PluginId, body: ConfigurationUpdateRequest, dry_run: DryRun = False
+) -> dict[str, Any]:
+    return ok(
+        lifecycle.update_configuration(
+            core, plugin_id, body.configuration, allow_restart=body.restart_required, dry_run=dry_run
+        )
+    )
+
+
+@router.get(
+    "/{plugin_id}/health",
+    response_model=Envelope[HealthReport],
+    summary="Plugin health",
+    description="Scope: `plugins:read`. Runs the plugin's health check now, under a timeout.",
+    responses=errors_for(401, 403, 404),
+)
+def plugin_health(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
+    return ok(lifecycle.plugin_health(core, plugin_id))
+
+
+def _parse_time(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace(" ", "+"))
+    except ValueError:
+        raise ValidationError(
+            f"Invalid query parameter '{name}': not an ISO 8601 date-time (e.g. 2024-01-15T09:00:00Z)",
+            {name: "not an ISO 8601 date-time"},
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@router.get(
+    "/{plugin_id}/metrics",
+    response_model=Envelope[MetricsReport],
+    summary="Plugin metrics",
+    description="Scope: `plugins:read`. Merged from recorded per-minute buckets; default range: the "
+    "last 24 hours, granularity hour.",
+    responses=errors_for(401, 403, 404, 422),
+)
+def plugin_metrics(
+    core: CoreDep,
+    _p: Reader,
+    plugin_id: PluginId,
+    start_time: str | None = None,
+    end_time: str | None = None,
+    granularity: Literal["minute", "hour", "day"] = "hour",
+) -> dict[str, Any]:
+    registry.get_row(core, plugin_id)
+    end = _parse_time("end_time", end_time) or datetime.now(UTC)
+    start = _parse_time("start_time", start_time) or end - timedelta(hours=24)
+    if start >= end:
+        raise ValidationError(
+            "Invalid query parameter 'start_time': must be before end_time",
+            {"start_time": "must be before end_time"},
+        )
+    points = (end - start).total_seconds() / GRANULARITY_SECONDS[granularity]
+    if points > 50_000:
+        raise ValidationError(
+            f"Invalid query parameter 'granularity': {int(points)} {granularity}s is too many points; "
+            "choose a coarser granularity or a shorter range",
+            {"granularity": "too many points for the range"},
+        )
+    return ok(query_metrics(core.metrics, plugin_id, start, end, granularity))
+
+
+@router.post(
+    "/{plugin_id}/invoke",
+    response_model=Envelope[InvokeResult],
+    summary="Invoke an operation of an active plugin",
+    description="Scope: `plugins:write`.",
+    responses=errors_for(401, 403, 404, 409, 422, 502, 504),
+)
+async def invoke_plugin(core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest) -> dict[str, Any]:
+    result = await run_in_threadpool(
+        lifecycle.invoke_plugin, core, plugin_id, body.operation, body.arguments, body.timeout
+    )
+    return ok(result)

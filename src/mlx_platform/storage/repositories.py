@@ -1,0 +1,193 @@
+"""Queries over the tables. The only module that knows SQL dialect differences."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Select, String, column, delete, func, select, text, update
+from sqlalchemy.orm import Session
+
+from mlx_platform.storage.tables import MetricBucketRow, PluginIdSequence, PluginRow, ServiceMeta
+
+
+@dataclass(frozen=True)
+class PluginFilter:
+    type: str | None = None
+    status: str | None = None
+    category: str | None = None
+    search: str | None = None
+
+
+class PluginRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # ------------------------------------------------------------------ reads
+
+    def get(self, plugin_id: str, *, for_update: bool = False) -> PluginRow | None:
+        stmt = select(PluginRow).where(PluginRow.id == plugin_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return self.session.scalars(stmt).first()
+
+    def get_by_name_version(self, name: str, version: str) -> PluginRow | None:
+        stmt = select(PluginRow).where(PluginRow.name == name, PluginRow.version == version)
+        return self.session.scalars(stmt).first()
+
+    def by_name(self, name: str) -> list[PluginRow]:
+        return list(self.session.scalars(select(PluginRow).where(PluginRow.name == name)))
+
+    def by_names(self, names: Sequence[str]) -> list[PluginRow]:
+        if not names:
+            return []
+        stmt = select(PluginRow).where(PluginRow.name.in_(list(set(names))))
+        return list(self.session.scalars(stmt))
+
+    def active(self) -> list[PluginRow]:
+        stmt = select(PluginRow).where(PluginRow.status == "active").order_by(PluginRow.id)
+        return list(self.session.scalars(stmt))
+
+    def all(self) -> list[PluginRow]:
+        return list(self.session.scalars(select(PluginRow).order_by(PluginRow.created_at)))
+
+    def active_singleton(self, plugin_type: str) -> PluginRow | None:
+        stmt = select(PluginRow).where(PluginRow.singleton_slot == plugin_type)
+        return self.session.scalars(stmt).first()
+
+    def list(self, flt: PluginFilter, *, page: int, limit: int) -> tuple[list[PluginRow], int]:
+        """One page of plugins in a stable order (creation time, then id), and the total."""
+        stmt: Select[tuple[PluginRow]] = select(PluginRow)
+        if flt.type:
+            stmt = stmt.where(PluginRow.type == flt.type)
+        if flt.status:
+            stmt = stmt.where(PluginRow.status == flt.status)
+        if flt.category:
+            stmt = stmt.where(PluginRow.category == flt.category)
+        if flt.search:
+            stmt = stmt.where(PluginRow.id.in_(self._search_ids(flt.search)))
+        total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+        rows = self.session.scalars(
+            stmt.order_by(PluginRow.created_at, PluginRow.id).offset((page - 1) * limit).limit(limit)
+        )
+        return list(rows), int(total)
+
+    def _search_ids(self, term: str) -> Select[tuple[str]]:
+        """Ids of plugins whose name or description contains `term`, ignoring case.
+
+        The query this stands for, on any database:
+            SELECT id FROM plugins
+            WHERE lower(name || ' ' || description) LIKE '%' || lower(:term) || '%'
+        answered from an index: on SQLite the FTS5 trigram table `plugins_fts` (a MATCH for
+        terms of 3+ characters; shorter terms use LIKE on the same table, which FTS5 answers
+        by scanning the index, as trigrams cannot be shorter), on PostgreSQL the pg_trgm GIN
+        index `ix_plugins_search` over that very expression.
+        """
+        dialect = self.session.get_bind().dialect.name
+        if dialect == "sqlite":
+            if len(term) >= 3:
+                phrase = '"' + term.replace('"', '""') + '"'
+                return _id_query(
+                "SELECT plugin_id FROM plugins_fts WHERE plugins_fts MATCH :q", phrase
+            )
+            like = "%" + _escape_like(term) + "%"
+            return _id_query(
+                "SELECT plugin_id FROM plugins_fts "
+                "WHERE name LIKE :q ESCAPE '\\' OR description LIKE :q ESCAPE '\\'",
+                like,
+            )
+        like = "%" + _escape_like(term.lower()) + "%"
+        expr = func.lower(PluginRow.name + " " + PluginRow.description)
+        return select(PluginRow.id).where(expr.like(like, escape="\\"))
+
+    # ------------------------------------------------------------------ writes
+
+    def next_id(self, name: str) -> str:
+        """`plugin_<name>_<NNN>`: NNN counts the registrations of that name, never reused."""
+        seq = self.session.get(PluginIdSequence, name)
+        if seq is None:
+            seq = PluginIdSequence(name=name, last_seq=0)
+            self.session.add(seq)
+        seq.last_seq += 1
+        self.session.flush()
+        slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
+        return f"plugin_{slug}_{seq.last_seq:03d}"
+
+    def add(self, row: PluginRow) -> None:
+        self.session.add(row)
+        self.session.flush()
+
+    def delete(self, row: PluginRow) -> None:
+        self.session.execute(delete(MetricBucketRow).where(MetricBucketRow.plugin_id == row.id))
+        self.session.delete(row)
+        self.session.flush()
+
+    def set_health(
+        self,
+        plugin_id: str,
+        *,
+        status: str,
+        last_check: datetime,
+        response_time_ms: float | None,
+        message: str | None,
+    ) -> None:
+        self.session.execute(
+            update(PluginRow)
+            .where(PluginRow.id == plugin_id)
+            .values(
+                health_status=status,
+                health_last_check=last_check,
+                health_response_time_ms=response_time_ms,
+                health_message=message,
+            )
+            .execution_options(synchronize_session=False)
+        )
+
+
+class MetaRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, key: str) -> str | None:
+        row = self.session.get(ServiceMeta, key)
+        return row.value if row else None
+
+    def set(self, key: str, value: str) -> None:
+        row = self.session.get(ServiceMeta, key)
+        if row is None:
+            self.session.add(ServiceMeta(key=key, value=value))
+        else:
+            row.value = value
+
+
+class MetricRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def buckets(self, plugin_id: str, start: datetime, end: datetime) -> list[MetricBucketRow]:
+        stmt = (
+            select(MetricBucketRow)
+            .where(
+                MetricBucketRow.plugin_id == plugin_id,
+                MetricBucketRow.bucket_start >= start,
+                MetricBucketRow.bucket_start < end,
+            )
+            .order_by(MetricBucketRow.bucket_start)
+        )
+        return list(self.session.scalars(stmt))
+
+    def get(self, plugin_id: str, bucket_start: datetime) -> MetricBucketRow | None:
+        return self.session.get(MetricBucketRow, (plugin_id, bucket_start))
+
+    def add(self, row: MetricBucketRow) -> None:
+        self.session.add(row)
+
+
+def _id_query(sql: str, value: str) -> Select[tuple[str]]:
+    textual = text(sql).bindparams(q=value).columns(column("plugin_id", String))
+    return select(textual.subquery().c.plugin_id)
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

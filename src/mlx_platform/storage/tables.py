@@ -1,0 +1,136 @@
+"""Table definitions. The migrations under `migrations/versions` create exactly these."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+
+
+class PluginRow(Base):
+    __tablename__ = "plugins"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_plugins_name_version"),
+        Index("ix_plugins_order", "created_at", "id"),
+        Index("ix_plugins_status", "status"),
+        Index("ix_plugins_type", "type"),
+        Index("ix_plugins_category", "category"),
+    )
+
+    id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    class_path: Mapped[str] = mapped_column(String(400))
+    isolation: Mapped[str] = mapped_column(String(16), default="process")
+    status: Mapped[str] = mapped_column(String(16), default="registered")
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    loadable: Mapped[bool] = mapped_column(Boolean, default=False)
+    class_info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    configuration_schema: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    plugin_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    # Secret fields are stored encrypted: {"field": {"$encrypted": "<fernet token>"}}.
+    configuration: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    config_version: Mapped[int] = mapped_column(Integer, default=0)
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    documentation_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    repository_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The plugin's type while it is active and that type is a singleton, else NULL. A unique
+    # index on it makes "one active plugin per singleton type" hold across replicas.
+    singleton_slot: Mapped[str | None] = mapped_column(String(64), nullable=True, unique=True)
+    health_status: Mapped[str] = mapped_column(String(16), default="unknown")
+    health_last_check: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    health_response_time_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    health_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    @property
+    def requirements(self) -> dict[str, Any]:
+        meta = self.plugin_metadata or {}
+        return {
+            "min_memory_mb": int(meta.get("min_memory_mb") or 0),
+            "min_cpu_cores": float(meta.get("min_cpu_cores") or 0),
+            "gpu_required": bool(meta.get("gpu_required") or False),
+        }
+
+
+class PluginIdSequence(Base):
+    """The last number handed out per plugin name, so ids are never reused after a delete."""
+
+    __tablename__ = "plugin_id_sequences"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class MetricBucketRow(Base):
+    """One plugin's invocations in one minute: counts, sums and a mergeable latency sketch."""
+
+    __tablename__ = "metric_buckets"
+
+    plugin_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    sketch: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    mem_samples: Mapped[int] = mapped_column(Integer, default=0)
+    mem_sum_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    mem_peak_mb: Mapped[float] = mapped_column(Float, default=0.0)
+    cpu_samples: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_sum_percent: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class ServiceMeta(Base):
+    """Key/value facts about this installation (for example: example plugins seeded)."""
+
+    __tablename__ = "service_meta"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,450 @@
+"""Request and response shapes of the API, shared by the server and the SDK.
+
+The server validates requests and serialises answers with these models; the SDK builds
+requests and parses answers with the very same ones, so the two cannot drift. Every model
+accepts fields it does not know (``extra="allow"``): a field added on the server reaches an
+older client instead of breaking it. Request models are the exception: they forbid unknown
+fields, so a typo in a request is answered with a ``VALIDATION_ERROR`` naming it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SECRET_MASK = "********"
+
+FieldType = Literal["string", "integer", "number", "boolean", "array", "object"]
+PluginStatus = Literal["registered", "active", "inactive", "error"]
+IsolationMode = Literal["process", "inprocess"]
+NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$"
+CLASS_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*([.:][A-Za-z_][A-Za-z0-9_]*)$"
+
+
+class WireModel(BaseModel):
+    """A response model: unknown fields are kept, so newer servers never break older clients."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class RequestModel(BaseModel):
+    """A request model: unknown fields are refused, naming the field."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- plugin definitions
+
+
+class ConfigField(BaseModel):
+    """One field of a plugin's configuration schema."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: FieldType = "string"
+    required: bool = False
+    default: Any = None
+    secret: bool = False
+    description: str | None = None
+    enum: list[Any] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    pattern: str | None = None
+    items: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema of the items, for `array` fields"
+    )
+    hot_reload: bool = Field(
+        default=True,
+        description="False: a change to this field needs the instance restarted",
+    )
+
+
+class PluginMetadata(BaseModel):
+    """What the rules read about a plugin. Unknown keys are kept as they are."""
+
+    model_config = ConfigDict(extra="allow")
+
+    category: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    data_formats: list[str] = Field(default_factory=list)
+    integration_points: list[str] = Field(default_factory=list)
+    conflicts_with: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)
+    optional_deps: list[str] = Field(default_factory=list)
+    supported_platforms: list[str] = Field(default_factory=list)
+    min_python_version: str | None = None
+    platform_api: str | None = Field(
+        default=None, description="PEP 440 specifier of the platform API the plugin supports"
+    )
+    recommends: dict[str, str] = Field(default_factory=dict)
+    synergies: list[dict[str, Any]] = Field(default_factory=list)
+    min_memory_mb: int = Field(default=0, ge=0)
+    min_cpu_cores: float = Field(default=0, ge=0)
+    gpu_required: bool = False
+
+
+class RegisterPluginRequest(RequestModel):
+    name: str = Field(pattern=NAME_PATTERN, description="Plugin name, unique with its version")
+    type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
+    version: str = Field(min_length=1, max_length=64, description="PEP 440 version")
+    description: str = Field(default="", max_length=4000)
+    class_path: str = Field(
+        pattern=CLASS_PATH_PATTERN,
+        description="Dotted path of the Plugin subclass: `package.module.Class`",
+    )
+    configuration_schema: dict[str, ConfigField] = Field(default_factory=dict)
+    metadata: PluginMetadata = Field(default_factory=PluginMetadata)
+    category: str | None = None
+    isolation: IsolationMode | None = None
+    documentation_url: str | None = None
+    repository_url: str | None = None
+    author: str | None = None
+    license: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class ActivateRequest(RequestModel):
+    configuration: dict[str, Any] = Field(default_factory=dict)
+    auto_start: bool = True
+
+
+class DeactivateRequest(RequestModel):
+    force: bool = False
+    graceful_shutdown_timeout: float = Field(default=30, ge=0, le=3600)
+
+
+class ConfigurationUpdateRequest(RequestModel):
+    configuration: dict[str, Any]
+    restart_required: bool = Field(
+        default=False,
+        description="True allows the service to restart the instance when a changed field "
+        "cannot be applied hot",
+    )
+
+
+class CompositionEntry(RequestModel):
+    name: str = Field(min_length=1)
+    version: str | None = Field(default=None, description="A version or a PEP 440 specifier")
+
+
+class ValidateCompositionRequest(RequestModel):
+    plugins: list[CompositionEntry] = Field(min_length=1, max_length=10000)
+
+
+class InvokeRequest(RequestModel):
+    operation: str = Field(min_length=1, max_length=200)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    timeout: float | None = Field(default=None, gt=0, le=3600)
+
+
+# ---------------------------------------------------------------- answers
+
+
+class ResourceRequirements(WireModel):
+    min_memory_mb: int = 0
+    min_cpu_cores: float = 0
+    gpu_required: bool = False
+
+
+class ConfigurationSummary(WireModel):
+    required_fields: list[str] = Field(default_factory=list)
+    optional_fields: list[str] = Field(default_factory=list)
+
+
+class HealthSummary(WireModel):
+    status: str = "unknown"
+    last_check: datetime | None = None
+    response_time_ms: float | None = None
+
+
+class PluginSummary(WireModel):
+    id: str
+    name: str
+    type: str
+    version: str
+    status: str
+    description: str = ""
+    category: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+    conflicts_with: list[str] = Field(default_factory=list)
+    integration_points: list[str] = Field(default_factory=list)
+    resource_requirements: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    configuration: ConfigurationSummary = Field(default_factory=ConfigurationSummary)
+    health: HealthSummary = Field(default_factory=HealthSummary)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class PerformanceMetrics(WireModel):
+    execution_count: int = 0
+    avg_execution_time_ms: float = 0
+    success_rate: float = 0
+    error_rate: float = 0
+    throughput_ops_per_second: float = 0
+
+
+class PluginDetail(WireModel):
+    id: str
+    name: str
+    type: str
+    version: str
+    status: str
+    status_reason: str | None = None
+    description: str = ""
+    category: str | None = None
+    class_path: str | None = None
+    isolation: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    configuration_schema: dict[str, Any] = Field(default_factory=dict)
+    configuration: dict[str, Any] = Field(default_factory=dict)
+    performance_metrics: PerformanceMetrics = Field(default_factory=PerformanceMetrics)
+    health: HealthSummary = Field(default_factory=HealthSummary)
+    documentation_url: str | None = None
+    repository_url: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    activated_at: datetime | None = None
+
+
+class ValidationResults(WireModel):
+    schema_valid: bool
+    class_loadable: bool
+    dependencies_available: bool
+    conflicts_detected: bool
+    class_error: str | None = None
+    missing_dependencies: list[str] = Field(default_factory=list)
+    conflicts: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class RegisterResult(WireModel):
+    id: str
+    name: str
+    version: str | None = None
+    status: str
+    validation_results: ValidationResults
+    next_steps: list[str] = Field(default_factory=list)
+    dry_run: bool = False
+
+
+class HealthCheckSummary(WireModel):
+    status: str
+    response_time_ms: float | None = None
+    last_check: datetime | None = None
+    message: str | None = None
+
+
+class ActivateResult(WireModel):
+    id: str
+    status: str
+    activation_time: datetime | None = None
+    health_check: HealthCheckSummary | None = None
+    started: bool = True
+    dry_run: bool = False
+
+
+class DeactivateResult(WireModel):
+    id: str
+    status: str
+    deactivation_time: datetime | None = None
+    pending_operations: int = 0
+
+
+class ConfigurationUpdateResult(WireModel):
+    id: str
+    configuration_updated: bool
+    restart_required: bool
+    restarted: bool = False
+    updated_fields: list[str] = Field(default_factory=list)
+    effective_time: datetime | None = None
+    dry_run: bool = False
+
+
+class ConnectivityCheck(WireModel):
+    status: str
+    response_time_ms: float | None = None
+    last_check: datetime | None = None
+    message: str | None = None
+
+
+class ResourceUsageCheck(WireModel):
+    status: str
+    memory_usage_mb: float | None = None
+    cpu_usage_percent: float | None = None
+
+
+class DependenciesCheck(WireModel):
+    status: str
+    missing_dependencies: list[str] = Field(default_factory=list)
+
+
+class HealthChecks(WireModel):
+    connectivity: ConnectivityCheck
+    resource_usage: ResourceUsageCheck
+    dependencies: DependenciesCheck
+
+
+class HealthMetrics(WireModel):
+    uptime_seconds: float = 0
+    total_requests: int = 0
+    successful_requests: int = 0
+    failed_requests: int = 0
+    avg_response_time_ms: float = 0
+
+
+class HealthReport(WireModel):
+    plugin_id: str
+    status: str
+    checks: HealthChecks
+    metrics: HealthMetrics = Field(default_factory=HealthMetrics)
+
+
+class TimeRange(WireModel):
+    start: datetime
+    end: datetime
+
+
+class ResourceUsageMetrics(WireModel):
+    avg_memory_mb: float = 0
+    peak_memory_mb: float = 0
+    avg_cpu_percent: float = 0
+    samples: int = 0
+
+
+class MetricsFigures(WireModel):
+    execution_count: int = 0
+    success_rate: float = 0
+    avg_execution_time_ms: float = 0
+    p50_execution_time_ms: float = 0
+    p95_execution_time_ms: float = 0
+    p99_execution_time_ms: float = 0
+    error_count: int = 0
+    resource_usage: ResourceUsageMetrics = Field(default_factory=ResourceUsageMetrics)
+
+
+class TimeseriesPoint(WireModel):
+    timestamp: datetime
+    execution_count: int = 0
+    avg_execution_time_ms: float = 0
+    success_rate: float = 0
+    error_count: int = 0
+
+
+class MetricsReport(WireModel):
+    plugin_id: str
+    time_range: TimeRange
+    granularity: str = "hour"
+    metrics: MetricsFigures
+    timeseries: list[TimeseriesPoint] = Field(default_factory=list)
+
+
+class DiscoveredPlugin(WireModel):
+    name: str
+    source: str
+    version: str | None = None
+    type: str | None = None
+    description: str | None = None
+    location: str | None = None
+    class_path: str | None = None
+    installed: bool = True
+    compatible: bool = True
+    incompatible_reason: str | None = None
+    conflicts: list[str] = Field(default_factory=list)
+    already_registered: bool = False
+    auto_registered: bool = False
+    plugin_id: str | None = None
+
+
+class DiscoveryError(WireModel):
+    source: str
+    location: str | None = None
+    message: str
+
+
+class DiscoverySummary(WireModel):
+    total_discovered: int = 0
+    compatible_plugins: int = 0
+    incompatible_plugins: int = 0
+    auto_registered: int = 0
+
+
+class DiscoveryResult(WireModel):
+    discovered_plugins: list[DiscoveredPlugin] = Field(default_factory=list)
+    discovery_summary: DiscoverySummary = Field(default_factory=DiscoverySummary)
+    errors: list[DiscoveryError] = Field(default_factory=list)
+
+
+class CompositionConflict(WireModel):
+    type: str
+    plugins: list[str]
+    message: str
+    resolution_options: list[str] = Field(default_factory=list)
+
+
+class CompositionWarning(WireModel):
+    type: str
+    message: str
+    severity: str = "low"
+    plugins: list[str] = Field(default_factory=list)
+
+
+class Synergy(WireModel):
+    plugins: list[str]
+    integration_points: list[str] = Field(default_factory=list)
+    benefits: list[str] = Field(default_factory=list)
+
+
+class CompositionResult(WireModel):
+    composition_valid: bool
+    conflicts: list[CompositionConflict] = Field(default_factory=list)
+    warnings: list[CompositionWarning] = Field(default_factory=list)
+    synergies: list[Synergy] = Field(default_factory=list)
+    recommendations: list[str] = Field(default_factory=list)
+    resolved: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class InvokeResult(WireModel):
+    plugin_id: str
+    operation: str
+    result: Any = None
+    duration_ms: float = 0
+
+
+class DeleteResult(WireModel):
+    id: str
+    deleted: bool
+    deactivated: bool = False
+
+
+class Pagination(WireModel):
+    page: int
+    limit: int
+    total: int
+    has_next: bool
+
+
+T = TypeVar("T")
+
+
+class Envelope(WireModel, Generic[T]):
+    success: bool = True
+    data: T
+
+
+class PageEnvelope(WireModel, Generic[T]):
+    success: bool = True
+    data: list[T]
+    pagination: Pagination
+
+
+class ErrorBody(WireModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    request_id: str | None = None
+
+
+class ErrorEnvelope(WireModel):
+    success: bool = False
+    error: ErrorBody
