@@ -20,7 +20,9 @@ FieldType = Literal["string", "integer", "number", "boolean", "array", "object"]
 PluginStatus = Literal["registered", "active", "inactive", "error"]
 IsolationMode = Literal["process", "inprocess"]
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$"
-CLASS_PATH_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*([.:][A-Za-z_][A-Za-z0-9_]*)$"
+CLASS_PATH_PATTERN = (
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*([.:][A-Za-z_][A-Za-z0-9_]*)$"
+)
 
 
 class WireModel(BaseModel):
@@ -49,8 +51,8 @@ class ConfigField(BaseModel):
     secret: bool = False
     description: str | None = None
     enum: list[Any] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
+    minimum: int | float | None = None
+    maximum: int | float | None = None
     pattern: str | None = None
     items: dict[str, Any] | None = Field(
         default=None, description="JSON Schema of the items, for `array` fields"

@@ -20,7 +20,9 @@ def _settings(**overrides: object) -> object:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except PydanticValidationError as exc:
-        errs = "; ".join(f"MLX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors())
+        errs = "; ".join(
+            f"MLX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
         typer.echo(f"error: invalid settings: {errs}", err=True)
         raise typer.Exit(2) from None
 
@@ -72,11 +74,16 @@ def serve(
         print(token)
         print()
         print(f'  export TOKEN="$(cat {settings.admin_token_path})"')
-        print(f'  curl -H "Authorization: Bearer $TOKEN" http://{settings.host}:{settings.port}/v1/plugins')
+        print(
+            f'  curl -H "Authorization: Bearer $TOKEN" http://{settings.host}:{settings.port}/v1/plugins'
+        )
         print("=" * 72, flush=True)
     else:
         print(f"admin token: {settings.admin_token_path}", flush=True)
-    print(f"mlx-platform: http://{settings.host}:{settings.port} (data in {settings.home})", flush=True)
+    print(
+        f"mlx-platform: http://{settings.host}:{settings.port} (data in {settings.home})",
+        flush=True,
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -89,7 +96,10 @@ def serve(
 @token_app.command("create")
 def token_create(
     subject: Annotated[str, typer.Option("--subject", help="Who the token is for")],
-    scope: Annotated[list[str], typer.Option("--scope", help="plugins:read | plugins:write | plugins:admin (repeat)")],
+    scope: Annotated[
+        list[str],
+        typer.Option("--scope", help="plugins:read | plugins:write | plugins:admin (repeat)"),
+    ],
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds")] = 86400,
 ) -> None:
     """Print a token signed with the server's secret, alone on stdout."""

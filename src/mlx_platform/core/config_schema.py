@@ -24,7 +24,9 @@ _JSON_TYPES = {
 }
 
 
-def to_json_schema(schema: dict[str, dict[str, Any]], *, title: str | None = None) -> dict[str, Any]:
+def to_json_schema(
+    schema: dict[str, dict[str, Any]], *, title: str | None = None
+) -> dict[str, Any]:
     """The spec-format schema as standard JSON Schema (draft 2020-12).
 
     Undeclared fields are allowed (``additionalProperties: true``): the spec's activation

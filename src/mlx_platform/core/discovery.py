@@ -54,7 +54,9 @@ def _filesystem(dirs: list[Path]) -> tuple[list[tuple[dict[str, Any], str]], lis
     errors: list[dict[str, Any]] = []
     for base in dirs:
         if not base.is_dir():
-            errors.append({"source": "filesystem", "location": str(base), "message": "not a folder"})
+            errors.append(
+                {"source": "filesystem", "location": str(base), "message": "not a folder"}
+            )
             continue
         candidates = [base] if (base / MANIFEST_FILENAME).is_file() else []
         candidates += sorted(p for p in base.iterdir() if (p / MANIFEST_FILENAME).is_file())
@@ -62,7 +64,9 @@ def _filesystem(dirs: list[Path]) -> tuple[list[tuple[dict[str, Any], str]], lis
             try:
                 found.append((load_manifest(folder), str(folder / MANIFEST_FILENAME)))
             except ManifestError as exc:
-                errors.append({"source": "filesystem", "location": str(folder), "message": str(exc)})
+                errors.append(
+                    {"source": "filesystem", "location": str(folder), "message": str(exc)}
+                )
     return found, errors
 
 
@@ -79,11 +83,15 @@ def _installed(timeout: float) -> tuple[list[tuple[dict[str, Any], str]], list[d
                 manifest["version"] = item.get("dist_version") or "0.0.0"
             found.append((manifest, where))
         else:
-            errors.append({"source": "pypi", "location": where, "message": item.get("error", "unreadable")})
+            errors.append(
+                {"source": "pypi", "location": where, "message": item.get("error", "unreadable")}
+            )
     return found, errors
 
 
-def discover(core: Core, sources: list[str], *, include_namespace: str | None, auto_register: bool) -> dict[str, Any]:
+def discover(
+    core: Core, sources: list[str], *, include_namespace: str | None, auto_register: bool
+) -> dict[str, Any]:
     from mlx_platform.core.registry import register_plugin
 
     raw: list[tuple[str, dict[str, Any], str]] = []
@@ -111,17 +119,29 @@ def discover(core: Core, sources: list[str], *, include_namespace: str | None, a
     for source, manifest, location in raw:
         reason = compatibility(manifest)
         conflicts = rules.find_conflicts(
-            manifest["name"], str(manifest["version"]), manifest.get("type") or "",
-            manifest.get("metadata") or {}, active, core.settings.singleton_type_set,
+            manifest["name"],
+            str(manifest["version"]),
+            manifest.get("type") or "",
+            manifest.get("metadata") or {},
+            active,
+            core.settings.singleton_type_set,
         )
         key = (manifest["name"], str(manifest["version"]))
         item: dict[str, Any] = {
-            "name": manifest["name"], "source": source, "version": str(manifest["version"]),
-            "type": manifest.get("type"), "description": manifest.get("description"),
-            "location": location, "class_path": manifest.get("class_path"), "installed": True,
-            "compatible": reason is None, "incompatible_reason": reason,
+            "name": manifest["name"],
+            "source": source,
+            "version": str(manifest["version"]),
+            "type": manifest.get("type"),
+            "description": manifest.get("description"),
+            "location": location,
+            "class_path": manifest.get("class_path"),
+            "installed": True,
+            "compatible": reason is None,
+            "incompatible_reason": reason,
             "conflicts": [c.conflicting_plugin for c in conflicts],
-            "already_registered": key in known, "auto_registered": False, "plugin_id": known.get(key),
+            "already_registered": key in known,
+            "auto_registered": False,
+            "plugin_id": known.get(key),
         }
         if auto_register and reason is None and key not in known:
             try:
@@ -131,7 +151,13 @@ def discover(core: Core, sources: list[str], *, include_namespace: str | None, a
                 item["plugin_id"] = result["id"]
                 known[key] = result["id"]
             except (MLXError, PydanticValidationError) as exc:
-                errors.append({"source": source, "location": location, "message": f"auto_register failed: {exc}"})
+                errors.append(
+                    {
+                        "source": source,
+                        "location": location,
+                        "message": f"auto_register failed: {exc}",
+                    }
+                )
         plugins.append(item)
     summary = {
         "total_discovered": len(plugins),

@@ -17,7 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from mlx_platform.core import config_schema, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import get_row
-from mlx_platform.core.secrets import mask
+from mlx_platform.core.resources import resource_shortfall
+from mlx_platform.core.secrets import REDACTOR, mask, redact_value
 from mlx_platform.errors import (
     DependencyMissingError,
     InsufficientResourcesError,
@@ -27,7 +28,6 @@ from mlx_platform.errors import (
     PluginConflictError,
     PluginHealthCheckFailedError,
 )
-from mlx_platform.core.resources import resource_shortfall
 from mlx_platform.runtime.host import InProcessInstance
 from mlx_platform.runtime.loading import ClassLoadError
 from mlx_platform.storage import PluginRow
@@ -61,8 +61,6 @@ def merged_configuration(
         if value == SECRET_MASK and (key in secrets or key in current):
             continue
         if key in secrets and value is not None:
-            from mlx_platform.core.secrets import REDACTOR
-
             REDACTOR.remember(value)
         if current.get(key, _MISSING) != value:
             changed.append(key)
@@ -96,7 +94,13 @@ def _check_activation(core: Core, row: PluginRow) -> None:
     active = [r for r in registered if r.status == "active" and r.id != row.id]
     meta = row.plugin_metadata or {}
     conflicts = rules.find_conflicts(
-        row.name, row.version, row.type, meta, active, core.settings.singleton_type_set, self_id=row.id
+        row.name,
+        row.version,
+        row.type,
+        meta,
+        active,
+        core.settings.singleton_type_set,
+        self_id=row.id,
     )
     if conflicts:
         first = conflicts[0]
@@ -125,7 +129,9 @@ def _check_activation(core: Core, row: PluginRow) -> None:
             {
                 "missing_dependencies": [m.as_dict() for m in missing],
                 "resolution_options": [
-                    f"Activate '{m.name}'" if m.satisfiable_by_registered else f"Register and activate a plugin satisfying '{m.requirement}'"
+                    f"Activate '{m.name}'"
+                    if m.satisfiable_by_registered
+                    else f"Register and activate a plugin satisfying '{m.requirement}'"
                     for m in missing
                 ],
             },
@@ -150,7 +156,9 @@ def _check_activation(core: Core, row: PluginRow) -> None:
         )
 
 
-def _start_instance(core: Core, row: PluginRow, config: dict[str, Any], *, start: bool) -> InProcessInstance:
+def _start_instance(
+    core: Core, row: PluginRow, config: dict[str, Any], *, start: bool
+) -> InProcessInstance:
     timeout = core.settings.health_timeout * 6
     try:
         instance = core.host.create(row.id, row.class_path)
@@ -183,7 +191,8 @@ def activate_plugin(
         row = get_row(core, plugin_id)
         if row.status == "active":
             raise InvalidStateError(
-                f"Plugin '{plugin_id}' is already active", {"plugin_id": plugin_id, "status": row.status}
+                f"Plugin '{plugin_id}' is already active",
+                {"plugin_id": plugin_id, "status": row.status},
             )
         if not row.loadable:
             raise InvalidStateError(
@@ -221,11 +230,22 @@ def activate_plugin(
                     instance.stop(graceful_timeout=0, force=True)
                     raise PluginHealthCheckFailedError(
                         f"Plugin '{row.name}' failed its first health check: {outcome.message}",
-                        {"stage": "health_check", "reason": outcome.message, "health_check": {**health, "last_check": health["last_check"].isoformat()}},
+                        {
+                            "stage": "health_check",
+                            "reason": outcome.message,
+                            "health_check": {
+                                **health,
+                                "last_check": health["last_check"].isoformat(),
+                            },
+                        },
                     )
             else:
-                health = {"status": "not_started", "response_time_ms": None, "last_check": None,
-                          "message": "auto_start is false: the first invocation starts the plugin"}
+                health = {
+                    "status": "not_started",
+                    "response_time_ms": None,
+                    "last_check": None,
+                    "message": "auto_start is false: the first invocation starts the plugin",
+                }
         except PluginHealthCheckFailedError as exc:
             _record_failed_activation(core, plugin_id, exc.message)
             raise
@@ -321,7 +341,12 @@ def deactivate_plugin(
                 fresh.deactivated_at = when
                 fresh.health_status = "unknown"
     log.info("deactivated plugin %s (pending operations: %d)", plugin_id, pending)
-    return {"id": plugin_id, "status": "inactive", "deactivation_time": when, "pending_operations": pending}
+    return {
+        "id": plugin_id,
+        "status": "inactive",
+        "deactivation_time": when,
+        "pending_operations": pending,
+    }
 
 
 def update_configuration(
@@ -390,7 +415,10 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
     instance = core.host.get(plugin_id)
     with core.db.read() as session:
         registered = PluginRepository(session).all()
-    missing = [m.requirement for m in rules.missing_dependencies(row.plugin_metadata or {}, registered, need_active=True)]
+    missing = [
+        m.requirement
+        for m in rules.missing_dependencies(row.plugin_metadata or {}, registered, need_active=True)
+    ]
     deps = {"status": "fail" if missing else "pass", "missing_dependencies": missing}
     now = _now()
     if instance is None or row.status != "active":
@@ -399,13 +427,26 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
             "plugin_id": plugin_id,
             "status": status,
             "checks": {
-                "connectivity": {"status": "skip", "response_time_ms": None, "last_check": row.health_last_check,
-                                 "message": f"plugin is not running (status: {row.status})"},
-                "resource_usage": {"status": "skip", "memory_usage_mb": None, "cpu_usage_percent": None},
+                "connectivity": {
+                    "status": "skip",
+                    "response_time_ms": None,
+                    "last_check": row.health_last_check,
+                    "message": f"plugin is not running (status: {row.status})",
+                },
+                "resource_usage": {
+                    "status": "skip",
+                    "memory_usage_mb": None,
+                    "cpu_usage_percent": None,
+                },
                 "dependencies": deps,
             },
-            "metrics": {"uptime_seconds": 0, "total_requests": 0, "successful_requests": 0,
-                        "failed_requests": 0, "avg_response_time_ms": 0},
+            "metrics": {
+                "uptime_seconds": 0,
+                "total_requests": 0,
+                "successful_requests": 0,
+                "failed_requests": 0,
+                "avg_response_time_ms": 0,
+            },
         }
     if instance.started:
         outcome = instance.health(core.settings.health_timeout)
@@ -417,18 +458,31 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
         }
     else:
         outcome = None
-        connectivity = {"status": "skip", "response_time_ms": None, "last_check": None,
-                        "message": "not started yet (auto_start is false)"}
+        connectivity = {
+            "status": "skip",
+            "response_time_ms": None,
+            "last_check": None,
+            "message": "not started yet (auto_start is false)",
+        }
     mem, cpu = instance.usage()
-    usage = {"status": "pass", "memory_usage_mb": round(mem, 1), "cpu_usage_percent": round(cpu, 1),
-             "scope": "service_process" if instance.isolation == "inprocess" else "worker_process"}
+    usage = {
+        "status": "pass",
+        "memory_usage_mb": round(mem, 1),
+        "cpu_usage_percent": round(cpu, 1),
+        "scope": "service_process" if instance.isolation == "inprocess" else "worker_process",
+    }
     failing = connectivity["status"] == "fail" or deps["status"] == "fail"
-    status = "unhealthy" if connectivity["status"] == "fail" else ("degraded" if failing else "healthy")
+    status = (
+        "unhealthy" if connectivity["status"] == "fail" else ("degraded" if failing else "healthy")
+    )
     if outcome is not None:
         with core.db.transaction() as session:
             PluginRepository(session).set_health(
-                plugin_id, status=status, last_check=now,
-                response_time_ms=connectivity["response_time_ms"], message=outcome.message,
+                plugin_id,
+                status=status,
+                last_check=now,
+                response_time_ms=connectivity["response_time_ms"],
+                message=outcome.message,
             )
     uptime = time.time() - instance.started_at if instance.started_at else 0.0
     ok = instance.total - instance.failed
@@ -441,7 +495,9 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
             "total_requests": instance.total,
             "successful_requests": ok,
             "failed_requests": instance.failed,
-            "avg_response_time_ms": round(instance.sum_ms / instance.total, 3) if instance.total else 0,
+            "avg_response_time_ms": round(instance.sum_ms / instance.total, 3)
+            if instance.total
+            else 0,
         },
     }
 
@@ -462,7 +518,9 @@ def invoke_plugin(
         try:
             instance.start(core.settings.health_timeout * 6)
         except MLXError as exc:
-            raise PluginHealthCheckFailedError(f"Plugin '{row.name}' failed to start: {exc.message}") from exc
+            raise PluginHealthCheckFailedError(
+                f"Plugin '{row.name}' failed to start: {exc.message}"
+            ) from exc
     t0 = time.perf_counter()
     ok = False
     try:
@@ -471,7 +529,12 @@ def invoke_plugin(
     finally:
         elapsed = (time.perf_counter() - t0) * 1000
         core.metrics.record(plugin_id, elapsed, ok)
-    return {"plugin_id": plugin_id, "operation": operation, "result": result, "duration_ms": round(elapsed, 3)}
+    return {
+        "plugin_id": plugin_id,
+        "operation": operation,
+        "result": redact_value(result),
+        "duration_ms": round(elapsed, 3),
+    }
 
 
 def restore_active_plugins(core: Core) -> None:
@@ -480,7 +543,9 @@ def restore_active_plugins(core: Core) -> None:
         active = PluginRepository(session).active()
     for row in active:
         try:
-            full = config_schema.apply_defaults(row.configuration_schema or {}, core.box.open(row.configuration or {}))
+            full = config_schema.apply_defaults(
+                row.configuration_schema or {}, core.box.open(row.configuration or {})
+            )
             instance = _start_instance(core, row, full, start=True)
             core.host.put(instance)
             log.info("restored plugin %s", row.id)
@@ -497,4 +562,6 @@ def restore_active_plugins(core: Core) -> None:
 
 
 def masked_configuration(core: Core, row: PluginRow) -> dict[str, Any]:
-    return mask(row.configuration or {}, config_schema.secret_fields(row.configuration_schema or {}))
+    return mask(
+        row.configuration or {}, config_schema.secret_fields(row.configuration_schema or {})
+    )

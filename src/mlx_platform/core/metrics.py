@@ -193,7 +193,9 @@ def query_metrics(
     }
 
 
-def recent_performance(recorder: MetricsRecorder, plugin_id: str, window: timedelta) -> dict[str, Any]:
+def recent_performance(
+    recorder: MetricsRecorder, plugin_id: str, window: timedelta
+) -> dict[str, Any]:
     """`performance_metrics` of the plugin detail: the last `window`, measured, else zeros."""
     end = datetime.now(UTC)
     data = query_metrics(recorder, plugin_id, end - window, end + timedelta(minutes=1), "day")

@@ -45,7 +45,9 @@ def _check_definition(req: RegisterPluginRequest) -> None:
         raise ValidationError(f"Invalid plugin definition: {first} {problems[first]}", problems)
 
 
-def register_plugin(core: Core, req: RegisterPluginRequest, *, dry_run: bool = False) -> dict[str, Any]:
+def register_plugin(
+    core: Core, req: RegisterPluginRequest, *, dry_run: bool = False
+) -> dict[str, Any]:
     """Validate and record a plugin. An unloadable class is recorded with status `error`."""
     _check_definition(req)
     with core.db.read() as session:
@@ -87,7 +89,9 @@ def register_plugin(core: Core, req: RegisterPluginRequest, *, dry_run: bool = F
 
     if dry_run:
         with core.db.read() as session:
-            seq_preview = existing.id if existing else _preview_id(PluginRepository(session), req.name)
+            seq_preview = (
+                existing.id if existing else _preview_id(PluginRepository(session), req.name)
+            )
         return {
             "id": seq_preview,
             "name": req.name,

@@ -46,7 +46,9 @@ def parse_spec(text: str) -> Spec:
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        raise ValueError(f"'{text}' is not a plugin name with an optional version specifier: {exc}") from exc
+        raise ValueError(
+            f"'{text}' is not a plugin name with an optional version specifier: {exc}"
+        ) from exc
     return Spec(raw=text, name=req.name, specifier=req.specifier)
 
 
@@ -228,6 +230,9 @@ def dependents_of(row: PluginRow, active: list[PluginRow]) -> list[PluginRow]:
     for other in active:
         if other.id == row.id:
             continue
-        if any(s.matches(row.name, row.version) for s in _specs(other.plugin_metadata or {}, "requires")):
+        if any(
+            s.matches(row.name, row.version)
+            for s in _specs(other.plugin_metadata or {}, "requires")
+        ):
             out.append(other)
     return out

@@ -32,6 +32,10 @@ class SecretRedactor(logging.Filter):
             with self._lock:
                 self._values.add(text)
 
+    @property
+    def has_values(self) -> bool:
+        return bool(self._values)
+
     def redact(self, text: str) -> str:
         if not self._values:
             return text
@@ -54,6 +58,19 @@ class SecretRedactor(logging.Filter):
 
 
 REDACTOR = SecretRedactor()
+
+
+def redact_value(value: Any) -> Any:
+    """`value` with every known secret masked in every string inside it."""
+    if not REDACTOR.has_values:
+        return value
+    if isinstance(value, str):
+        return REDACTOR.redact(value)
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value
 
 
 class SecretBox:

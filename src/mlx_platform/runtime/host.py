@@ -143,7 +143,9 @@ class InProcessInstance:
         try:
             result = call_with_timeout(self.plugin.health_check, timeout)
         except _CallTimeout:
-            return HealthOutcome(False, timeout * 1000, f"health_check() did not answer within {timeout:g} s")
+            return HealthOutcome(
+                False, timeout * 1000, f"health_check() did not answer within {timeout:g} s"
+            )
         except Exception as exc:  # noqa: BLE001 - a raising check is an unhealthy plugin
             return HealthOutcome(False, (time.perf_counter() - t0) * 1000, _describe(exc))
         elapsed = (time.perf_counter() - t0) * 1000
@@ -154,7 +156,9 @@ class InProcessInstance:
             return HealthOutcome(healthy, elapsed, str(message) if message is not None else None)
         if result is None or result is True:
             return HealthOutcome(True, elapsed)
-        return HealthOutcome(bool(result), elapsed, None if result else "health_check() returned False")
+        return HealthOutcome(
+            bool(result), elapsed, None if result else "health_check() returned False"
+        )
 
     def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any:
         if not self.accepting:
@@ -233,7 +237,9 @@ class PluginHost:
         try:
             plugin = cls()
         except Exception as exc:
-            raise PluginExecutionError(f"creating the plugin instance failed: {_describe(exc)}") from exc
+            raise PluginExecutionError(
+                f"creating the plugin instance failed: {_describe(exc)}"
+            ) from exc
         return InProcessInstance(plugin_id, plugin)
 
     def get(self, plugin_id: str) -> InProcessInstance | None:

@@ -23,7 +23,9 @@ def import_plugin_class(class_path: str) -> type[Plugin]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ClassLoadError(f"module '{module_name}' not found ({exc.name} is not importable)") from exc
+        raise ClassLoadError(
+            f"module '{module_name}' not found ({exc.name} is not importable)"
+        ) from exc
     except BaseException as exc:  # noqa: BLE001 - plugin code may raise anything on import
         raise ClassLoadError(
             f"importing module '{module_name}' failed: {type(exc).__name__}: {exc}"
@@ -34,9 +36,7 @@ def import_plugin_class(class_path: str) -> type[Plugin]:
         except AttributeError as exc:
             raise ClassLoadError(f"module '{module_name}' has no attribute '{attr_path}'") from exc
     if not inspect.isclass(obj) or not issubclass(obj, Plugin):
-        raise ClassLoadError(
-            f"'{class_path}' is not a subclass of mlx_platform.plugins.Plugin"
-        )
+        raise ClassLoadError(f"'{class_path}' is not a subclass of mlx_platform.plugins.Plugin")
     if inspect.isabstract(obj):
         raise ClassLoadError(f"'{class_path}' is abstract and cannot be instantiated")
     return obj

@@ -21,13 +21,17 @@ def read_entry_point_manifests(timeout: float) -> tuple[list[dict[str, Any]], st
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "mlx_platform.runtime.manifests"],
-            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
         )
     except subprocess.TimeoutExpired:
         return [], f"reading entry points took longer than {timeout:g} s"
     for line in proc.stdout.splitlines():
         if line.startswith(_MARK):
-            return json.loads(line[len(_MARK):]), None
+            return json.loads(line[len(_MARK) :]), None
     return [], f"the entry-point reader ended with exit code {proc.returncode}"
 
 

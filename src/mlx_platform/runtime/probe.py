@@ -25,7 +25,9 @@ class ProbeResult:
 _MARK = "@@mlx-probe@@"
 
 
-def probe_class(class_path: str, *, timeout: float, extra_paths: list[str] | None = None) -> ProbeResult:
+def probe_class(
+    class_path: str, *, timeout: float, extra_paths: list[str] | None = None
+) -> ProbeResult:
     env = dict(os.environ)
     paths = [p for p in (extra_paths or []) if p]
     if paths:
@@ -44,7 +46,7 @@ def probe_class(class_path: str, *, timeout: float, extra_paths: list[str] | Non
         return ProbeResult(False, f"importing the class took longer than {timeout:g} s")
     for line in proc.stdout.splitlines():
         if line.startswith(_MARK):
-            data = json.loads(line[len(_MARK):])
+            data = json.loads(line[len(_MARK) :])
             return ProbeResult(bool(data["loadable"]), data.get("error"), data.get("info") or {})
     reason = f"the import process ended with exit code {proc.returncode} before answering"
     return ProbeResult(False, reason)

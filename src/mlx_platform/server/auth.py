@@ -54,7 +54,9 @@ def verify_token(secret: str, token: str) -> Principal:
             options={"require": ["exp", "iat", "sub"]},
         )
     except jwt.ExpiredSignatureError:
-        raise UnauthorizedError("The token has expired: create a new one with `mlx token create`") from None
+        raise UnauthorizedError(
+            "The token has expired: create a new one with `mlx token create`"
+        ) from None
     except jwt.InvalidTokenError as exc:
         raise UnauthorizedError(f"The token is not valid: {exc}") from None
     raw = claims.get("scopes", claims.get("scope", []))

@@ -28,9 +28,7 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
-        raise UnauthorizedError(
-            "Authentication required: send 'Authorization: Bearer <token>'"
-        )
+        raise UnauthorizedError("Authentication required: send 'Authorization: Bearer <token>'")
     core: Core = request.app.state.core
     return verify_token(core.settings.resolved_jwt_secret, credentials.credentials)
 

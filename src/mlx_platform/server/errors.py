@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import MLXError
 from mlx_platform.server.request_context import current_request_id
 
@@ -19,18 +20,22 @@ _HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 415: "UNSUPPORTED_ME
 
 
 def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The error envelope. Every known secret value is masked in it, wherever it came from
+    (a plugin may quote its own password in an exception message)."""
     return {
         "success": False,
         "error": {
             "code": code,
-            "message": message,
-            "details": details or {},
+            "message": REDACTOR.redact(message),
+            "details": redact_value(details or {}),
             "request_id": current_request_id(),
         },
     }
 
 
-def error_response(status: int, code: str, message: str, details: dict[str, Any] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
     return JSONResponse(envelope(code, message, details), status_code=status)
 
 
@@ -59,7 +64,9 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, dict[str, str
             reason = str(err.get("msg", "is invalid"))  # pydantic's msg never quotes the input
         if not details:
             where = loc[0] if loc else "body"
-            first_kind = {"query": "query parameter", "path": "path parameter"}.get(str(where), "field")
+            first_kind = {"query": "query parameter", "path": "path parameter"}.get(
+                str(where), "field"
+            )
         details.setdefault(field, reason)
     first = next(iter(details), "body")
     message = f"Invalid {first_kind} '{first}': {details.get(first, 'is invalid')}"

@@ -52,16 +52,27 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unhandled error in %s %s (request_id=%s)", scope.get("method"), scope.get("path"), request_id)
+            log.exception(
+                "unhandled error in %s %s (request_id=%s)",
+                scope.get("method"),
+                scope.get("path"),
+                request_id,
+            )
             if not status["sent"]:
                 body = json.dumps(
-                    envelope("INTERNAL_ERROR", f"Internal error: the service logged it under request id {request_id}")
+                    envelope(
+                        "INTERNAL_ERROR",
+                        f"Internal error: the service logged it under request id {request_id}",
+                    )
                 ).encode()
                 await send_with_id(
                     {
                         "type": "http.response.start",
                         "status": 500,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()),
+                        ],
                     }
                 )
                 await send({"type": "http.response.body", "body": body})
@@ -69,6 +80,10 @@ class RequestContextMiddleware:
             elapsed = (time.perf_counter() - started) * 1000
             log.info(
                 "%s %s %s %.1fms request_id=%s",
-                scope.get("method"), scope.get("path"), status["code"], elapsed, request_id,
+                scope.get("method"),
+                scope.get("path"),
+                status["code"],
+                elapsed,
+                request_id,
             )
             reset_request_id(token)

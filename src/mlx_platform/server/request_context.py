@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextvars
 
-_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("mlx_request_id", default=None)
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "mlx_request_id", default=None
+)
 
 
 def current_request_id() -> str | None:

@@ -51,7 +51,9 @@ class Database:
         self.url = url
         self.engine = _make_engine(url)
         self.write_engine = (
-            _make_engine(url, immediate=True) if self.engine.dialect.name == "sqlite" else self.engine
+            _make_engine(url, immediate=True)
+            if self.engine.dialect.name == "sqlite"
+            else self.engine
         )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)

@@ -69,7 +69,9 @@ class PluginRepository:
             stmt = stmt.where(PluginRow.id.in_(self._search_ids(flt.search)))
         total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
         rows = self.session.scalars(
-            stmt.order_by(PluginRow.created_at, PluginRow.id).offset((page - 1) * limit).limit(limit)
+            stmt.order_by(PluginRow.created_at, PluginRow.id)
+            .offset((page - 1) * limit)
+            .limit(limit)
         )
         return list(rows), int(total)
 
@@ -89,8 +91,8 @@ class PluginRepository:
             if len(term) >= 3:
                 phrase = '"' + term.replace('"', '""') + '"'
                 return _id_query(
-                "SELECT plugin_id FROM plugins_fts WHERE plugins_fts MATCH :q", phrase
-            )
+                    "SELECT plugin_id FROM plugins_fts WHERE plugins_fts MATCH :q", phrase
+                )
             like = "%" + _escape_like(term) + "%"
             return _id_query(
                 "SELECT plugin_id FROM plugins_fts "

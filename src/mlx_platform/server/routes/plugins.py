@@ -40,8 +40,12 @@ from mlx_platform.wire import (
 
 router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
 
-PluginId = Annotated[str, Path(min_length=1, max_length=160, description="Plugin id, e.g. plugin_snowflake_001")]
-DryRun = Annotated[bool, Query(description="Run every check and answer what would happen; change nothing")]
+PluginId = Annotated[
+    str, Path(min_length=1, max_length=160, description="Plugin id, e.g. plugin_snowflake_001")
+]
+DryRun = Annotated[
+    bool, Query(description="Run every check and answer what would happen; change nothing")
+]
 
 
 def ok(data: Any) -> dict[str, Any]:
@@ -98,7 +102,9 @@ def register_plugin(
 def discover_plugins(
     core: CoreDep,
     principal: Writer,
-    sources: Annotated[list[str] | None, Query(description="filesystem, pypi, git (repeat or comma-separate)")] = None,
+    sources: Annotated[
+        list[str] | None, Query(description="filesystem, pypi, git (repeat or comma-separate)")
+    ] = None,
     include_namespace: Annotated[str | None, Query(max_length=200)] = None,
     auto_register: bool = False,
 ) -> dict[str, Any]:
@@ -116,7 +122,11 @@ def discover_plugins(
                     {"sources": f"'{part}' is not one of {', '.join(discovery.SOURCES)}"},
                 )
             chosen.append(part)
-    return ok(discovery.discover(core, chosen, include_namespace=include_namespace, auto_register=auto_register))
+    return ok(
+        discovery.discover(
+            core, chosen, include_namespace=include_namespace, auto_register=auto_register
+        )
+    )
 
 
 @router.post(
@@ -126,7 +136,9 @@ def discover_plugins(
     description="Scope: `plugins:write`.",
     responses=errors_for(401, 403, 422),
 )
-def validate_composition(core: CoreDep, _p: Writer, body: ValidateCompositionRequest) -> dict[str, Any]:
+def validate_composition(
+    core: CoreDep, _p: Writer, body: ValidateCompositionRequest
+) -> dict[str, Any]:
     return ok(composition.validate_composition(core, body.plugins))
 
 
@@ -181,7 +193,11 @@ def activate_plugin(
     dry_run: DryRun = False,
 ) -> dict[str, Any]:
     req = body or ActivateRequest()
-    return ok(lifecycle.activate_plugin(core, plugin_id, req.configuration, auto_start=req.auto_start, dry_run=dry_run))
+    return ok(
+        lifecycle.activate_plugin(
+            core, plugin_id, req.configuration, auto_start=req.auto_start, dry_run=dry_run
+        )
+    )
 
 
 @router.post(
@@ -193,10 +209,17 @@ def activate_plugin(
     responses=errors_for(401, 403, 404, 409, 422),
 )
 def deactivate_plugin(
-    core: CoreDep, _p: Writer, plugin_id: PluginId, body: Annotated[DeactivateRequest | None, Body()] = None
+    core: CoreDep,
+    _p: Writer,
+    plugin_id: PluginId,
+    body: Annotated[DeactivateRequest | None, Body()] = None,
 ) -> dict[str, Any]:
     req = body or DeactivateRequest()
-    return ok(lifecycle.deactivate_plugin(core, plugin_id, force=req.force, graceful_timeout=req.graceful_shutdown_timeout))
+    return ok(
+        lifecycle.deactivate_plugin(
+            core, plugin_id, force=req.force, graceful_timeout=req.graceful_shutdown_timeout
+        )
+    )
 
 
 @router.patch(
@@ -208,11 +231,19 @@ def deactivate_plugin(
     responses=errors_for(401, 403, 404, 422),
 )
 def update_configuration(
-    core: CoreDep, _p: Writer, plugin_id: PluginId, body: ConfigurationUpdateRequest, dry_run: DryRun = False
+    core: CoreDep,
+    _p: Writer,
+    plugin_id: PluginId,
+    body: ConfigurationUpdateRequest,
+    dry_run: DryRun = False,
 ) -> dict[str, Any]:
     return ok(
         lifecycle.update_configuration(
-            core, plugin_id, body.configuration, allow_restart=body.restart_required, dry_run=dry_run
+            core,
+            plugin_id,
+            body.configuration,
+            allow_restart=body.restart_required,
+            dry_run=dry_run,
         )
     )
 
@@ -282,7 +313,9 @@ def plugin_metrics(
     description="Scope: `plugins:write`.",
     responses=errors_for(401, 403, 404, 409, 422, 502, 504),
 )
-async def invoke_plugin(core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest) -> dict[str, Any]:
+async def invoke_plugin(
+    core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest
+) -> dict[str, Any]:
     result = await run_in_threadpool(
         lifecycle.invoke_plugin, core, plugin_id, body.operation, body.arguments, body.timeout
     )
