@@ -60,6 +60,18 @@ class Settings(BaseSettings):
     class_check_timeout: float = Field(
         default=20.0, gt=0, description="Seconds allowed to import a plugin class at register"
     )
+    max_restarts: int = Field(
+        default=5, ge=0, description="Restarts of a dead worker before it stays in error"
+    )
+    restart_backoff_base: float = Field(default=0.5, gt=0, description="First restart delay (s)")
+    restart_backoff_cap: float = Field(default=30.0, gt=0, description="Longest restart delay (s)")
+    health_interval: float = Field(
+        default=30.0, ge=0, description="Seconds between background health rounds (0: off)"
+    )
+    health_concurrency: int = Field(default=16, ge=1, description="Health checks run at once")
+    usage_interval: float = Field(
+        default=10.0, ge=0, description="Seconds between memory/CPU samples (0: off)"
+    )
     admin_token_ttl: int = Field(default=30 * 86400, gt=0)
 
     @field_validator("home", mode="after")

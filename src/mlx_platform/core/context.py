@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from mlx_platform.core.metrics import MetricsRecorder
 from mlx_platform.core.resources import Capacity, machine_capacity
@@ -21,6 +22,7 @@ class Core:
     box: SecretBox
     host: PluginHost
     metrics: MetricsRecorder
+    supervisor: Any = None
     _plugin_locks: defaultdict[str, threading.RLock] = field(
         default_factory=lambda: defaultdict(threading.RLock)
     )
@@ -30,13 +32,21 @@ class Core:
     def create(cls, settings: Settings) -> Core:
         settings.ensure_home()
         db = Database(settings.effective_database_url)
-        return cls(
+        from mlx_platform.core.supervisor import Supervisor
+
+        core = cls(
             settings=settings,
             db=db,
             box=SecretBox(settings.resolved_secret_key),
             host=PluginHost(),
             metrics=MetricsRecorder(db),
         )
+        core.supervisor = Supervisor(core)
+        return core
+
+    def isolation_of(self, stored: str | None) -> str:
+        """The isolation a plugin runs in: the setting overrides what it registered with."""
+        return self.settings.isolation or stored or "process"
 
     def capacity(self) -> Capacity:
         s = self.settings

@@ -28,7 +28,6 @@ from mlx_platform.errors import (
     PluginConflictError,
     PluginHealthCheckFailedError,
 )
-from mlx_platform.runtime.host import InProcessInstance
 from mlx_platform.runtime.loading import ClassLoadError
 from mlx_platform.storage import PluginRow
 from mlx_platform.storage.repositories import PluginRepository
@@ -156,15 +155,22 @@ def _check_activation(core: Core, row: PluginRow) -> None:
         )
 
 
-def _start_instance(
-    core: Core, row: PluginRow, config: dict[str, Any], *, start: bool
-) -> InProcessInstance:
+def _start_instance(core: Core, row: PluginRow, config: dict[str, Any], *, start: bool) -> Any:
+    """A configured (and, with `start`, started) instance of the plugin, or the reason why not."""
     timeout = core.settings.health_timeout * 6
     try:
-        instance = core.host.create(row.id, row.class_path)
-    except ClassLoadError as exc:
+        instance = core.host.create(
+            row.id,
+            row.class_path,
+            isolation=core.isolation_of(row.isolation),
+            on_exit=core.supervisor.on_exit,
+            extra_paths=[str(p) for p in core.settings.plugin_dirs],
+            load_timeout=core.settings.class_check_timeout,
+        )
+    except (ClassLoadError, MLXError) as exc:
+        reason = exc.message if isinstance(exc, MLXError) else str(exc)
         raise PluginHealthCheckFailedError(
-            f"Plugin '{row.name}' could not be loaded: {exc}", {"stage": "load", "reason": str(exc)}
+            f"Plugin '{row.name}' could not be loaded: {reason}", {"stage": "load", "reason": reason}
         ) from exc
     try:
         instance.configure(config, timeout)
@@ -177,6 +183,38 @@ def _start_instance(
             {"stage": "start", "reason": exc.message},
         ) from exc
     return instance
+
+
+def restart_plugin(core: Core, row: PluginRow) -> bool:
+    """Start a plugin whose instance died, from its stored configuration (the supervisor's
+    restart). Back to `active` when it starts and passes a health check."""
+    try:
+        full = config_schema.apply_defaults(
+            row.configuration_schema or {}, core.box.open(row.configuration or {})
+        )
+        instance = _start_instance(core, row, full, start=True)
+    except MLXError as exc:
+        core.supervisor.failed(row.id, f"restart failed: {exc.message}")
+        return False
+    outcome = instance.health(core.settings.health_timeout)
+    if not outcome.healthy:
+        instance.stop(graceful_timeout=0, force=True)
+        core.supervisor.failed(row.id, f"restart failed its health check: {outcome.message}")
+        return False
+    with core.db.transaction() as session:
+        fresh = PluginRepository(session).get(row.id)
+        if fresh is None or fresh.status != "error":
+            instance.stop(graceful_timeout=0, force=True)
+            return False
+        fresh.status = "active"
+        fresh.status_reason = None
+        fresh.health_status = "healthy"
+        fresh.health_last_check = _now()
+        fresh.health_response_time_ms = round(outcome.response_time_ms, 3)
+        fresh.health_message = outcome.message
+    core.host.put(instance)
+    log.info("plugin %s restarted", row.id)
+    return True
 
 
 def activate_plugin(
@@ -290,6 +328,7 @@ def activate_plugin(
             instance.stop(graceful_timeout=0, force=True)
             raise
         core.host.put(instance)
+        core.supervisor.reset(plugin_id)
     log.info("activated plugin %s", plugin_id)
     return {
         "id": plugin_id,
@@ -328,6 +367,7 @@ def deactivate_plugin(
                 {"plugin_id": plugin_id, "status": row.status},
             )
         pending = 0
+        core.supervisor.reset(plugin_id)
         instance = core.host.remove(plugin_id)
         if instance is not None:
             pending = instance.stop(graceful_timeout=graceful_timeout, force=force)

@@ -85,7 +85,7 @@ def register_plugin(
     }
     status = "registered" if probe.loadable else "error"
     next_steps = _next_steps(probe.loadable, probe.error, missing, conflicts, schema)
-    isolation = core.settings.isolation or req.isolation or "inprocess"
+    isolation = req.isolation or "process"
 
     if dry_run:
         with core.db.read() as session:

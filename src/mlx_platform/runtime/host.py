@@ -224,15 +224,34 @@ def _params(func: Callable[..., Any]) -> list[str]:
         return []
 
 
+Instance = Any  # InProcessInstance | ProcessInstance: the same methods, duck-typed
+
+
 class PluginHost:
     """The live instances of this service process, by plugin id."""
 
     def __init__(self, *, call_timeout: float = 30.0) -> None:
-        self.instances: dict[str, InProcessInstance] = {}
+        self.instances: dict[str, Instance] = {}
         self.call_timeout = call_timeout
         self._lock = threading.Lock()
 
-    def create(self, plugin_id: str, class_path: str) -> InProcessInstance:
+    def create(
+        self,
+        plugin_id: str,
+        class_path: str,
+        *,
+        isolation: str = "inprocess",
+        on_exit: Callable[[Any, str], None] | None = None,
+        extra_paths: list[str] | None = None,
+        load_timeout: float = 30.0,
+    ) -> Instance:
+        """A new, not yet configured instance of the plugin class, in the isolation asked for."""
+        if isolation == "process":
+            from mlx_platform.runtime.process import ProcessInstance
+
+            return ProcessInstance(
+                plugin_id, class_path, extra_paths=extra_paths, on_exit=on_exit, load_timeout=load_timeout
+            )
         cls = import_plugin_class(class_path)
         try:
             plugin = cls()
@@ -242,19 +261,27 @@ class PluginHost:
             ) from exc
         return InProcessInstance(plugin_id, plugin)
 
-    def get(self, plugin_id: str) -> InProcessInstance | None:
+    def get(self, plugin_id: str) -> Instance | None:
         return self.instances.get(plugin_id)
 
-    def put(self, instance: InProcessInstance) -> None:
+    def put(self, instance: Instance) -> None:
         with self._lock:
             self.instances[instance.plugin_id] = instance
 
-    def remove(self, plugin_id: str) -> InProcessInstance | None:
+    def remove(self, plugin_id: str) -> Instance | None:
         with self._lock:
             return self.instances.pop(plugin_id, None)
 
     def stop_all(self, graceful_timeout: float = 10.0) -> None:
+        """Stop every instance gracefully, in parallel (service shutdown)."""
+        threads = []
         for plugin_id in list(self.instances):
             inst = self.remove(plugin_id)
             if inst is not None:
-                inst.stop(graceful_timeout=graceful_timeout, force=False)
+                t = threading.Thread(
+                    target=inst.stop, kwargs={"graceful_timeout": graceful_timeout, "force": False}
+                )
+                t.start()
+                threads.append(t)
+        for t in threads:
+            t.join(graceful_timeout + 5)

@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             state["ready"] = False
+            core.supervisor.close()
             await run_in_threadpool(core.host.stop_all, 10.0)
             flusher.stop()
             core.db.dispose()

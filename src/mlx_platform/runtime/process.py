@@ -1,0 +1,297 @@
+"""A plugin instance in a worker process of its own (isolation ``process``).
+
+The service holds one end of a socket pair; a reader thread takes every answer and hands it
+to the caller waiting for it, so calls from many threads share the channel. When the worker
+dies (a crash, ``os._exit``, kill -9 from outside) the socket reaches EOF at once: every
+waiting call fails, and `on_exit` tells the supervisor, with the exit code or signal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from mlx_platform.errors import (
+    ERROR_CLASSES,
+    InvalidStateError,
+    MLXError,
+    OperationTimeoutError,
+    PluginExecutionError,
+)
+from mlx_platform.runtime.host import HealthOutcome
+from mlx_platform.runtime.protocol import decode, encode
+
+log = logging.getLogger("mlx_platform.runtime")
+
+
+class WorkerDiedError(PluginExecutionError):
+    """The worker process ended while a call was waiting for it."""
+
+
+class _Waiter:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reply: dict[str, Any] | None = None
+
+
+def describe_exit(returncode: int | None) -> str:
+    if returncode is None:
+        return "the worker stopped answering"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the worker process was killed by {name}"
+    return f"the worker process exited with code {returncode}"
+
+
+class ProcessInstance:
+    isolation = "process"
+
+    def __init__(
+        self,
+        plugin_id: str,
+        class_path: str,
+        *,
+        extra_paths: list[str] | None = None,
+        on_exit: Callable[[ProcessInstance, str], None] | None = None,
+        load_timeout: float = 30.0,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.class_path = class_path
+        self.on_exit = on_exit
+        self.started = False
+        self.started_at: float | None = None
+        self.accepting = True
+        self.total = 0
+        self.failed = 0
+        self.sum_ms = 0.0
+        self.exit_reason: str | None = None
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._waiters_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._closing = False
+        self._start_lock = threading.Lock()
+
+        parent_sock, child_sock = socket.socketpair()
+        env = dict(os.environ)
+        if extra_paths:
+            env["PYTHONPATH"] = os.pathsep.join([*extra_paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlx_platform.runtime.worker", str(child_sock.fileno())],
+            pass_fds=(child_sock.fileno(),),
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,  # Ctrl-C in the service's terminal reaches the service only
+        )
+        child_sock.close()
+        self.pid = self.proc.pid
+        self._conn = Connection(parent_sock.detach())
+        self._psutil = psutil.Process(self.pid)
+        self._reader = threading.Thread(target=self._read_loop, name=f"mlx-reader-{plugin_id}", daemon=True)
+        self._reader.start()
+        try:
+            info = self._request({"k": "load", "class_path": class_path}, load_timeout)
+        except MLXError:
+            self.kill()
+            raise
+        self.operations: list[str] = list(info.get("operations", []))
+
+    # ------------------------------------------------------------------ channel
+
+    def _read_loop(self) -> None:
+        while True:
+            try:
+                data = self._conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            try:
+                reply = decode(data)
+            except ValueError:
+                continue
+            with self._waiters_lock:
+                waiter = self._waiters.pop(reply.get("i"), None)  # type: ignore[arg-type]
+            if waiter is not None:
+                waiter.reply = reply
+                waiter.event.set()
+        try:
+            returncode = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            returncode = None
+        self.exit_reason = describe_exit(returncode)
+        with self._waiters_lock:
+            waiters, self._waiters = self._waiters, {}
+        for w in waiters.values():
+            w.event.set()  # reply stays None: the caller raises WorkerDiedError
+        if not self._closing and self.on_exit is not None:
+            self.on_exit(self, self.exit_reason)
+
+    def _request(self, message: dict[str, Any], timeout: float | None) -> Any:
+        rid = next(self._ids)
+        message["i"] = rid
+        waiter = _Waiter()
+        with self._waiters_lock:
+            if self.exit_reason is not None:
+                raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
+            self._waiters[rid] = waiter
+        data = encode(message)
+        try:
+            with self._write_lock:
+                self._conn.send_bytes(data)
+        except OSError:
+            with self._waiters_lock:
+                self._waiters.pop(rid, None)
+            raise WorkerDiedError(f"plugin {self.plugin_id}: {self.exit_reason or 'the worker is gone'}") from None
+        if not waiter.event.wait(timeout):
+            with self._waiters_lock:
+                self._waiters.pop(rid, None)
+            raise OperationTimeoutError(
+                f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
+            )
+        reply = waiter.reply
+        if reply is None:
+            raise WorkerDiedError(
+                f"plugin {self.plugin_id}: {self.exit_reason or 'the worker ended'} during {message['k']}",
+                {"reason": self.exit_reason},
+            )
+        if reply.get("ok"):
+            return reply.get("v")
+        err = reply.get("e") or {}
+        cls = ERROR_CLASSES.get(str(err.get("code")), PluginExecutionError)
+        raise cls(str(err.get("message", "the plugin failed")), err.get("details") or {})
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def alive(self) -> bool:
+        return self.exit_reason is None and self.proc.poll() is None
+
+    def configure(self, config: dict[str, Any], timeout: float | None) -> None:
+        try:
+            self._request({"k": "configure", "config": config}, timeout)
+        except OperationTimeoutError:
+            raise PluginExecutionError(f"configure() did not return within {timeout:g} s") from None
+
+    def start(self, timeout: float | None) -> None:
+        with self._start_lock:
+            if self.started:
+                return
+            try:
+                self._request({"k": "start"}, timeout)
+            except OperationTimeoutError:
+                raise PluginExecutionError(f"start() did not return within {timeout:g} s") from None
+            self.started = True
+            self.started_at = time.time()
+
+    def stop(self, *, graceful_timeout: float, force: bool) -> int:
+        self.accepting = False
+        if not force:
+            deadline = time.monotonic() + graceful_timeout
+            with self._cond:
+                while self._in_flight > 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+        pending = self._in_flight
+        self._closing = True
+        if not force and self.alive:
+            try:
+                self._request({"k": "stop"}, max(graceful_timeout, 1.0))
+            except MLXError as exc:
+                log.warning("plugin %s: stop() failed: %s", self.plugin_id, exc.message)
+            try:
+                self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+        self.started = False
+        return pending
+
+    def kill(self) -> None:
+        self._closing = True
+        if self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ calls
+
+    def health(self, timeout: float) -> HealthOutcome:
+        t0 = time.perf_counter()
+        try:
+            result = self._request({"k": "health"}, timeout)
+        except OperationTimeoutError:
+            return HealthOutcome(False, timeout * 1000, f"health_check() did not answer within {timeout:g} s")
+        except MLXError as exc:
+            return HealthOutcome(False, (time.perf_counter() - t0) * 1000, exc.message)
+        elapsed = (time.perf_counter() - t0) * 1000
+        if isinstance(result, dict):
+            status = str(result.get("status", "healthy")).lower()
+            healthy = status in ("healthy", "pass", "ok", "up", "true")
+            message = result.get("message")
+            return HealthOutcome(healthy, elapsed, str(message) if message is not None else None)
+        return HealthOutcome(bool(result), elapsed, None if result else "health_check() returned False")
+
+    def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any:
+        if not self.accepting:
+            raise InvalidStateError(f"plugin {self.plugin_id} is shutting down")
+        with self._cond:
+            self._in_flight += 1
+        t0 = time.perf_counter()
+        ok = False
+        try:
+            result = self._request({"k": "invoke", "op": operation, "args": arguments}, timeout)
+            ok = True
+            return result
+        except OperationTimeoutError:
+            raise OperationTimeoutError(
+                f"operation '{operation}' did not finish within {timeout:g} s",
+                {"operation": operation, "timeout": timeout},
+            ) from None
+        finally:
+            self.total += 1
+            self.sum_ms += (time.perf_counter() - t0) * 1000
+            if not ok:
+                self.failed += 1
+            with self._cond:
+                self._in_flight -= 1
+                self._cond.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def usage(self) -> tuple[float, float]:
+        """(memory MB, CPU %) of the worker process: real per-plugin figures."""
+        try:
+            with self._psutil.oneshot():
+                mem = self._psutil.memory_info().rss / (1024 * 1024)
+                cpu = self._psutil.cpu_percent(interval=None)
+            return mem, cpu
+        except psutil.Error:
+            return 0.0, 0.0

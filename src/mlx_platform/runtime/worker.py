@@ -1,0 +1,178 @@
+"""The worker process that hosts one plugin instance (isolation ``process``).
+
+Started by the service as ``python -m mlx_platform.runtime.worker FD``, FD being its end of
+a socket pair. The main thread reads requests; each runs on a thread of a small pool, so a
+long invocation does not hold up a health check, and answers are written under a lock. The
+process ends when the service closes the socket or sends ``stop``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mlx_platform.runtime.protocol import decode, encode
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _Failure(Exception):
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details or {}
+
+
+class WorkerHost:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.write_lock = threading.Lock()
+        self.plugin: Any = None
+        self.operations: dict[str, Any] = {}
+        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlx-worker")
+        self.stopping = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            data = encode(message)
+        except (TypeError, ValueError) as exc:
+            data = encode(
+                {
+                    "i": message.get("i"),
+                    "ok": False,
+                    "e": {
+                        "code": "PLUGIN_EXECUTION_ERROR",
+                        "message": f"the plugin returned a value that is not JSON: {exc}",
+                        "details": {},
+                    },
+                }
+            )
+        with self.write_lock:
+            self.conn.send_bytes(data)
+
+    # ------------------------------------------------------------------ handlers
+
+    def do_load(self, req: dict[str, Any]) -> Any:
+        from mlx_platform.plugins import operations_of
+        from mlx_platform.runtime.loading import ClassLoadError, import_plugin_class
+
+        try:
+            cls = import_plugin_class(req["class_path"])
+        except ClassLoadError as exc:
+            raise _Failure("CLASS_NOT_LOADABLE", str(exc)) from None
+        try:
+            self.plugin = cls()
+        except Exception as exc:
+            raise _Failure(
+                "PLUGIN_EXECUTION_ERROR", f"creating the plugin instance failed: {_describe(exc)}"
+            ) from None
+        self.operations = operations_of(cls)
+        return {"operations": sorted(self.operations), "pid": os.getpid()}
+
+    def _call(self, what: str, func: Any, *args: Any) -> Any:
+        try:
+            return func(*args)
+        except Exception as exc:
+            raise _Failure("PLUGIN_EXECUTION_ERROR", f"{what} failed: {_describe(exc)}") from None
+
+    def do_configure(self, req: dict[str, Any]) -> Any:
+        self._call("configure()", self.plugin.configure, dict(req["config"]))
+
+    def do_start(self, req: dict[str, Any]) -> Any:
+        self._call("start()", self.plugin.start)
+
+    def do_stop(self, req: dict[str, Any]) -> Any:
+        self.stopping = True
+        self._call("stop()", self.plugin.stop)
+
+    def do_health(self, req: dict[str, Any]) -> Any:
+        result = self.plugin.health_check()  # exceptions become an unhealthy answer upstream
+        if isinstance(result, dict):
+            return {k: (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
+                    for k, v in result.items()}
+        return bool(result) if result is not None else True
+
+    def do_invoke(self, req: dict[str, Any]) -> Any:
+        name = req["op"]
+        func = self.operations.get(name)
+        if func is None:
+            raise _Failure(
+                "OPERATION_NOT_FOUND",
+                f"the plugin has no operation '{name}'",
+                {"operation": name, "available_operations": sorted(self.operations)},
+            )
+        bound = getattr(self.plugin, name)
+        args = req.get("args") or {}
+        try:
+            inspect.signature(bound).bind(**args)
+        except TypeError as exc:
+            params = list(inspect.signature(bound).parameters)
+            raise _Failure(
+                "INVALID_ARGUMENTS",
+                f"bad arguments for '{name}': {exc}",
+                {"operation": name, "parameters": params},
+            ) from None
+        try:
+            return bound(**args)
+        except Exception as exc:
+            raise _Failure(
+                "PLUGIN_EXECUTION_ERROR",
+                f"operation '{name}' failed: {_describe(exc)}",
+                {"operation": name, "exception": type(exc).__name__},
+            ) from None
+
+    # ------------------------------------------------------------------ loop
+
+    def handle(self, req: dict[str, Any]) -> None:
+        rid = req.get("i")
+        handler = getattr(self, f"do_{req.get('k')}", None)
+        try:
+            if handler is None:
+                raise _Failure("INTERNAL_ERROR", f"unknown request kind {req.get('k')!r}")
+            value = handler(req)
+            self.send({"i": rid, "ok": True, "v": value})
+        except _Failure as f:
+            self.send({"i": rid, "ok": False, "e": {"code": f.code, "message": f.message, "details": f.details}})
+        except BaseException as exc:  # noqa: BLE001 - anything a plugin raises is an answer
+            self.send(
+                {"i": rid, "ok": False,
+                 "e": {"code": "PLUGIN_EXECUTION_ERROR", "message": _describe(exc), "details": {}}}
+            )
+
+    def run(self) -> int:
+        while True:
+            try:
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                return 0  # the service went away: end quietly
+            req = decode(data)
+            kind = req.get("k")
+            if kind in ("load", "configure", "start", "stop"):
+                self.handle(req)  # lifecycle steps run in order, on this thread
+                if kind == "stop":
+                    return 0
+            elif kind == "invoke" and req.get("inline"):
+                self.handle(req)
+            else:
+                self.pool.submit(self.handle, req)
+
+
+def main(argv: list[str]) -> int:
+    fd = int(argv[1])
+    conn = Connection(fd)
+    code = WorkerHost(conn).run()
+    conn.close()
+    # os._exit: plugin threads that still run (a hung call) must not keep the worker alive.
+    sys.stdout.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
