@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 from mlx_platform.plugins import Plugin, PluginError, operation
 
-_DEFAULTS_READ_ONLY = True
+_DEFAULT_READ_ONLY = True
 _DEFAULT_TIMEOUT = 5.0
 _DEFAULT_MAX_ROWS = 1000
 
@@ -47,7 +47,7 @@ class SQLiteSource(Plugin):
         },
         "read_only": {
             "type": "boolean",
-            "default": _DEFAULTS_READ_ONLY,
+            "default": _DEFAULT_READ_ONLY,
             "hot_reload": False,
             "description": "Open the database read-only (the file must then exist)",
         },
@@ -94,15 +94,27 @@ class SQLiteSource(Plugin):
         path = config.get("database_path")
         if not isinstance(path, str) or not path.strip():
             raise PluginError("database_path is required and must be a non-empty string")
-        old = (self.config.get("database_path"), self.config.get("read_only"))
+        previous = self.config
         super().configure(config)
-        if self._conn is not None and old != (path, self._read_only):
-            self.stop()
-            self.start()
+        if self._conn is None:
+            return
+        if (previous.get("database_path"), previous.get("read_only")) != (
+            path,
+            config.get("read_only"),
+        ):
+            try:
+                self.start()  # swaps in the new connection only once it is open
+            except PluginError:
+                self.config = previous
+                raise
+        elif previous.get("timeout") != config.get("timeout"):
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
 
     @property
     def _read_only(self) -> bool:
-        return bool(self.config.get("read_only", _DEFAULTS_READ_ONLY))
+        return bool(self.config.get("read_only", _DEFAULT_READ_ONLY))
 
     @property
     def _timeout(self) -> float:

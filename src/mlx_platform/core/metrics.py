@@ -38,6 +38,9 @@ class MetricsRecorder:
         self.db = db
         self._pending: dict[tuple[str, int], _Minute] = {}
         self._lock = threading.Lock()
+        # Since this process started, per plugin: what Prometheus scrapes (counters only grow).
+        self.totals: dict[str, _Minute] = {}
+        self._flush_lock = threading.Lock()
 
     def _slot(self, plugin_id: str) -> _Minute:
         key = (plugin_id, int(time.time()) // 60)
@@ -66,10 +69,20 @@ class MetricsRecorder:
 
     def flush(self) -> int:
         """Add what was recorded to the stored buckets. Returns the number of buckets written."""
+        with self._flush_lock:
+            return self._flush()
+
+    def _flush(self) -> int:
         with self._lock:
             pending, self._pending = self._pending, {}
         if not pending:
             return 0
+        for (plugin_id, _minute), m in pending.items():
+            total = self.totals.setdefault(plugin_id, _Minute())
+            total.count += m.count
+            total.errors += m.errors
+            total.sum_ms += m.sum_ms
+            total.sketch.merge(m.sketch)
         with self.db.transaction() as session:
             repo = MetricRepository(session)
             for (plugin_id, minute), m in pending.items():
@@ -104,6 +117,7 @@ class MetricsRecorder:
         return len(pending)
 
     def forget(self, plugin_id: str) -> None:
+        self.totals.pop(plugin_id, None)
         with self._lock:
             for key in [k for k in self._pending if k[0] == plugin_id]:
                 del self._pending[key]

@@ -10,10 +10,14 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from mlx_platform import __version__
 from mlx_platform.core.bootstrap import start_core
 from mlx_platform.core.context import Core
+from mlx_platform.core.monitor import Monitor
+from mlx_platform.core.prometheus import render as render_prometheus
 from mlx_platform.server.errors import error_response, install_error_handlers
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import RequestContextMiddleware
@@ -69,6 +73,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await run_in_threadpool(start_core, core)
         flusher = _Flusher(core)
         flusher.start()
+        monitor = Monitor(core)
+        monitor.start()
         state["ready"] = True
         log.info("mlx-platform %s ready (database: %s)", __version__, core.db.dialect)
         try:
@@ -76,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             state["ready"] = False
             core.supervisor.close()
+            monitor.stop()
             await run_in_threadpool(core.host.stop_all, 10.0)
             flusher.stop()
             core.db.dispose()
@@ -96,5 +103,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not state["ready"]:
             return error_response(503, "SERVICE_UNAVAILABLE", "The service is starting")
         return {"status": "ok", "version": __version__, "database": core.db.dialect}
+
+    @app.get(
+        "/metrics",
+        tags=["service"],
+        summary="Prometheus metrics (no auth, for scraping)",
+        response_class=PlainTextResponse,
+    )
+    def prometheus_metrics() -> PlainTextResponse:
+        return PlainTextResponse(render_prometheus(core), media_type=CONTENT_TYPE_LATEST)
 
     return app

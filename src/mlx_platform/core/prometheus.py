@@ -1,0 +1,74 @@
+"""The Prometheus text format for `/metrics`: invocations, errors, latency, health per plugin.
+
+A custom collector reads the recorder's running totals at scrape time, so the invocation hot
+path pays nothing for Prometheus.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from mlx_platform.core.context import Core
+from mlx_platform.core.sketch import LatencySketch
+from mlx_platform.storage.repositories import PluginRepository
+
+BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_HEALTH = {"healthy": 1.0, "degraded": 0.5}
+
+
+def _cumulative(sketch: LatencySketch) -> list[tuple[str, float]]:
+    """Histogram buckets (le in seconds, cumulative count) from a sketch's buckets."""
+    gamma = (1 + sketch_accuracy()) / (1 - sketch_accuracy())
+    out: list[tuple[str, float]] = []
+    for le in BUCKETS_S:
+        le_ms = le * 1000
+        # bucket k holds values in (gamma**(k-1), gamma**k]: whole buckets at or under le
+        n = sketch.zero + sum(c for k, c in sketch.buckets.items() if gamma**k <= le_ms)
+        out.append((repr(le), float(n)))
+    out.append(("+Inf", float(sketch.count)))
+    return out
+
+
+def sketch_accuracy() -> float:
+    from mlx_platform.core.sketch import RELATIVE_ACCURACY
+
+    return RELATIVE_ACCURACY
+
+
+class PluginCollector(Collector):
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def collect(self) -> Iterator[Metric]:
+        self.core.metrics.flush()
+        calls = CounterMetricFamily(
+            "mlx_plugin_invocations", "Invocations through the runtime", labels=["plugin_id", "outcome"]
+        )
+        latency = HistogramMetricFamily(
+            "mlx_plugin_invocation_duration_seconds", "Invocation duration", labels=["plugin_id"]
+        )
+        for plugin_id, t in sorted(self.core.metrics.totals.items()):
+            calls.add_metric([plugin_id, "success"], t.count - t.errors)
+            calls.add_metric([plugin_id, "error"], t.errors)
+            latency.add_metric([plugin_id], _cumulative(t.sketch), t.sum_ms / 1000)
+        health = GaugeMetricFamily(
+            "mlx_plugin_health", "1 healthy, 0.5 degraded, 0 otherwise (last check)", labels=["plugin_id", "status"]
+        )
+        up = GaugeMetricFamily("mlx_plugin_active", "1 when the plugin's stored status is active", labels=["plugin_id"])
+        with self.core.db.read() as session:
+            for row in PluginRepository(session).all():
+                health.add_metric([row.id, row.health_status], _HEALTH.get(row.health_status, 0.0))
+                up.add_metric([row.id], 1.0 if row.status == "active" else 0.0)
+        running = GaugeMetricFamily("mlx_plugin_instances", "Live plugin instances in this process")
+        running.add_metric([], float(len(self.core.host.instances)))
+        yield from (calls, latency, health, up, running)
+
+
+def render(core: Core) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(PluginCollector(core))
+    return generate_latest(registry)
