@@ -168,7 +168,7 @@ class SQLiteSource(Plugin):
             conn.close()
 
     def health_check(self) -> dict[str, Any]:
-        """Run ``SELECT 1``; a connection held by a long query past `timeout` counts as unhealthy."""
+        """Run ``SELECT 1``; a connection held by a query for over `timeout` s is unhealthy."""
         if self._conn is None:
             return {"status": "unhealthy", "message": "not started: no open connection"}
         if not self._lock.acquire(timeout=max(self._timeout, 0.1)):
@@ -225,7 +225,8 @@ class SQLiteSource(Plugin):
         """Names of the tables and views, without SQLite's internal ones."""
         with self._lock:
             try:
-                found = self._connection().execute(
+                conn = self._connection()
+                found = conn.execute(
                     "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
                     "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
                 ).fetchall()
@@ -252,7 +253,7 @@ class SQLiteSource(Plugin):
                 if exists is None:
                     raise PluginError(f"no table or view named {table!r}")
                 info = conn.execute(
-                    "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?) ORDER BY cid",
+                    'SELECT name, type, "notnull", pk FROM pragma_table_info(?) ORDER BY cid',
                     (table,),
                 ).fetchall()
             except sqlite3.Error as exc:
