@@ -66,6 +66,14 @@ def register_plugin(
         timeout=core.settings.class_check_timeout,
         extra_paths=[str(p) for p in core.settings.plugin_dirs],
     )
+    if existing is not None and not probe.loadable:
+        # A stored plugin whose class could not be loaded is replaced only by a registration
+        # that fixes that; the same unloadable definition again is a duplicate like any other.
+        raise PluginAlreadyExistsError(
+            f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}, "
+            f"and its class still cannot be loaded: {probe.error}",
+            {"existing_id": existing.id, "name": req.name, "version": req.version},
+        )
     meta = req.metadata.model_dump(exclude_none=True)
     if req.category and not meta.get("category"):
         meta["category"] = req.category
