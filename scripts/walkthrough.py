@@ -3,6 +3,7 @@
     python scripts/walkthrough.py            # run every command, rewrite the README section
     python scripts/walkthrough.py --check    # run every command, fail if an answer's shape
                                              # (its keys and codes) differs from the README's
+    --port N                                 # run on port N instead of 8000 (the tests do)
 
 Every command runs in bash exactly as the README shows it, against `mlx serve` on
 127.0.0.1:8000 with a fresh MLX_HOME, so what the README shows is what the commands answered.
@@ -116,10 +117,11 @@ STEPS: list[tuple[str, str]] = [
 ]
 
 
-def run_steps(home: Path) -> list[tuple[str, str, str]]:
+def run_steps(home: Path, port: int = PORT) -> list[tuple[str, str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_")}
     env["MLX_HOME"] = str(home)
     env["HOME"] = str(home.parent)  # so ~/.mlx-platform in the commands is this fresh home
+    env["MLX_PORT"] = str(port)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlx_platform.cli.main", "serve"],
@@ -129,7 +131,7 @@ def run_steps(home: Path) -> list[tuple[str, str, str]]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                if httpx.get(f"http://127.0.0.1:{PORT}/healthz").status_code == 200:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -140,7 +142,8 @@ def run_steps(home: Path) -> list[tuple[str, str, str]]:
         env["TOKEN"] = (home / "admin.token").read_text().strip()
         out = []
         for text, command in STEPS:
-            proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=120)
+            run = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            proc = subprocess.run(["bash", "-c", run], env=env, capture_output=True, text=True, timeout=120)
             if proc.returncode != 0:
                 raise SystemExit(f"command failed ({proc.returncode}):\n{command}\n{proc.stderr}")
             out.append((text, command, proc.stdout.rstrip("\n")))
@@ -195,7 +198,10 @@ def shape(text: str) -> object:
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / ".mlx-platform"
-        results = run_steps(home)
+        port = PORT
+        if "--port" in sys.argv:
+            port = int(sys.argv[sys.argv.index("--port") + 1])
+        results = run_steps(home, port)
     section = render(results)
     readme = README.read_text()
     before, _, rest = readme.partition(START)
