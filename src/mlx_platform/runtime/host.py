@@ -7,13 +7,11 @@ the caller that waits for it, never another plugin.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import psutil
@@ -26,16 +24,17 @@ from mlx_platform.errors import (
     PluginExecutionError,
 )
 from mlx_platform.plugins import Plugin, operations_of
+from mlx_platform.runtime.instance import (
+    CallAccounting,
+    HealthOutcome,
+    OperationSpec,
+    outcome_from_result,
+)
 from mlx_platform.runtime.loading import import_plugin_class
 
+__all__ = ["HealthOutcome", "InProcessInstance", "PluginHost", "call_with_timeout"]
+
 log = logging.getLogger("mlx_platform.runtime")
-
-
-@dataclass
-class HealthOutcome:
-    healthy: bool
-    response_time_ms: float
-    message: str | None = None
 
 
 class _CallTimeout(Exception):
@@ -69,24 +68,18 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-class InProcessInstance:
+class InProcessInstance(CallAccounting):
     """One plugin instance living in the service process."""
 
     isolation = "inprocess"
 
     def __init__(self, plugin_id: str, plugin: Plugin) -> None:
+        super().__init__()
         self.plugin_id = plugin_id
         self.plugin = plugin
         self.operations = operations_of(type(plugin))
-        self.started = False
-        self.started_at: float | None = None
-        self.accepting = True
-        self._in_flight = 0
-        self._cond = threading.Condition()
+        self._specs = {name: OperationSpec.of(func) for name, func in self.operations.items()}
         self._start_lock = threading.Lock()
-        self.total = 0
-        self.failed = 0
-        self.sum_ms = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -108,24 +101,14 @@ class InProcessInstance:
                 raise PluginExecutionError(f"start() did not return within {timeout:g} s") from None
             except Exception as exc:
                 raise PluginExecutionError(f"start() failed: {_describe(exc)}") from exc
-            self.started = True
-            self.started_at = time.time()
+            self._mark_started()
 
     def stop(self, *, graceful_timeout: float, force: bool) -> int:
         """Stop taking calls, wait for in-flight ones (unless forced), call `stop`.
 
         Returns the number of calls still in flight when the instance was stopped.
         """
-        self.accepting = False
-        if not force:
-            deadline = time.monotonic() + graceful_timeout
-            with self._cond:
-                while self._in_flight > 0:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-        pending = self._in_flight
+        pending = self._drain(0 if force else graceful_timeout)
         if self.started:
             try:
                 call_with_timeout(self.plugin.stop, None if force else max(graceful_timeout, 1.0))
@@ -148,41 +131,32 @@ class InProcessInstance:
             )
         except Exception as exc:  # noqa: BLE001 - a raising check is an unhealthy plugin
             return HealthOutcome(False, (time.perf_counter() - t0) * 1000, _describe(exc))
-        elapsed = (time.perf_counter() - t0) * 1000
-        if isinstance(result, dict):
-            status = str(result.get("status", "healthy")).lower()
-            healthy = status in ("healthy", "pass", "ok", "up", "true")
-            message = result.get("message")
-            return HealthOutcome(healthy, elapsed, str(message) if message is not None else None)
-        if result is None or result is True:
-            return HealthOutcome(True, elapsed)
-        return HealthOutcome(
-            bool(result), elapsed, None if result else "health_check() returned False"
-        )
+        return outcome_from_result(result, (time.perf_counter() - t0) * 1000)
 
     def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any:
         if not self.accepting:
             raise InvalidStateError(f"plugin {self.plugin_id} is shutting down")
-        func = self.operations.get(operation)
-        if func is None:
+        spec = self._specs.get(operation)
+        if spec is None:
             raise OperationNotFoundError(
                 f"plugin {self.plugin_id} has no operation '{operation}'",
                 {"operation": operation, "available_operations": sorted(self.operations)},
             )
-        bound = getattr(self.plugin, operation)
-        try:
-            inspect.signature(bound).bind(**arguments)
-        except TypeError as exc:
+        problem = spec.problem(arguments)
+        if problem is not None:
             raise InvalidArgumentsError(
-                f"bad arguments for '{operation}': {exc}",
-                {"operation": operation, "parameters": _params(bound)},
-            ) from None
-        with self._cond:
-            self._in_flight += 1
+                f"bad arguments for '{operation}': {problem}",
+                {"operation": operation, "parameters": list(spec.ordered)},
+            )
+        bound = getattr(self.plugin, operation)
+        self._enter()
         t0 = time.perf_counter()
         ok = False
         try:
-            result = call_with_timeout(lambda: bound(**arguments), timeout)
+            if timeout is None:
+                result = bound(**arguments)
+            else:
+                result = call_with_timeout(lambda: bound(**arguments), timeout)
             ok = True
             return result
         except _CallTimeout:
@@ -196,32 +170,12 @@ class InProcessInstance:
                 {"operation": operation, "exception": type(exc).__name__},
             ) from exc
         finally:
-            elapsed = (time.perf_counter() - t0) * 1000
-            self.total += 1
-            self.sum_ms += elapsed
-            if not ok:
-                self.failed += 1
-            self.last_duration_ms = elapsed
-            self.last_ok = ok
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+            self._exit((time.perf_counter() - t0) * 1000, ok)
 
     def usage(self) -> tuple[float, float]:
         """(memory MB, CPU %) of the process the instance lives in."""
         proc = psutil.Process(os.getpid())
         return proc.memory_info().rss / (1024 * 1024), proc.cpu_percent(interval=None)
-
-
-def _params(func: Callable[..., Any]) -> list[str]:
-    try:
-        return list(inspect.signature(func).parameters)
-    except (TypeError, ValueError):
-        return []
 
 
 Instance = Any  # InProcessInstance | ProcessInstance: the same methods, duck-typed

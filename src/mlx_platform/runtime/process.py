@@ -30,7 +30,7 @@ from mlx_platform.errors import (
     OperationTimeoutError,
     PluginExecutionError,
 )
-from mlx_platform.runtime.host import HealthOutcome
+from mlx_platform.runtime.instance import CallAccounting, HealthOutcome, outcome_from_result
 from mlx_platform.runtime.protocol import decode, encode
 
 log = logging.getLogger("mlx_platform.runtime")
@@ -60,7 +60,7 @@ def describe_exit(returncode: int | None) -> str:
     return f"the worker process exited with code {returncode}"
 
 
-class ProcessInstance:
+class ProcessInstance(CallAccounting):
     isolation = "process"
 
     def __init__(
@@ -72,22 +72,15 @@ class ProcessInstance:
         on_exit: Callable[[ProcessInstance, str], None] | None = None,
         load_timeout: float = 30.0,
     ) -> None:
+        super().__init__()
         self.plugin_id = plugin_id
         self.class_path = class_path
         self.on_exit = on_exit
-        self.started = False
-        self.started_at: float | None = None
-        self.accepting = True
-        self.total = 0
-        self.failed = 0
-        self.sum_ms = 0.0
         self.exit_reason: str | None = None
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
         self._waiters_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._in_flight = 0
-        self._cond = threading.Condition()
         self._closing = False
         self._start_lock = threading.Lock()
 
@@ -198,20 +191,10 @@ class ProcessInstance:
                 self._request({"k": "start"}, timeout)
             except OperationTimeoutError:
                 raise PluginExecutionError(f"start() did not return within {timeout:g} s") from None
-            self.started = True
-            self.started_at = time.time()
+            self._mark_started()
 
     def stop(self, *, graceful_timeout: float, force: bool) -> int:
-        self.accepting = False
-        if not force:
-            deadline = time.monotonic() + graceful_timeout
-            with self._cond:
-                while self._in_flight > 0:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._cond.wait(left)
-        pending = self._in_flight
+        pending = self._drain(0 if force else graceful_timeout)
         self._closing = True
         if not force and self.alive:
             try:
@@ -249,19 +232,12 @@ class ProcessInstance:
             return HealthOutcome(False, timeout * 1000, f"health_check() did not answer within {timeout:g} s")
         except MLXError as exc:
             return HealthOutcome(False, (time.perf_counter() - t0) * 1000, exc.message)
-        elapsed = (time.perf_counter() - t0) * 1000
-        if isinstance(result, dict):
-            status = str(result.get("status", "healthy")).lower()
-            healthy = status in ("healthy", "pass", "ok", "up", "true")
-            message = result.get("message")
-            return HealthOutcome(healthy, elapsed, str(message) if message is not None else None)
-        return HealthOutcome(bool(result), elapsed, None if result else "health_check() returned False")
+        return outcome_from_result(result, (time.perf_counter() - t0) * 1000)
 
     def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any:
         if not self.accepting:
             raise InvalidStateError(f"plugin {self.plugin_id} is shutting down")
-        with self._cond:
-            self._in_flight += 1
+        self._enter()
         t0 = time.perf_counter()
         ok = False
         try:
@@ -274,17 +250,7 @@ class ProcessInstance:
                 {"operation": operation, "timeout": timeout},
             ) from None
         finally:
-            self.total += 1
-            self.sum_ms += (time.perf_counter() - t0) * 1000
-            if not ok:
-                self.failed += 1
-            with self._cond:
-                self._in_flight -= 1
-                self._cond.notify_all()
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
+            self._exit((time.perf_counter() - t0) * 1000, ok)
 
     def usage(self) -> tuple[float, float]:
         """(memory MB, CPU %) of the worker process: real per-plugin figures."""

@@ -8,7 +8,6 @@ process ends when the service closes the socket or sends ``stop``.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 import threading
@@ -16,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
+from mlx_platform.runtime.instance import OperationSpec
 from mlx_platform.runtime.protocol import decode, encode
 
 
@@ -36,6 +36,7 @@ class WorkerHost:
         self.write_lock = threading.Lock()
         self.plugin: Any = None
         self.operations: dict[str, Any] = {}
+        self.specs: dict[str, OperationSpec] = {}
         self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlx-worker")
         self.stopping = False
 
@@ -74,6 +75,7 @@ class WorkerHost:
                 "PLUGIN_EXECUTION_ERROR", f"creating the plugin instance failed: {_describe(exc)}"
             ) from None
         self.operations = operations_of(cls)
+        self.specs = {n: OperationSpec.of(f) for n, f in self.operations.items()}
         return {"operations": sorted(self.operations), "pid": os.getpid()}
 
     def _call(self, what: str, func: Any, *args: Any) -> Any:
@@ -101,26 +103,23 @@ class WorkerHost:
 
     def do_invoke(self, req: dict[str, Any]) -> Any:
         name = req["op"]
-        func = self.operations.get(name)
-        if func is None:
+        spec = self.specs.get(name)
+        if spec is None:
             raise _Failure(
                 "OPERATION_NOT_FOUND",
                 f"the plugin has no operation '{name}'",
                 {"operation": name, "available_operations": sorted(self.operations)},
             )
-        bound = getattr(self.plugin, name)
         args = req.get("args") or {}
-        try:
-            inspect.signature(bound).bind(**args)
-        except TypeError as exc:
-            params = list(inspect.signature(bound).parameters)
+        problem = spec.problem(args)
+        if problem is not None:
             raise _Failure(
                 "INVALID_ARGUMENTS",
-                f"bad arguments for '{name}': {exc}",
-                {"operation": name, "parameters": params},
-            ) from None
+                f"bad arguments for '{name}': {problem}",
+                {"operation": name, "parameters": list(spec.ordered)},
+            )
         try:
-            return bound(**args)
+            return getattr(self.plugin, name)(**args)
         except Exception as exc:
             raise _Failure(
                 "PLUGIN_EXECUTION_ERROR",

@@ -1,0 +1,115 @@
+"""What every live plugin instance shares, whatever its isolation: call accounting, draining
+calls in flight on stop, and reading a plugin's health answer."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class HealthOutcome:
+    healthy: bool
+    response_time_ms: float
+    message: str | None = None
+
+
+def outcome_from_result(result: Any, elapsed_ms: float) -> HealthOutcome:
+    """A plugin's `health_check()` answer (True/False/None or a dict with `status`)."""
+    if isinstance(result, dict):
+        status = str(result.get("status", "healthy")).lower()
+        healthy = status in ("healthy", "pass", "ok", "up", "true")
+        message = result.get("message")
+        return HealthOutcome(healthy, elapsed_ms, str(message) if message is not None else None)
+    if result is None or result is True:
+        return HealthOutcome(True, elapsed_ms)
+    return HealthOutcome(bool(result), elapsed_ms, None if result else "health_check() returned False")
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    """An operation's parameters, read once, so each call checks its arguments with set
+    operations instead of `inspect.signature(...).bind` (tens of microseconds a call)."""
+
+    names: frozenset[str]
+    required: frozenset[str]
+    var_keyword: bool
+    ordered: tuple[str, ...]
+
+    @classmethod
+    def of(cls, func: Callable[..., Any]) -> OperationSpec:
+        params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
+        kinds = inspect.Parameter
+        return cls(
+            names=frozenset(p.name for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)),
+            required=frozenset(
+                p.name
+                for p in params
+                if p.default is kinds.empty and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+            ),
+            var_keyword=any(p.kind is kinds.VAR_KEYWORD for p in params),
+            ordered=tuple(p.name for p in params),
+        )
+
+    def problem(self, arguments: dict[str, Any]) -> str | None:
+        """None when `arguments` fit, else what is wrong with them."""
+        keys = arguments.keys()
+        missing = self.required - keys
+        if missing:
+            return "missing required argument(s): " + ", ".join(sorted(missing))
+        if not self.var_keyword:
+            unknown = keys - self.names
+            if unknown:
+                return "unexpected argument(s): " + ", ".join(sorted(unknown))
+        return None
+
+
+class CallAccounting:
+    """Counts calls and tracks the ones in flight, so stop can wait for them to drain."""
+
+    def __init__(self) -> None:
+        self.accepting = True
+        self.started = False
+        self.started_at: float | None = None
+        self.total = 0
+        self.failed = 0
+        self.sum_ms = 0.0
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._drained = threading.Event()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    def _enter(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def _exit(self, elapsed_ms: float, ok: bool) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self.total += 1
+            self.sum_ms += elapsed_ms
+            if not ok:
+                self.failed += 1
+            if self._in_flight == 0 and not self.accepting:
+                self._drained.set()
+
+    def _drain(self, timeout: float) -> int:
+        """Refuse new calls; wait up to `timeout` s for those in flight. Returns those left."""
+        with self._lock:
+            self.accepting = False
+            if self._in_flight == 0:
+                return 0
+            self._drained.clear()
+        self._drained.wait(timeout)
+        return self._in_flight
+
+    def _mark_started(self) -> None:
+        self.started = True
+        self.started_at = time.time()
