@@ -1,9 +1,11 @@
 """A plugin instance in a worker process of its own (isolation ``process``).
 
-The service holds one end of a socket pair; a reader thread takes every answer and hands it
-to the caller waiting for it, so calls from many threads share the channel. When the worker
-dies (a crash, ``os._exit``, kill -9 from outside) the socket reaches EOF at once: every
-waiting call fails, and `on_exit` tells the supervisor, with the exit code or signal.
+The service holds one end of a socket pair, shared by the calls of many threads. The callers
+take turns reading it (leader/followers): the caller that reads an answer meant for another
+hands it over and keeps reading until its own arrives, so the common case, one call at a
+time, crosses no thread boundary at all. A watcher thread sits in waitpid: when the worker
+dies (a crash, ``os._exit``, kill -9 from outside) it knows at once, every waiting call
+fails, and `on_exit` tells the supervisor, with the exit code or signal.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class _Waiter:
     __slots__ = ("event", "reply")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = threading.Event()  # set: an answer arrived, or this caller should lead
         self.reply: dict[str, Any] | None = None
 
 
@@ -79,7 +81,8 @@ class ProcessInstance(CallAccounting):
         self.exit_reason: str | None = None
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
-        self._waiters_lock = threading.Lock()
+        self._mutex = threading.Lock()  # guards _waiters, _leading and each waiter's reply
+        self._leading = False
         self._write_lock = threading.Lock()
         self._closing = False
         self._start_lock = threading.Lock()
@@ -99,8 +102,8 @@ class ProcessInstance(CallAccounting):
         self.pid = self.proc.pid
         self._conn = Connection(parent_sock.detach())
         self._psutil = psutil.Process(self.pid)
-        self._reader = threading.Thread(target=self._read_loop, name=f"mlx-reader-{plugin_id}", daemon=True)
-        self._reader.start()
+        self._watcher = threading.Thread(target=self._watch, name=f"mlx-watch-{plugin_id}", daemon=True)
+        self._watcher.start()
         try:
             info = self._request({"k": "load", "class_path": class_path}, load_timeout)
         except MLXError:
@@ -110,55 +113,73 @@ class ProcessInstance(CallAccounting):
 
     # ------------------------------------------------------------------ channel
 
-    def _read_loop(self) -> None:
-        while True:
-            try:
-                data = self._conn.recv_bytes()
-            except (EOFError, OSError):
-                break
-            try:
-                reply = decode(data)
-            except ValueError:
-                continue
-            with self._waiters_lock:
-                waiter = self._waiters.pop(reply.get("i"), None)  # type: ignore[arg-type]
+    def _watch(self) -> None:
+        returncode = self.proc.wait()
+        self._died(describe_exit(returncode))
+
+    def _died(self, reason: str) -> None:
+        with self._mutex:
+            if self.exit_reason is not None:
+                return
+            self.exit_reason = reason
+            for w in self._waiters.values():
+                w.event.set()  # no reply: the caller raises WorkerDiedError
+        if not self._closing and self.on_exit is not None:
+            self.on_exit(self, reason)
+
+    def _deliver(self, data: bytes) -> int | None:
+        try:
+            reply = decode(data)
+        except ValueError:
+            return None
+        rid = reply.get("i")
+        with self._mutex:
+            waiter = self._waiters.get(rid)  # type: ignore[arg-type]
             if waiter is not None:
                 waiter.reply = reply
                 waiter.event.set()
-        try:
-            returncode = self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        self.exit_reason = describe_exit(returncode)
-        with self._waiters_lock:
-            waiters, self._waiters = self._waiters, {}
-        for w in waiters.values():
-            w.event.set()  # reply stays None: the caller raises WorkerDiedError
-        if not self._closing and self.on_exit is not None:
-            self.on_exit(self, self.exit_reason)
+        return rid  # type: ignore[return-value]
+
+    def _lead(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
+        """Read answers until ours arrives (True) or time runs out (False)."""
+        while waiter.reply is None and self.exit_reason is None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                if remaining is not None and (remaining <= 0 or not self._conn.poll(remaining)):
+                    return False
+                data = self._conn.recv_bytes()
+            except (EOFError, OSError):
+                try:
+                    returncode = self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    returncode = None
+                self._died(describe_exit(returncode))
+                return True
+            if self._deliver(data) == rid:
+                return True
+        return True
 
     def _request(self, message: dict[str, Any], timeout: float | None) -> Any:
         rid = next(self._ids)
         message["i"] = rid
         waiter = _Waiter()
-        with self._waiters_lock:
+        with self._mutex:
             if self.exit_reason is not None:
                 raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
             self._waiters[rid] = waiter
         data = encode(message)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             with self._write_lock:
                 self._conn.send_bytes(data)
+            answered = self._await(rid, waiter, deadline)
         except OSError:
-            with self._waiters_lock:
+            answered = True  # the worker is gone: reply stays None
+        finally:
+            with self._mutex:
                 self._waiters.pop(rid, None)
-            raise WorkerDiedError(f"plugin {self.plugin_id}: {self.exit_reason or 'the worker is gone'}") from None
-        if not waiter.event.wait(timeout):
-            with self._waiters_lock:
-                self._waiters.pop(rid, None)
-            raise OperationTimeoutError(
-                f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
-            )
+        if not answered:
+            raise OperationTimeoutError(f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout})
         reply = waiter.reply
         if reply is None:
             raise WorkerDiedError(
@@ -170,6 +191,34 @@ class ProcessInstance(CallAccounting):
         err = reply.get("e") or {}
         cls = ERROR_CLASSES.get(str(err.get("code")), PluginExecutionError)
         raise cls(str(err.get("message", "the plugin failed")), err.get("details") or {})
+
+    def _await(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
+        """Wait for our answer, reading the socket ourselves whenever nobody else does."""
+        while True:
+            with self._mutex:
+                if waiter.reply is not None or self.exit_reason is not None:
+                    return True
+                lead = not self._leading
+                if lead:
+                    self._leading = True
+                else:
+                    waiter.event.clear()
+            if lead:
+                try:
+                    return self._lead(rid, waiter, deadline)
+                finally:
+                    with self._mutex:
+                        self._leading = False
+                        for other in self._waiters.values():  # hand the reading on
+                            if other is not waiter and other.reply is None:
+                                other.event.set()
+                                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if not waiter.event.wait(remaining):
+                with self._mutex:
+                    return waiter.reply is not None
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,8 +1,8 @@
 """The worker process that hosts one plugin instance (isolation ``process``).
 
 Started by the service as ``python -m mlx_platform.runtime.worker FD``, FD being its end of
-a socket pair. The main thread reads requests; each runs on a thread of a small pool, so a
-long invocation does not hold up a health check, and answers are written under a lock. The
+a socket pair. Requests are read and handled by a set of threads in turn (see `run`), so a
+long invocation does not hold up a health check; answers are written under a lock. The
 process ends when the service closes the socket or sends ``stop``.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -37,7 +37,6 @@ class WorkerHost:
         self.plugin: Any = None
         self.operations: dict[str, Any] = {}
         self.specs: dict[str, OperationSpec] = {}
-        self.pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="mlx-worker")
         self.stopping = False
 
     def send(self, message: dict[str, Any]) -> None:
@@ -146,21 +145,60 @@ class WorkerHost:
             )
 
     def run(self) -> int:
-        while True:
-            try:
-                data = self.conn.recv_bytes()
-            except (EOFError, OSError):
-                return 0  # the service went away: end quietly
+        """One thread reads a request and handles it itself: no hand-off between threads on
+        the way, which keeps a round trip near the cost of the bare socket. When a call has
+        run for longer than `_SLOW` seconds and nobody is reading, the watchdog starts another
+        reader, so a long or hung call never holds up the next request (a health check) for
+        more than a few milliseconds. A reader that finishes while another reads just ends."""
+        self._read_lock = threading.Lock()
+        self._state = threading.Lock()
+        self._done = threading.Event()
+        self._readers = 0
+        self._threads = 0
+        self._handling: dict[int, float] = {}
+        self._start_reader()
+        while not self._done.wait(self._SLOW):
+            now = time.monotonic()
+            with self._state:
+                stuck = self._readers == 0 and any(now - t > self._SLOW for t in self._handling.values())
+            if stuck:
+                self._start_reader()
+        return 0
+
+    _MAX_THREADS = 64
+    _SLOW = 0.005
+
+    def _start_reader(self) -> None:
+        with self._state:
+            if self._threads >= self._MAX_THREADS:
+                return
+            self._threads += 1
+            self._readers += 1
+        threading.Thread(target=self._read_and_handle, daemon=True, name="mlx-worker").start()
+
+    def _read_and_handle(self) -> None:
+        me = threading.get_ident()
+        while not self._done.is_set():
+            with self._read_lock:
+                try:
+                    data = self.conn.recv_bytes()
+                except (EOFError, OSError):
+                    self._done.set()  # the service went away: end quietly
+                    return
+            with self._state:
+                self._readers -= 1
+                self._handling[me] = time.monotonic()
             req = decode(data)
-            kind = req.get("k")
-            if kind in ("load", "configure", "start", "stop"):
-                self.handle(req)  # lifecycle steps run in order, on this thread
-                if kind == "stop":
-                    return 0
-            elif kind == "invoke" and req.get("inline"):
-                self.handle(req)
-            else:
-                self.pool.submit(self.handle, req)
+            self.handle(req)
+            if req.get("k") == "stop":
+                self._done.set()
+                return
+            with self._state:
+                del self._handling[me]
+                if self._readers > 0:  # another thread took over reading meanwhile
+                    self._threads -= 1
+                    return
+                self._readers += 1
 
 
 def main(argv: list[str]) -> int:

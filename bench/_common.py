@@ -1,0 +1,64 @@
+"""Shared by the benchmarks: timing helpers and the figure line format."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    target: float
+    baseline: float | None
+    baseline_name: str
+    lower_is_better: bool = True
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.target if self.lower_is_better else self.value >= self.target
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        return self.value / self.baseline  # type: ignore[operator]
+
+    def line(self) -> str:
+        op = "<=" if self.lower_is_better else ">="
+        base = "n/a" if self.baseline is None else f"{self.baseline:.3f} {self.unit} {self.baseline_name}"
+        ratio = "n/a" if self.ratio is None else f"{self.ratio:.2f}x"
+        verdict = "MET" if self.met else "MISSED"
+        return (
+            f"{self.name}: {self.value:.3f} {self.unit} "
+            f"(target {op} {self.target:g} {self.unit}; baseline {base}; ratio {ratio}) {verdict}"
+        )
+
+
+def per_call_us(func: Callable[[], object], *, calls: int = 20000, batches: int = 15) -> float:
+    """Median over batches of the mean time of one call, in microseconds."""
+    for _ in range(min(calls, 2000)):
+        func()
+    results = []
+    for _ in range(batches):
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            func()
+        results.append((time.perf_counter() - t0) / calls * 1e6)
+    return statistics.median(results)
+
+
+def each_call_us(func: Callable[[], object], *, calls: int = 3000, warmup: int = 300) -> float:
+    """Median of single-call times, in microseconds (for calls that cross processes)."""
+    for _ in range(warmup):
+        func()
+    samples = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        func()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples) * 1e6

@@ -1,0 +1,107 @@
+"""Invocation costs: in-process overhead, process round trip beside a bare pipe, recording."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+from _common import Figure, each_call_us, per_call_us
+
+from mlx_platform.core.metrics import MetricsRecorder
+from mlx_platform.plugins import Plugin, operation
+from mlx_platform.runtime.host import InProcessInstance
+from mlx_platform.runtime.process import ProcessInstance
+from mlx_platform.runtime.protocol import encode
+from mlx_platform.storage import Database
+
+
+class BenchPlugin(Plugin):
+    @operation
+    def echo(self, value: object) -> object:
+        return value
+
+
+_ECHO_SERVER = """
+import sys
+from multiprocessing.connection import Connection
+conn = Connection(int(sys.argv[1]))
+while True:
+    try:
+        data = conn.recv_bytes()
+    except EOFError:
+        break
+    conn.send_bytes(data)
+"""
+
+
+def bare_pipe_roundtrip_us() -> float:
+    """The floor: the same message to a process that sends it straight back."""
+    parent, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _ECHO_SERVER, str(child.fileno())], pass_fds=(child.fileno(),)
+    )
+    child.close()
+    conn = Connection(parent.detach())
+    message = encode({"i": 1, "k": "invoke", "op": "echo", "args": {"value": 1}})
+
+    def roundtrip() -> None:
+        conn.send_bytes(message)
+        conn.recv_bytes()
+
+    try:
+        return each_call_us(roundtrip)
+    finally:
+        conn.close()
+        proc.wait(timeout=10)
+
+
+def run() -> list[Figure]:
+    figures = []
+    plugin = BenchPlugin()
+    inst = InProcessInstance("plugin_bench_001", plugin)
+    inst._mark_started()
+    args = {"value": 1}
+    direct = per_call_us(lambda: plugin.echo(**args))
+    through = per_call_us(lambda: inst.invoke("echo", args, None))
+    figures.append(
+        Figure("inprocess_invoke_overhead", through - direct, "us", 3.0, direct, "(direct method call)")
+    )
+
+    bench_dir = str(Path(__file__).resolve().parent)
+    proc_inst = ProcessInstance("plugin_bench_002", "bench_runtime.BenchPlugin", extra_paths=[bench_dir])
+    try:
+        proc_inst.configure({}, 10)
+        proc_inst.start(10)
+        pipe = bare_pipe_roundtrip_us()
+        rt = each_call_us(lambda: proc_inst.invoke("echo", args, None))
+    finally:
+        proc_inst.stop(graceful_timeout=1, force=False)
+    figures.append(Figure("process_invoke_roundtrip", rt, "us", 150.0, pipe, "(bare pipe round trip)"))
+    figures.append(
+        Figure("process_invoke_vs_bare_pipe", rt / pipe, "x", 3.0, 1.0, "(bare pipe = 1)")
+    )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Database(f"sqlite:///{os.path.join(tmp, 'm.db')}")
+        recorder = MetricsRecorder(db)
+        counter: Counter[str] = Counter()
+
+        def bare() -> None:
+            counter["plugin_bench_001"] += 1
+
+        base = per_call_us(bare, calls=100000)
+        rec = per_call_us(lambda: recorder.record("plugin_bench_001", 1.234, True), calls=100000)
+        db.dispose()
+    figures.append(Figure("metrics_record_one_invocation", rec, "us", 1.0, base, "(bare Counter increment)"))
+    return figures
+
+
+if __name__ == "__main__":
+    for f in run():
+        print(f.line())
