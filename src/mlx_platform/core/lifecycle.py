@@ -70,9 +70,14 @@ def merged_configuration(
 _MISSING = object()
 
 
-def _validate_configuration(row: PluginRow, config: dict[str, Any]) -> dict[str, Any]:
+def effective_configuration(core: Core, row: PluginRow, config: dict[str, Any]) -> dict[str, Any]:
+    """What the plugin instance receives: `config` (in clear) with the schema's defaults."""
+    return config_schema.apply_defaults(core.box.open_schema(row.configuration_schema or {}), config)
+
+
+def _validate_configuration(core: Core, row: PluginRow, config: dict[str, Any]) -> dict[str, Any]:
     schema = row.configuration_schema or {}
-    full = config_schema.apply_defaults(schema, config)
+    full = effective_configuration(core, row, config)
     problems = config_schema.validate_configuration(schema, full)
     if problems:
         listing = "; ".join(f"{k} {v}" for k, v in problems.items())
@@ -189,9 +194,7 @@ def restart_plugin(core: Core, row: PluginRow) -> bool:
     """Start a plugin whose instance died, from its stored configuration (the supervisor's
     restart). Back to `active` when it starts and passes a health check."""
     try:
-        full = config_schema.apply_defaults(
-            row.configuration_schema or {}, core.box.open(row.configuration or {})
-        )
+        full = effective_configuration(core, row, core.box.open(row.configuration or {}))
         instance = _start_instance(core, row, full, start=True)
     except MLXError as exc:
         core.supervisor.failed(row.id, f"restart failed: {exc.message}")
@@ -239,7 +242,7 @@ def activate_plugin(
                 {"plugin_id": plugin_id, "status": row.status, "reason": row.status_reason},
             )
         merged, _changed = merged_configuration(core, row, configuration)
-        full = _validate_configuration(row, merged)
+        full = _validate_configuration(core, row, merged)
         _check_activation(core, row)
         if dry_run:
             return {
@@ -400,7 +403,7 @@ def update_configuration(
     with core.plugin_lock(plugin_id):
         row = get_row(core, plugin_id)
         merged, changed = merged_configuration(core, row, configuration)
-        full = _validate_configuration(row, merged)
+        full = _validate_configuration(core, row, merged)
         schema = row.configuration_schema or {}
         cold = sorted(set(changed) & config_schema.cold_fields(schema))
         instance = core.host.get(plugin_id)
@@ -583,9 +586,7 @@ def restore_active_plugins(core: Core) -> None:
         active = PluginRepository(session).active()
     for row in active:
         try:
-            full = config_schema.apply_defaults(
-                row.configuration_schema or {}, core.box.open(row.configuration or {})
-            )
+            full = effective_configuration(core, row, core.box.open(row.configuration or {}))
             instance = _start_instance(core, row, full, start=True)
             core.host.put(instance)
             log.info("restored plugin %s", row.id)

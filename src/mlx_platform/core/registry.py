@@ -130,7 +130,7 @@ def register_plugin(
         row.status_reason = None if probe.loadable else f"class not loadable: {probe.error}"
         row.loadable = probe.loadable
         row.class_info = probe.info
-        row.configuration_schema = schema
+        row.configuration_schema = core.box.seal_schema(schema)
         row.plugin_metadata = meta
         row.configuration = row.configuration or {}
         row.config_version = row.config_version or 0
