@@ -86,34 +86,10 @@ class MetricsRecorder:
         with self.db.transaction() as session:
             repo = MetricRepository(session)
             for (plugin_id, minute), m in pending.items():
-                start = datetime.fromtimestamp(minute * 60, UTC)
-                row = repo.get(plugin_id, start)
-                if row is None:
-                    row = MetricBucketRow(
-                        plugin_id=plugin_id,
-                        bucket_start=start,
-                        count=0,
-                        errors=0,
-                        sum_ms=0.0,
-                        sketch={},
-                        mem_samples=0,
-                        mem_sum_mb=0.0,
-                        mem_peak_mb=0.0,
-                        cpu_samples=0,
-                        cpu_sum_percent=0.0,
-                    )
-                    repo.add(row)
-                sk = LatencySketch.from_json(row.sketch)
-                sk.merge(m.sketch)
-                row.sketch = sk.to_json()
-                row.count += m.count
-                row.errors += m.errors
-                row.sum_ms += m.sum_ms
-                row.mem_samples += m.mem_samples
-                row.mem_sum_mb += m.mem_sum_mb
-                row.mem_peak_mb = max(row.mem_peak_mb, m.mem_peak_mb)
-                row.cpu_samples += m.cpu_samples
-                row.cpu_sum_percent += m.cpu_sum_percent
+                minute_start = datetime.fromtimestamp(minute * 60, UTC)
+                hour_start = datetime.fromtimestamp(minute // 60 * 3600, UTC)
+                for resolution, bucket_start in ((60, minute_start), (3600, hour_start)):
+                    _add_to_bucket(repo, plugin_id, resolution, bucket_start, m)
         return len(pending)
 
     def forget(self, plugin_id: str) -> None:
@@ -121,6 +97,31 @@ class MetricsRecorder:
         with self._lock:
             for key in [k for k in self._pending if k[0] == plugin_id]:
                 del self._pending[key]
+
+
+def _add_to_bucket(
+    repo: MetricRepository, plugin_id: str, resolution: int, start: datetime, m: _Minute
+) -> None:
+    row = repo.get(plugin_id, resolution, start)
+    if row is None:
+        row = MetricBucketRow(
+            plugin_id=plugin_id, resolution=resolution, bucket_start=start, count=0, errors=0,
+            sum_ms=0.0, sketch={}, mem_samples=0, mem_sum_mb=0.0, mem_peak_mb=0.0,
+            cpu_samples=0, cpu_sum_percent=0.0,
+        )
+        repo.add(row)
+    if m.count:
+        sk = LatencySketch.from_json(row.sketch)
+        sk.merge(m.sketch)
+        row.sketch = sk.to_json()
+    row.count += m.count
+    row.errors += m.errors
+    row.sum_ms += m.sum_ms
+    row.mem_samples += m.mem_samples
+    row.mem_sum_mb += m.mem_sum_mb
+    row.mem_peak_mb = max(row.mem_peak_mb, m.mem_peak_mb)
+    row.cpu_samples += m.cpu_samples
+    row.cpu_sum_percent += m.cpu_sum_percent
 
 
 @dataclass
@@ -135,16 +136,18 @@ class _Agg:
     cpu_samples: int = 0
     cpu_sum_percent: float = 0.0
 
-    def add(self, row: MetricBucketRow) -> None:
-        self.count += row.count
-        self.errors += row.errors
-        self.sum_ms += row.sum_ms
-        self.sketch.merge(LatencySketch.from_json(row.sketch))
-        self.mem_samples += row.mem_samples
-        self.mem_sum_mb += row.mem_sum_mb
-        self.mem_peak_mb = max(self.mem_peak_mb, row.mem_peak_mb)
-        self.cpu_samples += row.cpu_samples
-        self.cpu_sum_percent += row.cpu_sum_percent
+    def add(self, row: Any) -> None:
+        """Add a row of MetricRepository.rows (its scalars, and the sketch when present)."""
+        self.count += row[1]
+        self.errors += row[2]
+        self.sum_ms += row[3]
+        self.mem_samples += row[4]
+        self.mem_sum_mb += row[5]
+        self.mem_peak_mb = max(self.mem_peak_mb, row[6])
+        self.cpu_samples += row[7]
+        self.cpu_sum_percent += row[8]
+        if len(row) > 9 and row[9]:
+            self.sketch.merge(LatencySketch.from_json(row[9]))
 
 
 def _r(value: float, nd: int = 3) -> float:
@@ -157,18 +160,46 @@ def floor_time(t: datetime, granularity: str) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
+def _ceil_hour(t: datetime) -> datetime:
+    floor = floor_time(t, "hour")
+    return floor if floor == t else floor + timedelta(hours=1)
+
+
 def query_metrics(
     recorder: MetricsRecorder, plugin_id: str, start: datetime, end: datetime, granularity: str
 ) -> dict[str, Any]:
-    """The spec's metrics answer for [start, end), merged from stored minute buckets."""
+    """The spec's metrics answer for [start, end), merged from stored buckets.
+
+    Whole hours inside the range come from the hourly roll-ups (24 sketches for a day, not
+    1,440); the partial hours at either edge from minute buckets. A minute-granularity series
+    reads the minute buckets' counts and sums only, never their sketches.
+    """
     recorder.flush()
+    first = floor_time(start, "minute")
+    h0, h1 = _ceil_hour(first), floor_time(end, "hour")
     with recorder.db.read() as session:
-        rows = MetricRepository(session).buckets(plugin_id, floor_time(start, "minute"), end)
+        repo = MetricRepository(session)
+        if h0 < h1:
+            whole = repo.rows(plugin_id, 3600, h0, h1, sketch=True)
+            edges = repo.rows(plugin_id, 60, first, h0, sketch=True) + repo.rows(
+                plugin_id, 60, h1, end, sketch=True
+            )
+        else:
+            whole, edges = [], repo.rows(plugin_id, 60, first, end, sketch=True)
+        if granularity == "minute":
+            series_rows = repo.rows(plugin_id, 60, first, end, sketch=False)
+        else:
+            series_rows = [*edges, *whole]
     total = _Agg()
-    series: dict[datetime, _Agg] = {}
-    for row in rows:
+    for row in (*whole, *edges):
         total.add(row)
-        series.setdefault(floor_time(row.bucket_start, granularity), _Agg()).add(row)
+    series: dict[datetime, _Agg] = {}
+    for row in series_rows:
+        ts = row[0] if granularity == "minute" else floor_time(row[0], granularity)
+        agg = series.get(ts)
+        if agg is None:
+            agg = series[ts] = _Agg()
+        agg.add(row[:9])
     ok = total.count - total.errors
     figures = {
         "execution_count": total.count,

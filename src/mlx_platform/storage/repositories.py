@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, String, column, delete, func, select, text, update
 from sqlalchemy.orm import Session
@@ -164,23 +165,43 @@ class MetaRepository:
 
 
 class MetricRepository:
+    SCALARS = (
+        MetricBucketRow.bucket_start,
+        MetricBucketRow.count,
+        MetricBucketRow.errors,
+        MetricBucketRow.sum_ms,
+        MetricBucketRow.mem_samples,
+        MetricBucketRow.mem_sum_mb,
+        MetricBucketRow.mem_peak_mb,
+        MetricBucketRow.cpu_samples,
+        MetricBucketRow.cpu_sum_percent,
+    )
+
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def buckets(self, plugin_id: str, start: datetime, end: datetime) -> list[MetricBucketRow]:
+    def rows(
+        self, plugin_id: str, resolution: int, start: datetime, end: datetime, *, sketch: bool
+    ) -> list[Any]:
+        """Bucket rows as tuples (SCALARS, then the sketch when asked): no ORM objects, and
+        no JSON decoding of sketches that the caller does not need."""
+        if start >= end:
+            return []
+        cols = (*self.SCALARS, MetricBucketRow.sketch) if sketch else self.SCALARS
         stmt = (
-            select(MetricBucketRow)
+            select(*cols)
             .where(
                 MetricBucketRow.plugin_id == plugin_id,
+                MetricBucketRow.resolution == resolution,
                 MetricBucketRow.bucket_start >= start,
                 MetricBucketRow.bucket_start < end,
             )
             .order_by(MetricBucketRow.bucket_start)
         )
-        return list(self.session.scalars(stmt))
+        return list(self.session.execute(stmt))
 
-    def get(self, plugin_id: str, bucket_start: datetime) -> MetricBucketRow | None:
-        return self.session.get(MetricBucketRow, (plugin_id, bucket_start))
+    def get(self, plugin_id: str, resolution: int, bucket_start: datetime) -> MetricBucketRow | None:
+        return self.session.get(MetricBucketRow, (plugin_id, resolution, bucket_start))
 
     def add(self, row: MetricBucketRow) -> None:
         self.session.add(row)

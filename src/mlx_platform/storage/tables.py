@@ -110,11 +110,13 @@ class PluginIdSequence(Base):
 
 
 class MetricBucketRow(Base):
-    """One plugin's invocations in one minute: counts, sums and a mergeable latency sketch."""
+    """One plugin's invocations in one minute (resolution 60) or one hour (3600, the roll-up
+    of its minutes): counts, sums and a mergeable latency sketch."""
 
     __tablename__ = "metric_buckets"
 
     plugin_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    resolution: Mapped[int] = mapped_column(Integer, primary_key=True)
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)

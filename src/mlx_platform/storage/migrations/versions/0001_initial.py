@@ -63,6 +63,7 @@ def upgrade() -> None:
     op.create_table(
         "metric_buckets",
         sa.Column("plugin_id", sa.String(160), primary_key=True),
+        sa.Column("resolution", sa.Integer, primary_key=True),
         sa.Column("bucket_start", UTCDateTime(), primary_key=True),
         sa.Column("count", sa.Integer, nullable=False, server_default="0"),
         sa.Column("errors", sa.Integer, nullable=False, server_default="0"),
