@@ -30,7 +30,11 @@ class Figure:
 
     def line(self) -> str:
         op = "<=" if self.lower_is_better else ">="
-        base = "n/a" if self.baseline is None else f"{self.baseline:.3f} {self.unit} {self.baseline_name}"
+        base = (
+            "n/a"
+            if self.baseline is None
+            else f"{self.baseline:.3f} {self.unit} {self.baseline_name}"
+        )
         ratio = "n/a" if self.ratio is None else f"{self.ratio:.2f}x"
         verdict = "MET" if self.met else "MISSED"
         return (

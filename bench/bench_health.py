@@ -50,7 +50,11 @@ def run() -> list[Figure]:
     assert hung == 10, hung
     return [
         Figure(
-            "health_fanout_1000_plugins_10_hanging", elapsed, "s", TIMEOUT + 1.0, TIMEOUT,
+            "health_fanout_1000_plugins_10_hanging",
+            elapsed,
+            "s",
+            TIMEOUT + 1.0,
+            TIMEOUT,
             "(one health timeout)",
         )
     ]

@@ -34,7 +34,9 @@ def fill_day(db: Database, end: datetime) -> None:
         slot.errors = 1
         slot.mem_samples, slot.mem_sum_mb, slot.mem_peak_mb = 6, 600.0, 110.0
         slot.cpu_samples, slot.cpu_sum_percent = 6, 30.0
-        recorder._pending[(PLUGIN, int((start + timedelta(minutes=minute)).timestamp()) // 60)] = slot
+        recorder._pending[(PLUGIN, int((start + timedelta(minutes=minute)).timestamp()) // 60)] = (
+            slot
+        )
     recorder.flush()
 
 
@@ -74,8 +76,12 @@ def run() -> list[Figure]:
         db.dispose()
     return [
         Figure(
-            "metrics_query_day_by_minute", statistics.median(times), "ms", 20.0,
-            statistics.median(base), "(raw SELECT of the same rows)",
+            "metrics_query_day_by_minute",
+            statistics.median(times),
+            "ms",
+            20.0,
+            statistics.median(base),
+            "(raw SELECT of the same rows)",
         )
     ]
 

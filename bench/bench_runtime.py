@@ -70,11 +70,15 @@ def run() -> list[Figure]:
     direct = per_call_us(lambda: plugin.echo(**args))
     through = per_call_us(lambda: inst.invoke("echo", args, None))
     figures.append(
-        Figure("inprocess_invoke_overhead", through - direct, "us", 3.0, direct, "(direct method call)")
+        Figure(
+            "inprocess_invoke_overhead", through - direct, "us", 3.0, direct, "(direct method call)"
+        )
     )
 
     bench_dir = str(Path(__file__).resolve().parent)
-    proc_inst = ProcessInstance("plugin_bench_002", "bench_runtime.BenchPlugin", extra_paths=[bench_dir])
+    proc_inst = ProcessInstance(
+        "plugin_bench_002", "bench_runtime.BenchPlugin", extra_paths=[bench_dir]
+    )
     try:
         proc_inst.configure({}, 10)
         proc_inst.start(10)
@@ -82,7 +86,9 @@ def run() -> list[Figure]:
         rt = each_call_us(lambda: proc_inst.invoke("echo", args, None))
     finally:
         proc_inst.stop(graceful_timeout=1, force=False)
-    figures.append(Figure("process_invoke_roundtrip", rt, "us", 150.0, pipe, "(bare pipe round trip)"))
+    figures.append(
+        Figure("process_invoke_roundtrip", rt, "us", 150.0, pipe, "(bare pipe round trip)")
+    )
     figures.append(
         Figure("process_invoke_vs_bare_pipe", rt / pipe, "x", 3.0, 1.0, "(bare pipe = 1)")
     )
@@ -98,7 +104,9 @@ def run() -> list[Figure]:
         base = per_call_us(bare, calls=100000)
         rec = per_call_us(lambda: recorder.record("plugin_bench_001", 1.234, True), calls=100000)
         db.dispose()
-    figures.append(Figure("metrics_record_one_invocation", rec, "us", 1.0, base, "(bare Counter increment)"))
+    figures.append(
+        Figure("metrics_record_one_invocation", rec, "us", 1.0, base, "(bare Counter increment)")
+    )
     return figures
 
 

@@ -1,7 +1,7 @@
 """Run every benchmark: one line per figure, then `bench: N of M targets met`.
 
-    python bench/run.py            (what `make bench` runs)
-    python bench/run.py runtime    (only the modules whose name contains "runtime")
+python bench/run.py            (what `make bench` runs)
+python bench/run.py runtime    (only the modules whose name contains "runtime")
 """
 
 from __future__ import annotations

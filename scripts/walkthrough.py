@@ -34,86 +34,133 @@ JSON = "-H 'Content-Type: application/json'"
 API = "http://127.0.0.1:8000/v1/plugins"
 
 STEPS: list[tuple[str, str]] = [
-    ("The admin token that `make serve` printed is also kept in `$MLX_HOME/admin.token`:",
-     'export TOKEN="$(cat ~/.mlx-platform/admin.token)"\ncurl -s http://127.0.0.1:8000/healthz'),
-    ("**List plugins** (`GET /v1/plugins`): the three example plugins are registered on first start. "
-     "Filters: `type`, `status`, `category`, `search`; `page`/`limit`.",
-     f'curl -s {AUTH} "{API}?type=data_source&limit=1" | {J}'),
-    ("Search is case-insensitive, over names and descriptions:",
-     f'curl -s {AUTH} "{API}?search=TRACK" | python3 -c "import json,sys; print([p[\'id\'] for p in json.load(sys.stdin)[\'data\']])"'),
-    ("**Plugin details** (`GET /v1/plugins/{id}`):",
-     f'curl -s {AUTH} {API}/plugin_sqlite_source_001 | {J}'),
-    ("Make a small SQLite database for the example data source to read:",
-     "python3 -c \"import sqlite3; c = sqlite3.connect('/tmp/mlx-demo.db'); "
-     "c.execute('create table if not exists runs(id integer primary key, model text, auc real)'); "
-     "c.execute('delete from runs'); "
-     "c.executemany('insert into runs(model, auc) values (?, ?)', [('xgb', 0.91), ('lgbm', 0.93)]); c.commit()\""),
-    ("**Activate** (`POST /v1/plugins/{id}/activate`): the configuration is validated against the "
-     "plugin's schema, conflicts, dependencies and resources are checked, the plugin starts in its own "
-     "worker process and passes a first health check:",
-     f"curl -s {AUTH} {JSON} -X POST {API}/plugin_sqlite_source_001/activate \\\n"
-     "  -d '{\"configuration\": {\"database_path\": \"/tmp/mlx-demo.db\"}, \"auto_start\": true}' | " + J),
-    ("**Invoke** an operation of the active plugin (`POST /v1/plugins/{id}/invoke`):",
-     f"curl -s {AUTH} {JSON} -X POST {API}/plugin_sqlite_source_001/invoke \\\n"
-     "  -d '{\"operation\": \"query\", \"arguments\": {\"sql\": \"select model, auc from runs order by auc desc\"}}' | " + J),
-    ("**Health** (`GET /v1/plugins/{id}/health`): the plugin's own check under a timeout, the worker's "
-     "memory and CPU, and its dependencies:",
-     f'curl -s {AUTH} {API}/plugin_sqlite_source_001/health | {J}'),
-    ("**Update the configuration** (`PATCH /v1/plugins/{id}/configuration`): applied hot when every "
-     "changed field allows it:",
-     f"curl -s {AUTH} {JSON} -X PATCH {API}/plugin_sqlite_source_001/configuration \\\n"
-     "  -d '{\"configuration\": {\"max_rows\": 500, \"timeout\": 10}, \"restart_required\": false}' | " + J),
-    ("`read_only` is declared `hot_reload: false`: changing it needs a restart, which happens only when "
-     "the request allows it (`restart_required: true`):",
-     f"curl -s {AUTH} {JSON} -X PATCH {API}/plugin_sqlite_source_001/configuration \\\n"
-     "  -d '{\"configuration\": {\"read_only\": false}, \"restart_required\": true}' | " + J),
-    ("**Metrics** (`GET /v1/plugins/{id}/metrics`), merged from per-minute buckets of recorded invocations "
-     "(`granularity` minute, hour or day; `start_time`/`end_time` in ISO 8601):",
-     f'curl -s {AUTH} "{API}/plugin_sqlite_source_001/metrics?granularity=minute" | {J}'),
-    ("**Register** (`POST /v1/plugins`, scope `plugins:admin`) the spec's example as it is. Its class "
-     "cannot be imported here, so it is recorded with status `error`, and `next_steps` says what to do:",
-     f"curl -s {AUTH} {JSON} -X POST {API} -d '{{\n"
-     '  "name": "custom_data_source", "type": "data_source", "version": "1.0.0",\n'
-     '  "description": "Custom data source plugin",\n'
-     '  "class_path": "my_company.plugins.CustomDataSource",\n'
-     '  "configuration_schema": {"connection_string": {"type": "string", "required": true,\n'
-     '                           "description": "Database connection string"}},\n'
-     '  "metadata": {"capabilities": ["sql_queries", "batch_processing"], "conflicts_with": [],\n'
-     '               "requires": [], "min_memory_mb": 512, "min_cpu_cores": 1}}\' | ' + J),
-    ("The same name and version again is refused; every error has the same envelope, and its "
-     "`request_id` is the `X-Request-ID` header of the answer:",
-     f"curl -s -i {AUTH} {JSON} -X POST {API} -d '{{\"name\": \"custom_data_source\", \"type\": \"data_source\",\n"
-     "  \"version\": \"1.0.0\", \"class_path\": \"my_company.plugins.CustomDataSource\"}' | grep -iE '^(HTTP|x-request-id)|success'"),
-    ("A secret field (`signing_key` of the local experiment tracker) is encrypted at rest and never "
-     "shown; a configuration that breaks the schema is refused field by field:",
-     f"curl -s {AUTH} {JSON} -X POST {API}/plugin_local_tracker_001/activate \\\n"
-     "  -d '{\"configuration\": {\"experiment\": 42}}' | " + J),
-    ("", f"curl -s {AUTH} {JSON} -X POST {API}/plugin_local_tracker_001/activate \\\n"
-     "  -d '{\"configuration\": {\"root\": \"/tmp/mlx-demo-runs\", \"signing_key\": \"s3cr3t-hmac-key\"}}' > /dev/null\n"
-     f"curl -s {AUTH} {API}/plugin_local_tracker_001 | python3 -c \"import json,sys; print(json.load(sys.stdin)['data']['configuration'])\""),
-    ("**Discover** (`GET /v1/plugins/discover`, scope `plugins:write`): installed packages that declare "
-     "the entry-point group `mlx_platform.plugins`, and folders in `MLX_PLUGIN_PATH` holding a "
-     "`mlx-plugin.toml`. Plugin code never runs in the service:",
-     f'curl -s {AUTH} "{API}/discover?sources=pypi,filesystem" | {J}'),
-    ("**Validate a composition** (`POST /v1/plugins/validate-composition`), the spec's request as it is "
-     "(none of these plugins is registered here, so each is reported):",
-     f"curl -s {AUTH} {JSON} -X POST {API}/validate-composition -d '{{\"plugins\": [\n"
-     '  {"name": "snowflake", "version": "1.2.0"}, {"name": "databricks", "version": "2.0.0"},\n'
-     '  {"name": "mlflow", "version": "1.8.0"}]}\' | ' + J),
-    ("And a composition of registered plugins:",
-     f"curl -s {AUTH} {JSON} -X POST {API}/validate-composition -d '{{\"plugins\": [\n"
-     '  {"name": "sqlite_source"}, {"name": "tabular_folder"}, {"name": "local_tracker"}]}\' | ' + J),
-    ("**Deactivate** (`POST /v1/plugins/{id}/deactivate`): new calls are refused, calls in flight get up "
-     "to `graceful_shutdown_timeout` seconds, then the worker ends:",
-     f"curl -s {AUTH} {JSON} -X POST {API}/plugin_sqlite_source_001/deactivate \\\n"
-     "  -d '{\"force\": false, \"graceful_shutdown_timeout\": 30}' | " + J),
-    ("**Unregister** (`DELETE /v1/plugins/{id}`, scope `plugins:admin`; refused while active unless "
-     "`?force=true`):",
-     f'curl -s {AUTH} -X DELETE {API}/plugin_custom_data_source_001 | {J}'),
-    ("Tokens with less power: `mlx token create` signs with the server's secret. A read-only token "
-     "cannot activate:",
-     'READ=$(mlx token create --subject dashboard --scope plugins:read --ttl 3600)\n'
-     f'curl -s -H "Authorization: Bearer $READ" -X POST {API}/plugin_sqlite_source_001/activate | {J}'),
+    (
+        "The admin token that `make serve` printed is also kept in `$MLX_HOME/admin.token`:",
+        'export TOKEN="$(cat ~/.mlx-platform/admin.token)"\ncurl -s http://127.0.0.1:8000/healthz',
+    ),
+    (
+        "**List plugins** (`GET /v1/plugins`): the three example plugins are registered on first start. "
+        "Filters: `type`, `status`, `category`, `search`; `page`/`limit`.",
+        f'curl -s {AUTH} "{API}?type=data_source&limit=1" | {J}',
+    ),
+    (
+        "Search is case-insensitive, over names and descriptions:",
+        f"curl -s {AUTH} \"{API}?search=TRACK\" | python3 -c \"import json,sys; print([p['id'] for p in json.load(sys.stdin)['data']])\"",
+    ),
+    (
+        "**Plugin details** (`GET /v1/plugins/{id}`):",
+        f"curl -s {AUTH} {API}/plugin_sqlite_source_001 | {J}",
+    ),
+    (
+        "Make a small SQLite database for the example data source to read:",
+        "python3 -c \"import sqlite3; c = sqlite3.connect('/tmp/mlx-demo.db'); "
+        "c.execute('create table if not exists runs(id integer primary key, model text, auc real)'); "
+        "c.execute('delete from runs'); "
+        "c.executemany('insert into runs(model, auc) values (?, ?)', [('xgb', 0.91), ('lgbm', 0.93)]); c.commit()\"",
+    ),
+    (
+        "**Activate** (`POST /v1/plugins/{id}/activate`): the configuration is validated against the "
+        "plugin's schema, conflicts, dependencies and resources are checked, the plugin starts in its own "
+        "worker process and passes a first health check:",
+        f"curl -s {AUTH} {JSON} -X POST {API}/plugin_sqlite_source_001/activate \\\n"
+        '  -d \'{"configuration": {"database_path": "/tmp/mlx-demo.db"}, "auto_start": true}\' | '
+        + J,
+    ),
+    (
+        "**Invoke** an operation of the active plugin (`POST /v1/plugins/{id}/invoke`):",
+        f"curl -s {AUTH} {JSON} -X POST {API}/plugin_sqlite_source_001/invoke \\\n"
+        '  -d \'{"operation": "query", "arguments": {"sql": "select model, auc from runs order by auc desc"}}\' | '
+        + J,
+    ),
+    (
+        "**Health** (`GET /v1/plugins/{id}/health`): the plugin's own check under a timeout, the worker's "
+        "memory and CPU, and its dependencies:",
+        f"curl -s {AUTH} {API}/plugin_sqlite_source_001/health | {J}",
+    ),
+    (
+        "**Update the configuration** (`PATCH /v1/plugins/{id}/configuration`): applied hot when every "
+        "changed field allows it:",
+        f"curl -s {AUTH} {JSON} -X PATCH {API}/plugin_sqlite_source_001/configuration \\\n"
+        '  -d \'{"configuration": {"max_rows": 500, "timeout": 10}, "restart_required": false}\' | '
+        + J,
+    ),
+    (
+        "`read_only` is declared `hot_reload: false`: changing it needs a restart, which happens only when "
+        "the request allows it (`restart_required: true`):",
+        f"curl -s {AUTH} {JSON} -X PATCH {API}/plugin_sqlite_source_001/configuration \\\n"
+        '  -d \'{"configuration": {"read_only": false}, "restart_required": true}\' | ' + J,
+    ),
+    (
+        "**Metrics** (`GET /v1/plugins/{id}/metrics`), merged from per-minute buckets of recorded invocations "
+        "(`granularity` minute, hour or day; `start_time`/`end_time` in ISO 8601):",
+        f'curl -s {AUTH} "{API}/plugin_sqlite_source_001/metrics?granularity=minute" | {J}',
+    ),
+    (
+        "**Register** (`POST /v1/plugins`, scope `plugins:admin`) the spec's example as it is. Its class "
+        "cannot be imported here, so it is recorded with status `error`, and `next_steps` says what to do:",
+        f"curl -s {AUTH} {JSON} -X POST {API} -d '{{\n"
+        '  "name": "custom_data_source", "type": "data_source", "version": "1.0.0",\n'
+        '  "description": "Custom data source plugin",\n'
+        '  "class_path": "my_company.plugins.CustomDataSource",\n'
+        '  "configuration_schema": {"connection_string": {"type": "string", "required": true,\n'
+        '                           "description": "Database connection string"}},\n'
+        '  "metadata": {"capabilities": ["sql_queries", "batch_processing"], "conflicts_with": [],\n'
+        '               "requires": [], "min_memory_mb": 512, "min_cpu_cores": 1}}\' | ' + J,
+    ),
+    (
+        "The same name and version again is refused; every error has the same envelope, and its "
+        "`request_id` is the `X-Request-ID` header of the answer:",
+        f'curl -s -i {AUTH} {JSON} -X POST {API} -d \'{{"name": "custom_data_source", "type": "data_source",\n'
+        '  "version": "1.0.0", "class_path": "my_company.plugins.CustomDataSource"}\' | grep -iE \'^(HTTP|x-request-id)|success\'',
+    ),
+    (
+        "A secret field (`signing_key` of the local experiment tracker) is encrypted at rest and never "
+        "shown; a configuration that breaks the schema is refused field by field:",
+        f"curl -s {AUTH} {JSON} -X POST {API}/plugin_local_tracker_001/activate \\\n"
+        '  -d \'{"configuration": {"experiment": 42}}\' | ' + J,
+    ),
+    (
+        "",
+        f"curl -s {AUTH} {JSON} -X POST {API}/plugin_local_tracker_001/activate \\\n"
+        '  -d \'{"configuration": {"root": "/tmp/mlx-demo-runs", "signing_key": "s3cr3t-hmac-key"}}\' > /dev/null\n'
+        f"curl -s {AUTH} {API}/plugin_local_tracker_001 | python3 -c \"import json,sys; print(json.load(sys.stdin)['data']['configuration'])\"",
+    ),
+    (
+        "**Discover** (`GET /v1/plugins/discover`, scope `plugins:write`): installed packages that declare "
+        "the entry-point group `mlx_platform.plugins`, and folders in `MLX_PLUGIN_PATH` holding a "
+        "`mlx-plugin.toml`. Plugin code never runs in the service:",
+        f'curl -s {AUTH} "{API}/discover?sources=pypi,filesystem" | {J}',
+    ),
+    (
+        "**Validate a composition** (`POST /v1/plugins/validate-composition`), the spec's request as it is "
+        "(none of these plugins is registered here, so each is reported):",
+        f'curl -s {AUTH} {JSON} -X POST {API}/validate-composition -d \'{{"plugins": [\n'
+        '  {"name": "snowflake", "version": "1.2.0"}, {"name": "databricks", "version": "2.0.0"},\n'
+        '  {"name": "mlflow", "version": "1.8.0"}]}\' | ' + J,
+    ),
+    (
+        "And a composition of registered plugins:",
+        f'curl -s {AUTH} {JSON} -X POST {API}/validate-composition -d \'{{"plugins": [\n'
+        '  {"name": "sqlite_source"}, {"name": "tabular_folder"}, {"name": "local_tracker"}]}\' | '
+        + J,
+    ),
+    (
+        "**Deactivate** (`POST /v1/plugins/{id}/deactivate`): new calls are refused, calls in flight get up "
+        "to `graceful_shutdown_timeout` seconds, then the worker ends:",
+        f"curl -s {AUTH} {JSON} -X POST {API}/plugin_sqlite_source_001/deactivate \\\n"
+        '  -d \'{"force": false, "graceful_shutdown_timeout": 30}\' | ' + J,
+    ),
+    (
+        "**Unregister** (`DELETE /v1/plugins/{id}`, scope `plugins:admin`; refused while active unless "
+        "`?force=true`):",
+        f"curl -s {AUTH} -X DELETE {API}/plugin_custom_data_source_001 | {J}",
+    ),
+    (
+        "Tokens with less power: `mlx token create` signs with the server's secret. A read-only token "
+        "cannot activate:",
+        "READ=$(mlx token create --subject dashboard --scope plugins:read --ttl 3600)\n"
+        f'curl -s -H "Authorization: Bearer $READ" -X POST {API}/plugin_sqlite_source_001/activate | {J}',
+    ),
 ]
 
 
@@ -125,7 +172,10 @@ def run_steps(home: Path, port: int = PORT) -> list[tuple[str, str, str]]:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     server = subprocess.Popen(
         [sys.executable, "-m", "mlx_platform.cli.main", "serve"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -143,7 +193,9 @@ def run_steps(home: Path, port: int = PORT) -> list[tuple[str, str, str]]:
         out = []
         for text, command in STEPS:
             run = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-            proc = subprocess.run(["bash", "-c", run], env=env, capture_output=True, text=True, timeout=120)
+            proc = subprocess.run(
+                ["bash", "-c", run], env=env, capture_output=True, text=True, timeout=120
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"command failed ({proc.returncode}):\n{command}\n{proc.stderr}")
             out.append((text, command, proc.stdout.rstrip("\n")))
@@ -212,10 +264,14 @@ def main() -> int:
             print(f"README shows {len(shown)} commands, the walk-through has {len(results)}")
             return 1
         answers = [
-            "\n".join(block.splitlines()[len(cmd.splitlines()):])
+            "\n".join(block.splitlines()[len(cmd.splitlines()) :])
             for block, (_, cmd, _) in zip(shown, results, strict=True)
         ]
-        bad = [cmd for (_, cmd, out), old in zip(results, answers, strict=True) if shape(out) != shape(old)]
+        bad = [
+            cmd
+            for (_, cmd, out), old in zip(results, answers, strict=True)
+            if shape(out) != shape(old)
+        ]
         for cmd in bad:
             print(f"answer differs in shape from the README's: {cmd.splitlines()[0]}")
         return 1 if bad else 0

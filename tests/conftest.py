@@ -28,15 +28,23 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of this process without any MLX_* variable, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(FIXTURE_PLUGINS), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["PYTHONPATH"] = os.pathsep.join([str(FIXTURE_PLUGINS), env.get("PYTHONPATH", "")]).rstrip(
+        os.pathsep
+    )
     env.update(extra)
     return env
 
 
-def mlx_cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+def mlx_cli(
+    *args: str, env: dict[str, str], check: bool = True
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mlx_platform.cli.main", *args],
-        env=env, capture_output=True, text=True, timeout=120, check=check,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=check,
     )
 
 
@@ -64,7 +72,9 @@ class LiveServer:
             self.tokens[key] = mlx_cli(*args, env=self.env).stdout.strip()
         return self.tokens[key]
 
-    def client(self, token: str | None = None, *, scopes: tuple[str, ...] = ("plugins:admin",)) -> httpx.Client:
+    def client(
+        self, token: str | None = None, *, scopes: tuple[str, ...] = ("plugins:admin",)
+    ) -> httpx.Client:
         headers = {}
         tok = token if token is not None else self.token(*scopes)
         if tok:
@@ -72,7 +82,9 @@ class LiveServer:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") + self.stdout_path.read_text(errors="replace")
+        return self.log_path.read_text(errors="replace") + self.stdout_path.read_text(
+            errors="replace"
+        )
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -92,7 +104,16 @@ def start_server(home: Path, **settings: str) -> LiveServer:
     log_path = home.parent / f"{home.name}-server-{port}.log"
     stdout_path = home.parent / f"{home.name}-server-{port}.out"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlx_platform.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "mlx_platform.cli.main",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         env=env,
         stdout=stdout_path.open("wb"),
         stderr=log_path.open("wb"),

@@ -8,8 +8,17 @@ from tests.conftest import ROOT, clean_env, free_port
 
 def test_readme_walkthrough_answers_as_shown() -> None:
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "walkthrough.py"), "--check", "--port", str(free_port())],
-        env=clean_env(), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "walkthrough.py"),
+            "--check",
+            "--port",
+            str(free_port()),
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -52,7 +52,9 @@ def recorded(tmp_path: Path):
     ("offset_start", "offset_end"),
     [(0, 200), (5, 150), (23, 84), (90, 95), (0, 23)],
 )
-def test_counts_exact_and_percentiles_within_one_percent(recorded, granularity, offset_start, offset_end):
+def test_counts_exact_and_percentiles_within_one_percent(
+    recorded, granularity, offset_start, offset_end
+):
     recorder, calls = recorded
     t0 = calls[0][0]
     start, end = t0 + timedelta(minutes=offset_start), t0 + timedelta(minutes=offset_end)
@@ -62,7 +64,11 @@ def test_counts_exact_and_percentiles_within_one_percent(recorded, granularity, 
     assert m["execution_count"] == len(inside)
     assert m["error_count"] == sum(1 for _, _, ok in inside if not ok)
     values = [v for _, v, _ in inside]
-    for q, key in ((0.5, "p50_execution_time_ms"), (0.95, "p95_execution_time_ms"), (0.99, "p99_execution_time_ms")):
+    for q, key in (
+        (0.5, "p50_execution_time_ms"),
+        (0.95, "p95_execution_time_ms"),
+        (0.99, "p99_execution_time_ms"),
+    ):
         assert abs(m[key] - exact(values, q)) / exact(values, q) <= 0.01
     assert sum(p["execution_count"] for p in data["timeseries"]) == len(inside)
     if granularity == "minute":

@@ -13,22 +13,47 @@ SCHEMA = {
 
 
 def test_valid_configuration_has_no_problems() -> None:
-    config = {"connection_string": "x", "pool_size": 3, "ratio": 0.5, "mode": "fast",
-              "verbose": True, "tags": ["a"], "options": {"k": 1}, "undeclared": 1}
+    config = {
+        "connection_string": "x",
+        "pool_size": 3,
+        "ratio": 0.5,
+        "mode": "fast",
+        "verbose": True,
+        "tags": ["a"],
+        "options": {"k": 1},
+        "undeclared": 1,
+    }
     assert config_schema.validate_configuration(SCHEMA, config) == {}
 
 
 def test_one_problem_per_bad_field() -> None:
-    config = {"pool_size": 99, "ratio": -1, "mode": "slow", "verbose": "yes", "tags": "a", "options": []}
+    config = {
+        "pool_size": 99,
+        "ratio": -1,
+        "mode": "slow",
+        "verbose": "yes",
+        "tags": "a",
+        "options": [],
+    }
     problems = config_schema.validate_configuration(SCHEMA, config)
-    assert set(problems) == {"connection_string", "pool_size", "ratio", "mode", "verbose", "tags", "options"}
+    assert set(problems) == {
+        "connection_string",
+        "pool_size",
+        "ratio",
+        "mode",
+        "verbose",
+        "tags",
+        "options",
+    }
     assert problems["connection_string"] == "is required"
     assert problems["pool_size"] == "must be <= 50"
     assert "boolean" in problems["verbose"]
 
 
 def test_boolean_is_not_an_integer() -> None:
-    problems = config_schema.validate_configuration(SCHEMA, {"connection_string": "x", "pool_size": True})
+    problems = config_schema.validate_configuration(
+        SCHEMA, {"connection_string": "x", "pool_size": True}
+    )
     assert problems == {"pool_size": "must be of type integer"}
 
 
@@ -41,7 +66,10 @@ def test_secret_value_never_quoted_in_problems() -> None:
 
 
 def test_json_schema_form_is_standard_and_masks_secret_defaults() -> None:
-    schema = {"token": {"type": "string", "secret": True, "default": "abcdef"}, "n": {"type": "integer", "required": True}}
+    schema = {
+        "token": {"type": "string", "secret": True, "default": "abcdef"},
+        "n": {"type": "integer", "required": True},
+    }
     js = config_schema.to_json_schema(schema)
     assert js["$schema"].endswith("2020-12/schema")
     assert js["required"] == ["n"]
@@ -54,7 +82,11 @@ def test_schema_definition_errors_are_reported_by_field() -> None:
     problems = config_schema.check_schema_definition(
         {"a": {"pattern": "("}, "b": {"minimum": 5, "maximum": 1}, "c": {"enum": []}}
     )
-    assert set(problems) == {"configuration_schema.a.pattern", "configuration_schema.b", "configuration_schema.c.enum"}
+    assert set(problems) == {
+        "configuration_schema.a.pattern",
+        "configuration_schema.b",
+        "configuration_schema.c.enum",
+    }
 
 
 def test_defaults_fill_missing_fields_only() -> None:

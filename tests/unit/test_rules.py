@@ -6,9 +6,17 @@ from mlx_platform.core import rules
 from mlx_platform.core.resources import Capacity, resource_shortfall
 
 
-def row(name: str, version: str = "1.0.0", type: str = "data_source", status: str = "active", **meta):
-    return SimpleNamespace(id=f"plugin_{name}_001", name=name, version=version, type=type,
-                           status=status, plugin_metadata=meta)
+def row(
+    name: str, version: str = "1.0.0", type: str = "data_source", status: str = "active", **meta
+):
+    return SimpleNamespace(
+        id=f"plugin_{name}_001",
+        name=name,
+        version=version,
+        type=type,
+        status=status,
+        plugin_metadata=meta,
+    )
 
 
 def test_spec_parsing_accepts_names_and_specifiers() -> None:
@@ -31,22 +39,36 @@ def test_spec_parsing_accepts_names_and_specifiers() -> None:
 )
 def test_conflict_types(candidate_meta, other, expected) -> None:
     found = rules.find_conflicts(
-        "cand", "1.0.0", "experiment_tracker", candidate_meta, [other], frozenset({"experiment_tracker"})
+        "cand",
+        "1.0.0",
+        "experiment_tracker",
+        candidate_meta,
+        [other],
+        frozenset({"experiment_tracker"}),
     )
     assert [c.conflict_type for c in found] == [expected]
     assert found[0].resolution_options
 
 
 def test_conflict_specifier_respects_versions() -> None:
-    found = rules.find_conflicts("cand", "1.0.0", "x", {"conflicts_with": ["old<2"]}, [row("old", "2.5")], frozenset())
+    found = rules.find_conflicts(
+        "cand", "1.0.0", "x", {"conflicts_with": ["old<2"]}, [row("old", "2.5")], frozenset()
+    )
     assert found == []
 
 
 def test_missing_dependencies_say_whether_a_registered_version_would_do() -> None:
     registered = [row("base", "1.5", status="inactive"), row("base", "2.1", status="registered")]
-    missing = rules.missing_dependencies({"requires": ["base>=2", "absent"]}, registered, need_active=True)
-    assert [(m.name, m.satisfiable_by_registered) for m in missing] == [("base", True), ("absent", False)]
-    assert rules.missing_dependencies({"requires": ["base>=2"]}, registered, need_active=False) == []
+    missing = rules.missing_dependencies(
+        {"requires": ["base>=2", "absent"]}, registered, need_active=True
+    )
+    assert [(m.name, m.satisfiable_by_registered) for m in missing] == [
+        ("base", True),
+        ("absent", False),
+    ]
+    assert (
+        rules.missing_dependencies({"requires": ["base>=2"]}, registered, need_active=False) == []
+    )
 
 
 def test_resource_shortfall_counts_active_claims() -> None:

@@ -18,7 +18,7 @@ def _settings(**overrides: object) -> object:
     from mlx_platform.settings import Settings
 
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except PydanticValidationError as exc:
         errs = "; ".join(
             f"MLX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()

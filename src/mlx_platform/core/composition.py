@@ -68,8 +68,8 @@ def validate_composition(core: Core, entries: list[CompositionEntry]) -> dict[st
     recommendations: list[str] = []
     chosen: list[PluginRow] = []
     for entry in entries:
-        row, problem = _pick(entry, by_name.get(entry.name, []))
-        if row is None:
+        picked, problem = _pick(entry, by_name.get(entry.name, []))
+        if picked is None:
             conflicts.append(
                 {
                     "type": "missing_dependency"
@@ -83,7 +83,7 @@ def validate_composition(core: Core, entries: list[CompositionEntry]) -> dict[st
                 }
             )
             continue
-        chosen.append(row)
+        chosen.append(picked)
 
     singleton_types = core.settings.singleton_type_set
     names = {r.name for r in chosen}
@@ -174,8 +174,8 @@ def validate_composition(core: Core, entries: list[CompositionEntry]) -> dict[st
             if peer_row is None:
                 continue
             try:
-                spec = SpecifierSet(spec_text)
-                ok = spec.contains(Version(peer_row.version), prereleases=True)
+                wanted = SpecifierSet(spec_text)
+                ok = wanted.contains(Version(peer_row.version), prereleases=True)
             except Exception:  # noqa: BLE001
                 continue
             if not ok:

@@ -100,7 +100,8 @@ def _reason(err: SchemaError, field_def: dict[str, Any]) -> str:
     if kind == "enum":
         if field_def.get("secret"):
             return "is not one of the allowed values"
-        return "must be one of: " + ", ".join(repr(v) for v in err.validator_value)
+        allowed = err.validator_value if isinstance(err.validator_value, list) else []
+        return "must be one of: " + ", ".join(repr(v) for v in allowed)
     if kind == "minimum":
         return f"must be >= {err.validator_value}"
     if kind == "maximum":

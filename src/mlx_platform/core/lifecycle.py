@@ -72,7 +72,9 @@ _MISSING = object()
 
 def effective_configuration(core: Core, row: PluginRow, config: dict[str, Any]) -> dict[str, Any]:
     """What the plugin instance receives: `config` (in clear) with the schema's defaults."""
-    return config_schema.apply_defaults(core.box.open_schema(row.configuration_schema or {}), config)
+    return config_schema.apply_defaults(
+        core.box.open_schema(row.configuration_schema or {}), config
+    )
 
 
 def _validate_configuration(core: Core, row: PluginRow, config: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +177,8 @@ def _start_instance(core: Core, row: PluginRow, config: dict[str, Any], *, start
     except (ClassLoadError, MLXError) as exc:
         reason = exc.message if isinstance(exc, MLXError) else str(exc)
         raise PluginHealthCheckFailedError(
-            f"Plugin '{row.name}' could not be loaded: {reason}", {"stage": "load", "reason": reason}
+            f"Plugin '{row.name}' could not be loaded: {reason}",
+            {"stage": "load", "reason": reason},
         ) from exc
     try:
         instance.configure(config, timeout)

@@ -105,9 +105,18 @@ def _add_to_bucket(
     row = repo.get(plugin_id, resolution, start)
     if row is None:
         row = MetricBucketRow(
-            plugin_id=plugin_id, resolution=resolution, bucket_start=start, count=0, errors=0,
-            sum_ms=0.0, sketch={}, mem_samples=0, mem_sum_mb=0.0, mem_peak_mb=0.0,
-            cpu_samples=0, cpu_sum_percent=0.0,
+            plugin_id=plugin_id,
+            resolution=resolution,
+            bucket_start=start,
+            count=0,
+            errors=0,
+            sum_ms=0.0,
+            sketch={},
+            mem_samples=0,
+            mem_sum_mb=0.0,
+            mem_peak_mb=0.0,
+            cpu_samples=0,
+            cpu_sum_percent=0.0,
         )
         repo.add(row)
     if m.count:

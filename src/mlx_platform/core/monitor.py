@@ -90,7 +90,9 @@ class Monitor:
             (s.usage_interval, sample_usage, "usage"),
         ):
             if interval > 0:
-                t = threading.Thread(target=self._loop, args=(interval, func, name), name=f"mlx-{name}", daemon=True)
+                t = threading.Thread(
+                    target=self._loop, args=(interval, func, name), name=f"mlx-{name}", daemon=True
+                )
                 t.start()
                 self._threads.append(t)
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from mlx_platform.core.context import Core
@@ -46,7 +51,9 @@ class PluginCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         self.core.metrics.flush()
         calls = CounterMetricFamily(
-            "mlx_plugin_invocations", "Invocations through the runtime", labels=["plugin_id", "outcome"]
+            "mlx_plugin_invocations",
+            "Invocations through the runtime",
+            labels=["plugin_id", "outcome"],
         )
         latency = HistogramMetricFamily(
             "mlx_plugin_invocation_duration_seconds", "Invocation duration", labels=["plugin_id"]
@@ -56,9 +63,13 @@ class PluginCollector(Collector):
             calls.add_metric([plugin_id, "error"], t.errors)
             latency.add_metric([plugin_id], _cumulative(t.sketch), t.sum_ms / 1000)
         health = GaugeMetricFamily(
-            "mlx_plugin_health", "1 healthy, 0.5 degraded, 0 otherwise (last check)", labels=["plugin_id", "status"]
+            "mlx_plugin_health",
+            "1 healthy, 0.5 degraded, 0 otherwise (last check)",
+            labels=["plugin_id", "status"],
         )
-        up = GaugeMetricFamily("mlx_plugin_active", "1 when the plugin's stored status is active", labels=["plugin_id"])
+        up = GaugeMetricFamily(
+            "mlx_plugin_active", "1 when the plugin's stored status is active", labels=["plugin_id"]
+        )
         with self.core.db.read() as session:
             for row in PluginRepository(session).all():
                 health.add_metric([row.id, row.health_status], _HEALTH.get(row.health_status, 0.0))

@@ -97,9 +97,7 @@ def register_plugin(
 
     if dry_run:
         with core.db.read() as session:
-            seq_preview = (
-                existing.id if existing else _preview_id(PluginRepository(session), req.name)
-            )
+            seq_preview = existing.id if existing else PluginRepository(session).peek_id(req.name)
         return {
             "id": seq_preview,
             "name": req.name,
@@ -151,14 +149,6 @@ def register_plugin(
         "next_steps": next_steps,
         "dry_run": False,
     }
-
-
-def _preview_id(repo: PluginRepository, name: str) -> str:
-    from mlx_platform.storage.tables import PluginIdSequence
-
-    seq = repo.session.get(PluginIdSequence, name)
-    slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
-    return f"plugin_{slug}_{(seq.last_seq if seq else 0) + 1:03d}"
 
 
 def _next_steps(

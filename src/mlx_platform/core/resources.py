@@ -22,7 +22,7 @@ class Capacity:
 def detect_gpus() -> int:
     """Number of NVIDIA GPUs: NVML when the `pynvml` module is there, else `nvidia-smi -L`."""
     try:
-        import pynvml  # type: ignore[import-not-found]
+        import pynvml
 
         pynvml.nvmlInit()
         try:

@@ -109,13 +109,13 @@ class SecretBox:
         """The stored configuration in clear, for the plugin instance only."""
         return {k: self.decrypt(v) for k, v in stored.items()}
 
-
     def seal_schema(self, schema: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The schema as stored: the default of a secret field is a secret too."""
         return {
             name: (
                 {**field, "default": self.encrypt(field["default"])}
-                if field.get("secret") and field.get("default") is not None
+                if field.get("secret")
+                and field.get("default") is not None
                 and not _is_sealed(field["default"])
                 else field
             )
@@ -125,7 +125,11 @@ class SecretBox:
     def open_schema(self, schema: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         """The stored schema with secret defaults in clear, to configure the plugin with."""
         return {
-            name: ({**field, "default": self.decrypt(field["default"])} if _is_sealed(field.get("default")) else field)
+            name: (
+                {**field, "default": self.decrypt(field["default"])}
+                if _is_sealed(field.get("default"))
+                else field
+            )
             for name, field in schema.items()
         }
 

@@ -58,7 +58,9 @@ class Supervisor:
             self.restarts[plugin_id] = attempt + 1
         limit = self.core.settings.max_restarts
         if attempt >= limit:
-            message = f"{reason}; gave up after {limit} restart(s): activate the plugin to try again"
+            message = (
+                f"{reason}; gave up after {limit} restart(s): activate the plugin to try again"
+            )
             self._set_error(plugin_id, message)
             log.error("plugin %s: %s", plugin_id, message)
             return
@@ -67,7 +69,10 @@ class Supervisor:
         self._set_error(plugin_id, message)
         log.warning("plugin %s: %s", plugin_id, message)
         threading.Thread(
-            target=self._restart_later, args=(plugin_id, wait), name=f"mlx-restart-{plugin_id}", daemon=True
+            target=self._restart_later,
+            args=(plugin_id, wait),
+            name=f"mlx-restart-{plugin_id}",
+            daemon=True,
         ).start()
 
     def _set_error(self, plugin_id: str, message: str) -> None:

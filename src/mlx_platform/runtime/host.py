@@ -204,7 +204,11 @@ class PluginHost:
             from mlx_platform.runtime.process import ProcessInstance
 
             return ProcessInstance(
-                plugin_id, class_path, extra_paths=extra_paths, on_exit=on_exit, load_timeout=load_timeout
+                plugin_id,
+                class_path,
+                extra_paths=extra_paths,
+                on_exit=on_exit,
+                load_timeout=load_timeout,
             )
         cls = import_plugin_class(class_path)
         try:

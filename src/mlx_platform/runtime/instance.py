@@ -27,7 +27,9 @@ def outcome_from_result(result: Any, elapsed_ms: float) -> HealthOutcome:
         return HealthOutcome(healthy, elapsed_ms, str(message) if message is not None else None)
     if result is None or result is True:
         return HealthOutcome(True, elapsed_ms)
-    return HealthOutcome(bool(result), elapsed_ms, None if result else "health_check() returned False")
+    return HealthOutcome(
+        bool(result), elapsed_ms, None if result else "health_check() returned False"
+    )
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,16 @@ class OperationSpec:
         params = [p for p in inspect.signature(func).parameters.values() if p.name != "self"]
         kinds = inspect.Parameter
         return cls(
-            names=frozenset(p.name for p in params if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)),
+            names=frozenset(
+                p.name
+                for p in params
+                if p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+            ),
             required=frozenset(
                 p.name
                 for p in params
-                if p.default is kinds.empty and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+                if p.default is kinds.empty
+                and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
             ),
             var_keyword=any(p.kind is kinds.VAR_KEYWORD for p in params),
             ordered=tuple(p.name for p in params),

@@ -90,7 +90,9 @@ class ProcessInstance(CallAccounting):
         parent_sock, child_sock = socket.socketpair()
         env = dict(os.environ)
         if extra_paths:
-            env["PYTHONPATH"] = os.pathsep.join([*extra_paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+            env["PYTHONPATH"] = os.pathsep.join([*extra_paths, env.get("PYTHONPATH", "")]).rstrip(
+                os.pathsep
+            )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlx_platform.runtime.worker", str(child_sock.fileno())],
             pass_fds=(child_sock.fileno(),),
@@ -102,7 +104,9 @@ class ProcessInstance(CallAccounting):
         self.pid = self.proc.pid
         self._conn = Connection(parent_sock.detach())
         self._psutil = psutil.Process(self.pid)
-        self._watcher = threading.Thread(target=self._watch, name=f"mlx-watch-{plugin_id}", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch, name=f"mlx-watch-{plugin_id}", daemon=True
+        )
         self._watcher.start()
         try:
             info = self._request({"k": "load", "class_path": class_path}, load_timeout)
@@ -133,12 +137,14 @@ class ProcessInstance(CallAccounting):
         except ValueError:
             return None
         rid = reply.get("i")
+        if not isinstance(rid, int):
+            return None
         with self._mutex:
-            waiter = self._waiters.get(rid)  # type: ignore[arg-type]
+            waiter = self._waiters.get(rid)
             if waiter is not None:
                 waiter.reply = reply
                 waiter.event.set()
-        return rid  # type: ignore[return-value]
+        return rid
 
     def _lead(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
         """Read answers until ours arrives (True) or time runs out (False)."""
@@ -179,7 +185,9 @@ class ProcessInstance(CallAccounting):
             with self._mutex:
                 self._waiters.pop(rid, None)
         if not answered:
-            raise OperationTimeoutError(f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout})
+            raise OperationTimeoutError(
+                f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
+            )
         reply = waiter.reply
         if reply is None:
             raise WorkerDiedError(
@@ -278,7 +286,9 @@ class ProcessInstance(CallAccounting):
         try:
             result = self._request({"k": "health"}, timeout)
         except OperationTimeoutError:
-            return HealthOutcome(False, timeout * 1000, f"health_check() did not answer within {timeout:g} s")
+            return HealthOutcome(
+                False, timeout * 1000, f"health_check() did not answer within {timeout:g} s"
+            )
         except MLXError as exc:
             return HealthOutcome(False, (time.perf_counter() - t0) * 1000, exc.message)
         return outcome_from_result(result, (time.perf_counter() - t0) * 1000)

@@ -96,8 +96,10 @@ class WorkerHost:
     def do_health(self, req: dict[str, Any]) -> Any:
         result = self.plugin.health_check()  # exceptions become an unhealthy answer upstream
         if isinstance(result, dict):
-            return {k: (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
-                    for k, v in result.items()}
+            return {
+                k: (v if isinstance(v, str | int | float | bool | type(None)) else str(v))
+                for k, v in result.items()
+            }
         return bool(result) if result is not None else True
 
     def do_invoke(self, req: dict[str, Any]) -> Any:
@@ -137,11 +139,24 @@ class WorkerHost:
             value = handler(req)
             self.send({"i": rid, "ok": True, "v": value})
         except _Failure as f:
-            self.send({"i": rid, "ok": False, "e": {"code": f.code, "message": f.message, "details": f.details}})
+            self.send(
+                {
+                    "i": rid,
+                    "ok": False,
+                    "e": {"code": f.code, "message": f.message, "details": f.details},
+                }
+            )
         except BaseException as exc:  # noqa: BLE001 - anything a plugin raises is an answer
             self.send(
-                {"i": rid, "ok": False,
-                 "e": {"code": "PLUGIN_EXECUTION_ERROR", "message": _describe(exc), "details": {}}}
+                {
+                    "i": rid,
+                    "ok": False,
+                    "e": {
+                        "code": "PLUGIN_EXECUTION_ERROR",
+                        "message": _describe(exc),
+                        "details": {},
+                    },
+                }
             )
 
     def run(self) -> int:
@@ -160,7 +175,9 @@ class WorkerHost:
         while not self._done.wait(self._SLOW):
             now = time.monotonic()
             with self._state:
-                stuck = self._readers == 0 and any(now - t > self._SLOW for t in self._handling.values())
+                stuck = self._readers == 0 and any(
+                    now - t > self._SLOW for t in self._handling.values()
+                )
             if stuck:
                 self._start_reader()
         return 0

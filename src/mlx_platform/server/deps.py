@@ -39,7 +39,33 @@ def scope(name: str) -> Callable[..., Principal]:
         return principal
 
     checker.__name__ = f"require_{name.replace(':', '_')}"
+    checker.required_scope = name  # type: ignore[attr-defined]
     return checker
+
+
+def required_scope(route: object) -> str | None:
+    """The scope a route's dependencies ask for (None: the route needs no token)."""
+    stack = list(getattr(getattr(route, "dependant", None), "dependencies", []))
+    while stack:
+        dep = stack.pop()
+        found = getattr(dep.call, "required_scope", None)
+        if found:
+            return str(found)
+        stack.extend(dep.dependencies)
+    return None
+
+
+def authorize(request: Request, route: object) -> None:
+    """Check the request's token against the route's scope (raises 401/403)."""
+    name = required_scope(route)
+    if name is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise UnauthorizedError("Authentication required: send 'Authorization: Bearer <token>'")
+    core: Core = request.app.state.core
+    require(verify_token(core.settings.resolved_jwt_secret, token.strip()), name)
 
 
 Reader = Annotated[Principal, Depends(scope("plugins:read"))]

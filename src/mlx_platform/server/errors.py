@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import MLXError
+from mlx_platform.server.deps import authorize
 from mlx_platform.server.request_context import current_request_id
 
 log = logging.getLogger("mlx_platform.server")
@@ -81,7 +82,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.http_status, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI reads and validates the body before it runs the dependencies that check
+        # the token: check it here first, so no one without the right token learns anything
+        # about what the endpoint accepts.
+        route = request.scope.get("route")
+        if route is not None:
+            try:
+                authorize(request, route)
+            except MLXError as denied:
+                return error_response(
+                    denied.http_status, denied.code, denied.message, denied.details
+                )
         message, details = _validation_details(exc)
         return error_response(422, "VALIDATION_ERROR", message, details)
 

@@ -28,6 +28,7 @@ def _make_engine(url: str, *, immediate: bool = False) -> Engine:
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None
+            dbapi_conn.create_function("casefold", 1, _casefold, deterministic=True)
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
@@ -42,6 +43,10 @@ def _make_engine(url: str, *, immediate: bool = False) -> Engine:
             conn.exec_driver_sql(begin_sql)
 
     return engine
+
+
+def _casefold(value: object) -> object:
+    return value.casefold() if isinstance(value, str) else value
 
 
 class Database:

@@ -59,7 +59,7 @@ class PluginRepository:
 
     def list(self, flt: PluginFilter, *, page: int, limit: int) -> tuple[list[PluginRow], int]:
         """One page of plugins in a stable order (creation time, then id), and the total."""
-        stmt: Select[tuple[PluginRow]] = select(PluginRow)
+        stmt: Select[Any] = select(PluginRow)
         if flt.type:
             stmt = stmt.where(PluginRow.type == flt.type)
         if flt.status:
@@ -73,10 +73,10 @@ class PluginRepository:
             stmt.order_by(PluginRow.created_at, PluginRow.id)
             .offset((page - 1) * limit)
             .limit(limit)
-        )
+        ).all()
         return list(rows), int(total)
 
-    def _search_ids(self, term: str) -> Select[tuple[str]]:
+    def _search_ids(self, term: str) -> Select[Any]:
         """Ids of plugins whose name or description contains `term`, ignoring case.
 
         The query this stands for, on any database:
@@ -94,10 +94,12 @@ class PluginRepository:
                 return _id_query(
                     "SELECT plugin_id FROM plugins_fts WHERE plugins_fts MATCH :q", phrase
                 )
-            like = "%" + _escape_like(term) + "%"
+            # SQLite's LIKE folds ASCII letters only: compare casefolded text (the
+            # `casefold` function is registered on every connection, see storage/db.py).
+            like = "%" + _escape_like(term.casefold()) + "%"
             return _id_query(
-                "SELECT plugin_id FROM plugins_fts "
-                "WHERE name LIKE :q ESCAPE '\\' OR description LIKE :q ESCAPE '\\'",
+                "SELECT plugin_id FROM plugins_fts WHERE casefold(name) LIKE :q ESCAPE '\\' "
+                "OR casefold(description) LIKE :q ESCAPE '\\'",
                 like,
             )
         like = "%" + _escape_like(term.lower()) + "%"
@@ -107,15 +109,22 @@ class PluginRepository:
     # ------------------------------------------------------------------ writes
 
     def next_id(self, name: str) -> str:
-        """`plugin_<name>_<NNN>`: NNN counts the registrations of that name, never reused."""
-        seq = self.session.get(PluginIdSequence, name)
+        """`plugin_<name>_<NNN>`: NNN counts the registrations of names with that id form
+        (`Dotted.name` and `dotted_name` share one), never reused after a delete."""
+        slug = id_slug(name)
+        seq = self.session.get(PluginIdSequence, slug)
         if seq is None:
-            seq = PluginIdSequence(name=name, last_seq=0)
+            seq = PluginIdSequence(name=slug, last_seq=0)
             self.session.add(seq)
         seq.last_seq += 1
         self.session.flush()
-        slug = "".join(ch if ch.isalnum() else "_" for ch in name.lower())
         return f"plugin_{slug}_{seq.last_seq:03d}"
+
+    def peek_id(self, name: str) -> str:
+        """The id the next registration of `name` would get (for dry runs)."""
+        slug = id_slug(name)
+        seq = self.session.get(PluginIdSequence, slug)
+        return f"plugin_{slug}_{(seq.last_seq if seq else 0) + 1:03d}"
 
     def add(self, row: PluginRow) -> None:
         self.session.add(row)
@@ -200,16 +209,24 @@ class MetricRepository:
         )
         return list(self.session.execute(stmt))
 
-    def get(self, plugin_id: str, resolution: int, bucket_start: datetime) -> MetricBucketRow | None:
+    def get(
+        self, plugin_id: str, resolution: int, bucket_start: datetime
+    ) -> MetricBucketRow | None:
         return self.session.get(MetricBucketRow, (plugin_id, resolution, bucket_start))
 
     def add(self, row: MetricBucketRow) -> None:
         self.session.add(row)
 
 
-def _id_query(sql: str, value: str) -> Select[tuple[str]]:
+def _id_query(sql: str, value: str) -> Select[Any]:
     textual = text(sql).bindparams(q=value).columns(column("plugin_id", String))
     return select(textual.subquery().c.plugin_id)
+
+
+def id_slug(name: str) -> str:
+    """The name as it stands in a plugin id: lower case, anything else than a letter or a
+    digit as `_`."""
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
 
 
 def _escape_like(term: str) -> str:
