@@ -22,6 +22,8 @@ GRANULARITY_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 @dataclass
 class _Minute:
+    """Figures of one plugin over a span: a minute being recorded, or a merge of stored rows."""
+
     count: int = 0
     errors: int = 0
     sum_ms: float = 0.0
@@ -31,6 +33,19 @@ class _Minute:
     mem_peak_mb: float = 0.0
     cpu_samples: int = 0
     cpu_sum_percent: float = 0.0
+
+    def add(self, row: Any) -> None:
+        """Add a row of MetricRepository.rows (its scalars, and the sketch when present)."""
+        self.count += row[1]
+        self.errors += row[2]
+        self.sum_ms += row[3]
+        self.mem_samples += row[4]
+        self.mem_sum_mb += row[5]
+        self.mem_peak_mb = max(self.mem_peak_mb, row[6])
+        self.cpu_samples += row[7]
+        self.cpu_sum_percent += row[8]
+        if len(row) > 9 and row[9]:
+            self.sketch.merge(LatencySketch.from_json(row[9]))
 
 
 class MetricsRecorder:
@@ -133,32 +148,6 @@ def _add_to_bucket(
     row.cpu_sum_percent += m.cpu_sum_percent
 
 
-@dataclass
-class _Agg:
-    count: int = 0
-    errors: int = 0
-    sum_ms: float = 0.0
-    sketch: LatencySketch = field(default_factory=LatencySketch)
-    mem_samples: int = 0
-    mem_sum_mb: float = 0.0
-    mem_peak_mb: float = 0.0
-    cpu_samples: int = 0
-    cpu_sum_percent: float = 0.0
-
-    def add(self, row: Any) -> None:
-        """Add a row of MetricRepository.rows (its scalars, and the sketch when present)."""
-        self.count += row[1]
-        self.errors += row[2]
-        self.sum_ms += row[3]
-        self.mem_samples += row[4]
-        self.mem_sum_mb += row[5]
-        self.mem_peak_mb = max(self.mem_peak_mb, row[6])
-        self.cpu_samples += row[7]
-        self.cpu_sum_percent += row[8]
-        if len(row) > 9 and row[9]:
-            self.sketch.merge(LatencySketch.from_json(row[9]))
-
-
 def _r(value: float, nd: int = 3) -> float:
     return round(value, nd)
 
@@ -199,15 +188,15 @@ def query_metrics(
             series_rows = repo.rows(plugin_id, 60, first, end, sketch=False)
         else:
             series_rows = [*edges, *whole]
-    total = _Agg()
+    total = _Minute()
     for row in (*whole, *edges):
         total.add(row)
-    series: dict[datetime, _Agg] = {}
+    series: dict[datetime, _Minute] = {}
     for row in series_rows:
         ts = row[0] if granularity == "minute" else floor_time(row[0], granularity)
         agg = series.get(ts)
         if agg is None:
-            agg = series[ts] = _Agg()
+            agg = series[ts] = _Minute()
         agg.add(row[:9])
     ok = total.count - total.errors
     figures = {

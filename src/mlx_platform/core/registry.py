@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
+from sqlalchemy.exc import IntegrityError
 
 from mlx_platform.core import config_schema, rules
 from mlx_platform.core.context import Core
@@ -17,7 +18,7 @@ from mlx_platform.errors import (
     PluginNotFoundError,
     ValidationError,
 )
-from mlx_platform.runtime.probe import probe_class
+from mlx_platform.runtime.probe import ProbeResult, probe_class
 from mlx_platform.storage import PluginRow
 from mlx_platform.storage.repositories import PluginFilter, PluginRepository
 from mlx_platform.wire import RegisterPluginRequest
@@ -45,6 +46,15 @@ def _check_definition(req: RegisterPluginRequest) -> None:
         raise ValidationError(f"Invalid plugin definition: {first} {problems[first]}", problems)
 
 
+def _refuse_duplicate(req: RegisterPluginRequest, existing: PluginRow | None) -> None:
+    """Same name and version: refused, unless the stored one never loaded (it may be replaced)."""
+    if existing is not None and not (existing.status == "error" and not existing.loadable):
+        raise PluginAlreadyExistsError(
+            f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}",
+            {"existing_id": existing.id, "name": req.name, "version": req.version},
+        )
+
+
 def register_plugin(
     core: Core, req: RegisterPluginRequest, *, dry_run: bool = False
 ) -> dict[str, Any]:
@@ -53,11 +63,7 @@ def register_plugin(
     with core.db.read() as session:
         repo = PluginRepository(session)
         existing = repo.get_by_name_version(req.name, req.version)
-        if existing is not None and not (existing.status == "error" and not existing.loadable):
-            raise PluginAlreadyExistsError(
-                f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}",
-                {"existing_id": existing.id, "name": req.name, "version": req.version},
-            )
+        _refuse_duplicate(req, existing)
         registered = repo.all()
         active = [r for r in registered if r.status == "active"]
 
@@ -108,14 +114,41 @@ def register_plugin(
             "dry_run": True,
         }
 
+    try:
+        plugin_id = _store(core, req, probe, meta, schema, status, isolation)
+    except IntegrityError:
+        # Two registrations of the same name and version at once, on two replicas: the
+        # unique constraint let one win.
+        with core.db.read() as session:
+            _refuse_duplicate(
+                req, PluginRepository(session).get_by_name_version(req.name, req.version)
+            )
+        raise
+    log.info("registered plugin %s (%s %s): status %s", plugin_id, req.name, req.version, status)
+    return {
+        "id": plugin_id,
+        "name": req.name,
+        "version": req.version,
+        "status": status,
+        "validation_results": validation,
+        "next_steps": next_steps,
+        "dry_run": False,
+    }
+
+
+def _store(
+    core: Core,
+    req: RegisterPluginRequest,
+    probe: ProbeResult,
+    meta: dict[str, Any],
+    schema: dict[str, Any],
+    status: str,
+    isolation: str,
+) -> str:
     with core.db.transaction() as session:
         repo = PluginRepository(session)
         row = repo.get_by_name_version(req.name, req.version)
-        if row is not None and not (row.status == "error" and not row.loadable):
-            raise PluginAlreadyExistsError(
-                f"Plugin '{req.name}' version {req.version} is already registered as {row.id}",
-                {"existing_id": row.id, "name": req.name, "version": req.version},
-            )
+        _refuse_duplicate(req, row)  # again: another registration may have won meanwhile
         if row is None:
             row = PluginRow(id=repo.next_id(req.name), name=req.name, version=req.version)
             session.add(row)
@@ -138,17 +171,7 @@ def register_plugin(
         row.singleton_slot = None
         row.health_status = "unknown"
         session.flush()
-        plugin_id = row.id
-    log.info("registered plugin %s (%s %s): status %s", plugin_id, req.name, req.version, status)
-    return {
-        "id": plugin_id,
-        "name": req.name,
-        "version": req.version,
-        "status": status,
-        "validation_results": validation,
-        "next_steps": next_steps,
-        "dry_run": False,
-    }
+        return row.id
 
 
 def _next_steps(

@@ -7,32 +7,19 @@ prints one JSON line with a manifest or an error per entry point.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from typing import Any
 
+from mlx_platform.runtime.throwaway import ThrowawayFailed, answer, run_module
+
 GROUP = "mlx_platform.plugins"
-_MARK = "@@mlx-manifests@@"
 
 
 def read_entry_point_manifests(timeout: float) -> tuple[list[dict[str, Any]], str | None]:
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mlx_platform.runtime.manifests"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return [], f"reading entry points took longer than {timeout:g} s"
-    for line in proc.stdout.splitlines():
-        if line.startswith(_MARK):
-            return json.loads(line[len(_MARK) :]), None
-    return [], f"the entry-point reader ended with exit code {proc.returncode}"
+        return run_module("mlx_platform.runtime.manifests", timeout=timeout), None
+    except ThrowawayFailed as exc:
+        return [], f"reading entry points failed: {exc}"
 
 
 def _main() -> int:
@@ -54,7 +41,7 @@ def _main() -> int:
         except ClassLoadError as exc:
             item["error"] = str(exc)
         out.append(item)
-    sys.stdout.write("\n" + _MARK + json.dumps(out, default=str) + "\n")
+    answer(out)
     return 0
 
 

@@ -7,12 +7,11 @@ only reads one JSON line from this process's stdout. Run as
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Any
+
+from mlx_platform.runtime.throwaway import ThrowawayFailed, answer, run_module
 
 
 @dataclass
@@ -22,34 +21,16 @@ class ProbeResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-_MARK = "@@mlx-probe@@"
-
-
 def probe_class(
     class_path: str, *, timeout: float, extra_paths: list[str] | None = None
 ) -> ProbeResult:
-    env = dict(os.environ)
-    paths = [p for p in (extra_paths or []) if p]
-    if paths:
-        env["PYTHONPATH"] = os.pathsep.join(paths + [env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "mlx_platform.runtime.probe", class_path],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
+        data = run_module(
+            "mlx_platform.runtime.probe", class_path, timeout=timeout, extra_paths=extra_paths
         )
-    except subprocess.TimeoutExpired:
-        return ProbeResult(False, f"importing the class took longer than {timeout:g} s")
-    for line in proc.stdout.splitlines():
-        if line.startswith(_MARK):
-            data = json.loads(line[len(_MARK) :])
-            return ProbeResult(bool(data["loadable"]), data.get("error"), data.get("info") or {})
-    reason = f"the import process ended with exit code {proc.returncode} before answering"
-    return ProbeResult(False, reason)
+    except ThrowawayFailed as exc:
+        return ProbeResult(False, f"importing the class failed: {exc}")
+    return ProbeResult(bool(data["loadable"]), data.get("error"), data.get("info") or {})
 
 
 def _main(class_path: str) -> int:
@@ -60,8 +41,7 @@ def _main(class_path: str) -> int:
         payload: dict[str, Any] = {"loadable": True, "info": describe_class(cls)}
     except ClassLoadError as exc:
         payload = {"loadable": False, "error": str(exc)}
-    sys.stdout.write("\n" + _MARK + json.dumps(payload, default=str) + "\n")
-    sys.stdout.flush()
+    answer(payload)
     return 0
 
 
