@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from mlx_platform.core import composition, discovery, lifecycle, registry
@@ -86,8 +86,14 @@ def list_plugins(
     responses=errors_for(401, 403, 409, 422),
 )
 def register_plugin(
-    core: CoreDep, _p: Admin, body: RegisterPluginRequest, dry_run: DryRun = False
+    core: CoreDep,
+    _p: Admin,
+    body: RegisterPluginRequest,
+    response: Response,
+    dry_run: DryRun = False,
 ) -> dict[str, Any]:
+    if dry_run:
+        response.status_code = 200  # nothing was created
     return ok(registry.register_plugin(core, body, dry_run=dry_run))
 
 
