@@ -80,6 +80,10 @@ class PluginMetadata(BaseModel):
     platform_api: str | None = Field(
         default=None, description="PEP 440 specifier of the platform API the plugin supports"
     )
+    python_requirements: list[str] = Field(
+        default_factory=list,
+        description="PEP 508 requirements on Python packages (`pyarrow>=15`); health checks them",
+    )
     recommends: dict[str, str] = Field(default_factory=dict)
     synergies: list[dict[str, Any]] = Field(default_factory=list)
     min_memory_mb: int = Field(default=0, ge=0)

@@ -78,3 +78,24 @@ def test_resource_shortfall_counts_active_claims() -> None:
     assert short["memory_mb"]["available"] == 400
     assert short["gpus"]["required"] == 1
     assert resource_shortfall(cap, claimed, {"min_memory_mb": 400, "min_cpu_cores": 1}) is None
+
+
+def test_python_requirements_report_missing_and_wrong_versions() -> None:
+    meta = {
+        "python_requirements": [
+            "packaging>=1",
+            "packaging<1",
+            "surely-not-installed-mlx-pkg",
+            "pywin32; sys_platform == 'win32'",
+        ]
+    }
+    missing = rules.missing_python_requirements(meta)
+    assert len(missing) == 2
+    assert missing[0].startswith("packaging<1 (installed: ")
+    assert missing[1] == "surely-not-installed-mlx-pkg (not installed)"
+
+
+def test_bad_python_requirement_is_a_metadata_problem() -> None:
+    assert "metadata.python_requirements[0]" in rules.check_metadata(
+        {"python_requirements": ["not valid!!"]}
+    )

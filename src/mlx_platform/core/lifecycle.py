@@ -461,10 +461,10 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
     instance = core.host.get(plugin_id)
     with core.db.read() as session:
         registered = PluginRepository(session).all()
+    meta = row.plugin_metadata or {}
     missing = [
-        m.requirement
-        for m in rules.missing_dependencies(row.plugin_metadata or {}, registered, need_active=True)
-    ]
+        m.requirement for m in rules.missing_dependencies(meta, registered, need_active=True)
+    ] + rules.missing_python_requirements(meta)
     deps = {"status": "fail" if missing else "pass", "missing_dependencies": missing}
     now = _now()
     if instance is None or row.status != "active":

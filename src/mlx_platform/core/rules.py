@@ -68,6 +68,11 @@ def check_metadata(meta: dict[str, Any]) -> dict[str, str]:
                 parse_spec(str(item))
             except ValueError as exc:
                 problems[f"metadata.{key}[{i}]"] = str(exc)
+    for i, item in enumerate(meta.get("python_requirements") or []):
+        try:
+            Requirement(str(item))
+        except InvalidRequirement as exc:
+            problems[f"metadata.python_requirements[{i}]"] = f"not a PEP 508 requirement: {exc}"
     for peer, spec in (meta.get("recommends") or {}).items():
         try:
             parse_specifier(str(spec))
@@ -217,6 +222,29 @@ def missing_dependencies(
                     satisfiable_by_registered=bool(satisfying),
                 )
             )
+    return missing
+
+
+def missing_python_requirements(meta: dict[str, Any]) -> list[str]:
+    """`python_requirements` entries not installed (or installed at a version outside the
+    specifier) in the environment the plugin runs in, each with the reason."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    missing = []
+    for item in meta.get("python_requirements") or []:
+        try:
+            req = Requirement(str(item))
+        except InvalidRequirement:
+            continue
+        if req.marker is not None and not req.marker.evaluate():
+            continue
+        try:
+            installed = version(req.name)
+        except PackageNotFoundError:
+            missing.append(f"{item} (not installed)")
+            continue
+        if req.specifier and not req.specifier.contains(installed, prereleases=True):
+            missing.append(f"{item} (installed: {installed})")
     return missing
 
 
