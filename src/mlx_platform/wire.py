@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SECRET_MASK = "********"
 
@@ -91,6 +91,40 @@ class PluginMetadata(BaseModel):
     gpu_required: bool = False
 
 
+def _from_json_schema(schema: Any) -> Any:
+    """Accept a configuration schema written as JSON Schema (`{"type": "object",
+    "properties": {...}, "required": [...]}`) as well as the spec's field map."""
+    if not (
+        isinstance(schema, dict)
+        and schema.get("type") == "object"
+        and isinstance(schema.get("properties"), dict)
+    ):
+        return schema
+    required = set(schema.get("required") or [])
+    out: dict[str, Any] = {}
+    for name, prop in schema["properties"].items():
+        if not isinstance(prop, dict):
+            return schema  # not JSON Schema after all: let validation name the problem
+        field = {k: prop[k] for k in _JSON_SCHEMA_KEYS if k in prop}
+        if prop.get("writeOnly") or prop.get("format") == "password":
+            field["secret"] = True
+        field["required"] = name in required
+        out[name] = field
+    return out
+
+
+_JSON_SCHEMA_KEYS = (
+    "type",
+    "default",
+    "description",
+    "enum",
+    "minimum",
+    "maximum",
+    "pattern",
+    "items",
+)
+
+
 class RegisterPluginRequest(RequestModel):
     name: str = Field(pattern=NAME_PATTERN, description="Plugin name, unique with its version")
     type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
@@ -109,6 +143,11 @@ class RegisterPluginRequest(RequestModel):
     author: str | None = None
     license: str | None = None
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("configuration_schema", mode="before")
+    @classmethod
+    def _accept_json_schema(cls, value: Any) -> Any:
+        return _from_json_schema(value)
 
 
 class ActivateRequest(RequestModel):

@@ -92,3 +92,29 @@ def test_schema_definition_errors_are_reported_by_field() -> None:
 def test_defaults_fill_missing_fields_only() -> None:
     assert config_schema.apply_defaults(SCHEMA, {"pool_size": 9})["pool_size"] == 9
     assert config_schema.apply_defaults(SCHEMA, {})["pool_size"] == 5
+
+
+def test_register_accepts_configuration_schema_written_as_json_schema() -> None:
+    from mlx_platform.wire import RegisterPluginRequest
+
+    req = RegisterPluginRequest.model_validate(
+        {
+            "name": "p",
+            "type": "data_source",
+            "version": "1.0",
+            "class_path": "a.B",
+            "configuration_schema": {
+                "type": "object",
+                "properties": {
+                    "dsn": {"type": "string", "description": "x"},
+                    "token": {"type": "string", "writeOnly": True},
+                    "n": {"type": "integer", "minimum": 1},
+                },
+                "required": ["dsn"],
+            },
+        }
+    )
+    schema = req.configuration_schema
+    assert schema["dsn"].required and not schema["n"].required
+    assert schema["token"].secret
+    assert schema["n"].minimum == 1
