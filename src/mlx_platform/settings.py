@@ -53,6 +53,16 @@ class Settings(BaseSettings):
     plugin_path: str = Field(
         default="", description="Folders holding plugin folders (os.pathsep-separated)"
     )
+    plugin_index_url: str | None = Field(
+        default=None,
+        description="Package index (simple repository API, PEP 503/691) whose mlx-plugin-* "
+        "projects discovery lists, e.g. https://pypi.org/simple/",
+    )
+    plugin_git_repos: str = Field(
+        default="",
+        description="Git repositories discovery reads mlx-plugin.toml manifests from: URL or "
+        "URL@ref, whitespace- or comma-separated",
+    )
     isolation: str | None = Field(
         default=None, description="Override every plugin's isolation mode: process|inprocess"
     )

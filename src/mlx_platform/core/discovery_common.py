@@ -1,0 +1,96 @@
+"""What every discovery source hands back: found plugins and per-item errors."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from mlx_platform.plugins._manifest import _MANIFEST_KEYS, MANIFEST_FILENAME
+from mlx_platform.wire import RegisterPluginRequest
+
+# Seconds allowed to one network step of discovery (an index page, a wheel, a git command).
+NETWORK_TIMEOUT = 30.0
+REQUIRED_KEYS = ("name", "type", "version", "class_path")
+
+
+@dataclass
+class Found:
+    """One plugin a source found, before the rules (compatibility, conflicts) look at it."""
+
+    source: str
+    manifest: dict[str, Any]
+    location: str
+    installed: bool = True
+    # Reasons the plugin cannot run here that the manifest alone does not tell (an index's
+    # Requires-Python, no wheel for this platform).
+    reasons: list[str] = field(default_factory=list)
+    # (canonical distribution name, version) for plugins that come from a distribution.
+    distribution: tuple[str, str] | None = None
+
+
+@dataclass
+class Scan:
+    """What one source found: plugins, and the items it could not read."""
+
+    found: list[Found] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def error(self, source: str, location: str | None, message: str) -> None:
+        self.errors.append({"source": source, "location": location, "message": message})
+
+    def extend(self, other: Scan) -> None:
+        self.found += other.found
+        self.errors += other.errors
+
+
+def manifest_from_toml(
+    text: str, where: str, *, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A `mlx-plugin.toml` text as a register-request dict; ValueError says what is wrong.
+
+    Same rules as `load_manifest`: fields at the top level or under `[plugin]`; name, type,
+    version and class_path required (`defaults` may supply some, e.g. a wheel's version).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{where}: not valid TOML: {exc}") from exc
+    if isinstance(data.get("plugin"), dict):
+        data = data["plugin"]
+    merged = {**(defaults or {}), **data}
+    missing = [key for key in REQUIRED_KEYS if not merged.get(key)]
+    if missing:
+        raise ValueError(f"{where}: missing required field(s): {', '.join(missing)}")
+    return {key: merged[key] for key in _MANIFEST_KEYS if key in merged}
+
+
+def check_manifest(manifest: dict[str, Any]) -> str | None:
+    """None when the manifest is a valid register request, else the first problem."""
+    try:
+        RegisterPluginRequest.model_validate(manifest)
+    except PydanticValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first.get("loc", ())) or "manifest"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"invalid manifest: {loc}: {first.get('msg')}{more}"
+    return None
+
+
+def manifest_folders(base: os.PathLike[str] | str) -> list[str]:
+    """`base` itself when it holds a manifest, then its direct subfolders that hold one."""
+    base = os.fspath(base)
+    found = [base] if os.path.isfile(os.path.join(base, MANIFEST_FILENAME)) else []
+    try:
+        entries = sorted(os.scandir(base), key=lambda e: e.name)
+    except OSError:
+        return found
+    for entry in entries:
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue
+        if os.path.isfile(os.path.join(entry.path, MANIFEST_FILENAME)):
+            found.append(entry.path)
+    return found
