@@ -23,6 +23,9 @@ _MANIFEST_KEYS = (
     "isolation",
     "documentation_url",
     "repository_url",
+    "author",
+    "license",
+    "tags",
 )
 
 
