@@ -5,7 +5,7 @@ The SDK is the public surface of this package: ``from mlx_platform import MLXCli
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 __api_version__ = "1.0"
@@ -41,6 +41,7 @@ __all__ = [
     "InvalidConfigurationError",
     "InvalidStateError",
     "MLXClient",
+    "MLXConfigurationError",
     "MLXConnectionError",
     "MLXError",
     "MLXTimeoutError",
@@ -56,10 +57,18 @@ __all__ = [
 ]
 
 
+if TYPE_CHECKING:
+    from mlx_platform.sdk import MLXClient, MLXConfigurationError
+
+
 def __getattr__(name: str) -> Any:
     # The client is imported lazily so `import mlx_platform` stays light for plugin authors.
     if name == "MLXClient":
         from mlx_platform.sdk.sync import MLXClient
 
         return MLXClient
+    if name == "MLXConfigurationError":
+        from mlx_platform.sdk._exceptions import MLXConfigurationError
+
+        return MLXConfigurationError
     raise AttributeError(f"module 'mlx_platform' has no attribute {name!r}")

@@ -5,11 +5,22 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import typer
+try:
+    import typer
+
+    from mlx_platform.cli.plugins import plugins_app
+except ModuleNotFoundError as exc:  # the command line is an extra: say how to get it
+    if exc.name not in ("typer", "rich", "click"):
+        raise
+    raise SystemExit(
+        f'mlx: the command line needs {exc.name}: pip install "mlx-platform[cli]" '
+        '(or "mlx-platform[server]" for the service too)'
+    ) from None
 
 app = typer.Typer(help="mlx-platform: a plugin manager for ML platforms.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
+app.add_typer(plugins_app, name="plugins")
 
 
 def _settings(**overrides: object) -> object:

@@ -1,0 +1,451 @@
+"""`mlx plugins ...`: the API from the command line, through the SDK.
+
+The service is `MLX_API_URL` (default http://127.0.0.1:8000) and the token `MLX_API_TOKEN`
+(or `--url` / `--token` before the command). Every command prints a table for people, or
+with `--json` the answer as JSON; errors are one line on stderr and an exit code per kind
+of failure (see `output.ExitCode`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+from mlx_platform.cli import output
+from mlx_platform.cli.output import ExitCode, InputError
+from mlx_platform.errors import MLXConnectionError, MLXError
+from mlx_platform.sdk import MLXClient, MLXConfigurationError
+from mlx_platform.wire import DiscoveryResult, DiscoverySummary
+
+plugins_app = typer.Typer(
+    help="Manage plugins through the API: MLX_API_URL (default http://127.0.0.1:8000) "
+    "and MLX_API_TOKEN.",
+    no_args_is_help=True,
+)
+
+DISCOVERY_SOURCES = ("filesystem", "pypi", "git")
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print the answer as JSON (errors too, on stdout)")
+]
+PluginIdArg = Annotated[str, typer.Argument(help="Plugin id, e.g. plugin_sqlite_source_001")]
+DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Run every check, change nothing")]
+
+
+@dataclass
+class _Target:
+    url: str | None
+    token: str | None
+
+
+@plugins_app.callback()
+def _target(
+    ctx: typer.Context,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="MLX_API_URL", help="Service root URL", show_default=False),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="MLX_API_TOKEN",
+            help="API token (prefer the env var)",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = _Target(url, token)
+
+
+@contextmanager
+def _api(ctx: typer.Context, as_json: bool) -> Iterator[MLXClient]:
+    """A client for one command; any error becomes one line and its exit code."""
+    target: _Target = ctx.obj if isinstance(ctx.obj, _Target) else _Target(None, None)
+    try:
+        with MLXClient(api_token=target.token, base_url=target.url) as client:
+            yield client
+    except (MLXError, MLXConnectionError, MLXConfigurationError, InputError) as exc:
+        raise typer.Exit(output.print_error(exc, as_json=as_json)) from None
+
+
+# ---------------------------------------------------------------- input helpers
+
+
+def _value(text: str) -> Any:
+    """`10` is a number, `true` a boolean, `{"a": 1}` an object; anything else a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"{what} {item!r} is not KEY=VALUE")
+        result[key.strip()] = _value(value)
+    return result
+
+
+def _read_document(path: str) -> dict[str, Any]:
+    """A JSON or TOML file (by its suffix; `-` reads JSON from stdin) holding an object."""
+    try:
+        if path == "-":
+            text, suffix = sys.stdin.read(), ".json"
+        else:
+            file = Path(path)
+            text, suffix = file.read_text(encoding="utf-8"), file.suffix.lower()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    data: Any
+    try:
+        if suffix == ".toml":
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        kind = "TOML" if suffix == ".toml" else "JSON" if suffix == ".json" else "JSON or TOML"
+        raise InputError(f"{path} is not valid {kind}: {exc}") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path} does not hold an object")
+    return data
+
+
+def _composition_entry(text: str) -> dict[str, str]:
+    """`name`, `name@1.2.0` or `name>=1.0` (any PEP 440 specifier after the name)."""
+    name, at, version = text.partition("@")
+    if at:
+        return {"name": name.strip(), "version": version.strip()}
+    match = re.match(r"^\s*([^<>=!~\s]+)\s*([<>=!~].*)?$", text)
+    if not match:
+        raise InputError(f"{text!r} is not NAME, NAME@VERSION or NAME<specifier>")
+    entry = {"name": match.group(1)}
+    if match.group(2):
+        entry["version"] = match.group(2).strip()
+    return entry
+
+
+def _merge_discoveries(results: list[DiscoveryResult]) -> DiscoveryResult:
+    plugins = [p for r in results for p in r.discovered_plugins]
+    return DiscoveryResult(
+        discovered_plugins=plugins,
+        discovery_summary=DiscoverySummary(
+            total_discovered=sum(r.discovery_summary.total_discovered for r in results),
+            compatible_plugins=sum(r.discovery_summary.compatible_plugins for r in results),
+            incompatible_plugins=sum(r.discovery_summary.incompatible_plugins for r in results),
+            auto_registered=sum(r.discovery_summary.auto_registered for r in results),
+        ),
+        errors=[e for r in results for e in r.errors],
+    )
+
+
+# ---------------------------------------------------------------- commands
+
+
+@plugins_app.command("list")
+def list_plugins(
+    ctx: typer.Context,
+    type_: Annotated[str | None, typer.Option("--type", help="e.g. data_source")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="registered, active, inactive or error")
+    ] = None,
+    category: Annotated[str | None, typer.Option()] = None,
+    search: Annotated[str | None, typer.Option(help="Part of a name or description")] = None,
+    page: Annotated[int, typer.Option(min=1)] = 1,
+    limit: Annotated[int | None, typer.Option(help="Per page (server default 20, max 100)")] = None,
+    every_page: Annotated[bool, typer.Option("--all", help="Every page, from --page on")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List plugins, one page at a time (or --all)."""
+    with _api(ctx, as_json) as client:
+        first = client.plugins.list(
+            type=type_, status=status, category=category, search=search, page=page, limit=limit
+        )
+        last = first
+        items = list(first.data)
+        if every_page:
+            for later in first.iter_pages():
+                if later is not first:
+                    items += later.data
+                    last = later
+    if as_json:
+        output.print_json({"data": items, "pagination": last.pagination})
+    else:
+        output.render_plugin_list(items, first.pagination, every_page=every_page)
+
+
+@plugins_app.command("get")
+def get_plugin(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption = False) -> None:
+    """Show a plugin: metadata, configuration (secrets masked), schema, metrics."""
+    with _api(ctx, as_json) as client:
+        detail = client.plugins.get(plugin_id)
+    if as_json:
+        output.print_json(detail)
+    else:
+        output.render_plugin_detail(detail)
+
+
+@plugins_app.command("register")
+def register_plugin(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Option(
+            "-f",
+            "--file",
+            help="Manifest: mlx-plugin.toml or a JSON file with the register fields; - for stdin",
+        ),
+    ],
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a plugin from a manifest file (TOML or JSON)."""
+    with _api(ctx, as_json) as client:
+        manifest = _read_document(file)
+        # mlx-plugin.toml may keep the fields under a [plugin] table.
+        if isinstance(manifest.get("plugin"), dict):
+            manifest = manifest["plugin"]
+        result = client.plugins.register(manifest, dry_run=dry_run)
+    if as_json:
+        output.print_json(result)
+    else:
+        output.render_register(result)
+
+
+@plugins_app.command("activate")
+def activate_plugin(
+    ctx: typer.Context,
+    plugin_id: PluginIdArg,
+    config: Annotated[
+        list[str] | None,
+        typer.Option("-c", "--config", help="KEY=VALUE (repeat); VALUE is JSON or a string"),
+    ] = None,
+    config_file: Annotated[
+        str | None, typer.Option("--config-file", help="JSON or TOML file of settings")
+    ] = None,
+    no_start: Annotated[
+        bool, typer.Option("--no-start", help="Activate without starting; the first call starts it")
+    ] = False,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Activate a plugin, with configuration."""
+    with _api(ctx, as_json) as client:
+        configuration = _read_document(config_file) if config_file else {}
+        configuration.update(_pairs(config, "--config"))
+        result = client.plugins.activate(
+            plugin_id,
+            configuration=configuration,
+            auto_start=False if no_start else None,
+            dry_run=dry_run,
+        )
+    if as_json:
+        output.print_json(result)
+    else:
+        output.render_activate(result)
+
+
+@plugins_app.command("deactivate")
+def deactivate_plugin(
+    ctx: typer.Context,
+    plugin_id: PluginIdArg,
+    force: Annotated[bool, typer.Option(help="Stop at once, even with calls in flight")] = False,
+    graceful_timeout: Annotated[
+        float, typer.Option(min=0, help="Seconds to wait for calls in flight")
+    ] = 30,
+    as_json: JsonOption = False,
+) -> None:
+    """Deactivate a plugin."""
+    with _api(ctx, as_json) as client:
+        result = client.plugins.deactivate(
+            plugin_id, force=force, graceful_shutdown_timeout=graceful_timeout
+        )
+    if as_json:
+        output.print_json(result)
+    else:
+        output.render_deactivate(result)
+
+
+@plugins_app.command("configure")
+def configure_plugin(
+    ctx: typer.Context,
+    plugin_id: PluginIdArg,
+    settings: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE ...; VALUE is JSON or a string")
+    ] = None,
+    config_file: Annotated[
+        str | None, typer.Option("--config-file", help="JSON or TOML file of settings")
+    ] = None,
+    allow_restart: Annotated[
+        bool,
+        typer.Option(help="Allow a restart when a changed field cannot be applied hot"),
+    ] = False,
+    dry_run: DryRunOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Change configuration fields of a plugin."""
+    with _api(ctx, as_json) as client:
+        configuration = _read_document(config_file) if config_file else {}
+        configuration.update(_pairs(settings, "setting"))
+        if not configuration:
+            raise InputError("nothing to change: give KEY=VALUE or --config-file")
+        result = client.plugins.update_configuration(
+            plugin_id, configuration, restart_required=allow_restart, dry_run=dry_run
+        )
+    if as_json:
+        output.print_json(result)
+    else:
+        output.render_configuration_update(result)
+
+
+@plugins_app.command("health")
+def plugin_health(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption = False) -> None:
+    """Run a plugin's health check now."""
+    with _api(ctx, as_json) as client:
+        report = client.plugins.health_check(plugin_id)
+    if as_json:
+        output.print_json(report)
+    else:
+        output.render_health(report)
+
+
+@plugins_app.command("metrics")
+def plugin_metrics(
+    ctx: typer.Context,
+    plugin_id: PluginIdArg,
+    start: Annotated[str | None, typer.Option(help="ISO 8601; default 24 h before --end")] = None,
+    end: Annotated[str | None, typer.Option(help="ISO 8601; default now")] = None,
+    granularity: Annotated[
+        str | None, typer.Option(help="minute, hour or day (default hour)")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recorded call metrics of a plugin."""
+    with _api(ctx, as_json) as client:
+        report = client.plugins.metrics(
+            plugin_id, start_time=start, end_time=end, granularity=granularity
+        )
+    if as_json:
+        output.print_json(report)
+    else:
+        output.render_metrics(report)
+
+
+@plugins_app.command("discover")
+def discover_plugins(
+    ctx: typer.Context,
+    source: Annotated[
+        list[str] | None,
+        typer.Option("--source", help="filesystem, pypi or git (repeat); default: all three"),
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", help="Include this namespace package")
+    ] = None,
+    auto_register: Annotated[
+        bool, typer.Option(help="Register the compatible plugins found (admin)")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Find plugins without running them: one scan per source, then one merged table."""
+    sources = list(dict.fromkeys(source or DISCOVERY_SOURCES))
+    results: list[DiscoveryResult] = []
+    with _api(ctx, as_json) as client:
+
+        def scan(name: str) -> None:
+            results.append(
+                client.plugins.discover(
+                    sources=[name], include_namespace=namespace, auto_register=auto_register
+                )
+            )
+
+        if as_json:
+            for name in sources:
+                scan(name)
+        else:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=output.err_console,
+            ) as progress:
+                task = progress.add_task("discovering", total=len(sources))
+                for name in sources:
+                    progress.update(task, description=f"scanning {name}")
+                    scan(name)
+                    progress.advance(task)
+                progress.update(task, description="scanned " + ", ".join(sources))
+    merged = _merge_discoveries(results)
+    if as_json:
+        output.print_json(merged)
+    else:
+        output.render_discovery(merged)
+
+
+@plugins_app.command("validate")
+def validate_composition(
+    ctx: typer.Context,
+    plugins: Annotated[
+        list[str], typer.Argument(help="NAME, NAME@VERSION or NAME<specifier> (e.g. mlflow>=2)")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Check that plugins can run together; exit code 4 when they cannot."""
+    with _api(ctx, as_json) as client:
+        result = client.plugins.validate_composition([_composition_entry(p) for p in plugins])
+    if as_json:
+        output.print_json(result)
+    else:
+        output.render_composition(result)
+    if not result.composition_valid:
+        raise typer.Exit(ExitCode.CONFLICT)
+
+
+@plugins_app.command("invoke")
+def invoke_plugin(
+    ctx: typer.Context,
+    plugin_id: PluginIdArg,
+    operation: Annotated[str, typer.Argument(help="Name of an @operation of the plugin")],
+    arguments: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE ...; VALUE is JSON or a string")
+    ] = None,
+    args_json: Annotated[
+        str | None, typer.Option("--args", help='All arguments as a JSON object: {"a": 1}')
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.001, help="Seconds the operation may take")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Call an operation of an active plugin and print its result."""
+    with _api(ctx, as_json) as client:
+        call_args: dict[str, Any] = {}
+        if args_json is not None:
+            parsed = _value(args_json)
+            if not isinstance(parsed, dict):
+                raise InputError("--args is not a JSON object")
+            call_args.update(parsed)
+        call_args.update(_pairs(arguments, "argument"))
+        result = client.plugins.invoke(plugin_id, operation, call_args, timeout=timeout)
+    if as_json:
+        output.print_json(result)
+    else:
+        output.render_invoke(result)

@@ -1,0 +1,40 @@
+"""The Python SDK: `MLXClient` (sync) and `AsyncMLXClient` (async) for the mlx-platform API.
+
+```python
+from mlx_platform import MLXClient
+
+client = MLXClient(api_token="...")          # or MLX_API_TOKEN; base URL from MLX_API_URL
+plugin = client.plugins.get("plugin_sqlite_source_001")
+```
+
+Answers are the wire models of `mlx_platform.wire`; errors are the classes of
+`mlx_platform.errors` (one per error code), `MLXConnectionError` when the service cannot be
+reached, `MLXConfigurationError` when the client cannot be built.
+"""
+
+from mlx_platform.sdk._base import (
+    DEFAULT_BASE_URL,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    AsyncPage,
+    RetryPolicy,
+    SyncPage,
+)
+from mlx_platform.sdk._exceptions import InvalidResponseError, MLXConfigurationError
+from mlx_platform.sdk.async_ import AsyncMLXClient, AsyncPlugins
+from mlx_platform.sdk.sync import MLXClient, Plugins
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_TIMEOUT",
+    "AsyncMLXClient",
+    "AsyncPage",
+    "AsyncPlugins",
+    "InvalidResponseError",
+    "MLXClient",
+    "MLXConfigurationError",
+    "Plugins",
+    "RetryPolicy",
+    "SyncPage",
+]

@@ -1,0 +1,511 @@
+"""What the sync and the async client share: everything but the sending.
+
+`BaseClient` reads the settings (arguments, then `MLX_API_URL` / `MLX_API_TOKEN`), builds
+each HTTP request from an `APIRequest`, turns answers into wire models or typed errors, and
+decides whether and how long to wait before a retry. `MLXClient` and `AsyncMLXClient` only
+send and sleep.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final, Generic, TypeVar
+
+import httpx
+import pydantic
+import pydantic_core
+
+from mlx_platform import __version__
+from mlx_platform.errors import MLXConnectionError, MLXError, MLXTimeoutError, error_from_payload
+from mlx_platform.sdk._exceptions import InvalidResponseError, MLXConfigurationError
+from mlx_platform.wire import Pagination, WireModel
+
+log = logging.getLogger("mlx_platform.sdk")
+
+DEFAULT_BASE_URL: Final = "http://127.0.0.1:8000"
+DEFAULT_TIMEOUT: Final = httpx.Timeout(60.0, connect=5.0)
+DEFAULT_MAX_RETRIES: Final = 2
+DEFAULT_RETRY_DELAY: Final = 0.5
+DEFAULT_MAX_RETRY_DELAY: Final = 8.0
+# A Retry-After longer than this is not honoured: the computed backoff is used instead.
+MAX_RETRY_AFTER: Final = 60.0
+API_PREFIX: Final = "/v1"
+ENV_URL: Final = "MLX_API_URL"
+ENV_TOKEN: Final = "MLX_API_TOKEN"
+
+# Answers worth another try: the service says "not now", not "no".
+RETRY_STATUSES: Final = frozenset({429, 503})
+# ...except these, which are 503 answers about a plugin, not about the service.
+NOT_RETRIED_CODES: Final = frozenset({"PLUGIN_HEALTH_CHECK_FAILED"})
+# Transport failures worth another try. Others (a bad proxy, a local protocol error) are not.
+RETRIED_TRANSPORT_ERRORS: Final = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+)
+
+# What a non-envelope answer (from a proxy, say) of these statuses means in the API's terms.
+_STATUS_CODES: Final = {
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+R = TypeVar("R")
+T = TypeVar("T")
+M = TypeVar("M", bound=WireModel)
+
+
+# ---------------------------------------------------------------- retries
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How many times, and how long to wait, before trying an idempotent request again."""
+
+    max_retries: int = DEFAULT_MAX_RETRIES
+    initial_delay: float = DEFAULT_RETRY_DELAY
+    max_delay: float = DEFAULT_MAX_RETRY_DELAY
+
+    def __post_init__(self) -> None:
+        if self.max_retries < 0:
+            raise MLXConfigurationError("max_retries must be 0 or more")
+        if self.initial_delay < 0 or self.max_delay < 0:
+            raise MLXConfigurationError("retry delays must be 0 or more")
+
+    def backoff(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt number `attempt` (0 for the first).
+
+        Exponential (initial_delay * 2**attempt, capped at max_delay), less up to 25% of
+        jitter so that clients failing together do not retry together.
+        """
+        # Cap the exponent: 2**1000 would overflow a float long before any cap applies.
+        exponent = min(max(attempt, 0), 1000)
+        delay = min(self.initial_delay * pow(2.0, exponent), self.max_delay)
+        return delay * (1 - 0.25 * rand())
+
+    def delay(
+        self,
+        attempt: int,
+        retry_after: float | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> float:
+        """The server's Retry-After when it gave a sensible one, else the backoff."""
+        if retry_after is not None and 0 <= retry_after <= MAX_RETRY_AFTER:
+            return retry_after
+        return self.backoff(attempt, rand)
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], now: Callable[[], float] = time.time
+) -> float | None:
+    """Seconds the server asked to wait: `Retry-After-Ms`, `Retry-After` seconds or HTTP-date."""
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(float(raw_ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = lowered.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        return max(float(raw), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - now(), 0.0)
+
+
+# ---------------------------------------------------------------- requests
+
+
+@dataclass(frozen=True)
+class APIRequest(Generic[R]):
+    """One call of the API, before it is sent: what to send and how to read the answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], R]
+    params: tuple[tuple[str, str], ...] = ()
+    body: Any = None
+    has_body: bool = False
+    # Only requests that can be repeated without changing the outcome are retried.
+    idempotent: bool = False
+    # The HTTP read timeout is raised to at least this (an invoke with its own timeout).
+    min_read_timeout: float | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _envelope_data(body: Any) -> Any:
+    if not isinstance(body, dict) or "data" not in body:
+        raise InvalidResponseError("the answer is not the API's envelope: no 'data'")
+    return body["data"]
+
+
+def parse_data(model: type[M]) -> Callable[[Any], M]:
+    """Read `{"success": true, "data": {...}}` into `model`."""
+
+    def parse(body: Any) -> M:
+        return model.model_validate(_envelope_data(body))
+
+    return parse
+
+
+def parse_page(model: type[M]) -> Callable[[Any], tuple[list[M], Pagination]]:
+    """Read `{"success": true, "data": [...], "pagination": {...}}`."""
+
+    def parse(body: Any) -> tuple[list[M], Pagination]:
+        data = _envelope_data(body)
+        if not isinstance(data, list):
+            raise InvalidResponseError("the answer's 'data' is not a list")
+        pagination = Pagination.model_validate(body.get("pagination"))
+        return [model.model_validate(item) for item in data], pagination
+
+    return parse
+
+
+def parse_json_object(body: Any) -> dict[str, Any]:
+    """An answer that is a bare JSON object (the configuration schema is not enveloped)."""
+    if not isinstance(body, dict):
+        raise InvalidResponseError("the answer is not a JSON object")
+    return body
+
+
+def encode_json(body: Any) -> bytes:
+    """JSON for a request body; datetimes, pydantic models and the like included."""
+    return pydantic_core.to_json(body)
+
+
+def new_request_id() -> str:
+    """Sent as X-Request-ID: the service logs under it, and every retry reuses it."""
+    return f"req_{uuid.uuid4().hex[:16]}"
+
+
+def normalize_base_url(url: str) -> str:
+    """The service root or its `/v1` URL, as the `/v1` URL without a trailing slash."""
+    url = url.strip().rstrip("/")
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise MLXConfigurationError(f"base URL {url!r} is not a URL: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise MLXConfigurationError(
+            f"base URL {url!r} must be an http:// or https:// URL, e.g. {DEFAULT_BASE_URL}"
+        )
+    if not url.endswith(API_PREFIX):
+        url += API_PREFIX
+    return url
+
+
+def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
+    if isinstance(value, httpx.Timeout):
+        return value
+    return httpx.Timeout(value)
+
+
+class BaseClient:
+    """Settings, request building, answer parsing and retry decisions for both clients."""
+
+    base_url: str
+    api_token: str
+    timeout: httpx.Timeout
+    retry_policy: RetryPolicy
+
+    def __init__(
+        self,
+        *,
+        api_token: str | None,
+        base_url: str | None,
+        timeout: float | httpx.Timeout | None,
+        max_retries: int,
+        retry_delay: float,
+        max_retry_delay: float,
+        default_headers: Mapping[str, str] | None,
+    ) -> None:
+        token = api_token or os.environ.get(ENV_TOKEN, "").strip()
+        if not token:
+            raise MLXConfigurationError(
+                f"no API token: pass api_token=... or set {ENV_TOKEN} "
+                "(`mlx token create --subject NAME --scope plugins:read` mints one; "
+                "`mlx serve` keeps an admin token in $MLX_HOME/admin.token)"
+            )
+        self.api_token = token
+        self.base_url = normalize_base_url(
+            base_url or os.environ.get(ENV_URL, "").strip() or DEFAULT_BASE_URL
+        )
+        self.timeout = _timeout(timeout)
+        self.retry_policy = RetryPolicy(max_retries, retry_delay, max_retry_delay)
+        self._default_headers = dict(default_headers or {})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    # ------------------------------------------------------------ building
+
+    def _headers(self, request: APIRequest[Any], request_id: str) -> dict[str, str]:
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": f"mlx-platform-python/{__version__}",
+            **self._default_headers,
+            **request.headers,
+            "Authorization": f"Bearer {self.api_token}",
+            "X-Request-ID": request_id,
+        }
+        if request.has_body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    def _request_timeout(self, request: APIRequest[Any]) -> httpx.Timeout:
+        read = self.timeout.read
+        if request.min_read_timeout is None or read is None or read >= request.min_read_timeout:
+            return self.timeout
+        return httpx.Timeout(
+            connect=self.timeout.connect,
+            read=request.min_read_timeout,
+            write=self.timeout.write,
+            pool=self.timeout.pool,
+        )
+
+    def _build_request(
+        self,
+        http_client: httpx.Client | httpx.AsyncClient,
+        request: APIRequest[Any],
+        request_id: str,
+    ) -> httpx.Request:
+        return http_client.build_request(
+            request.method,
+            self.base_url + request.path,
+            params=list(request.params),
+            content=encode_json(request.body) if request.has_body else None,
+            headers=self._headers(request, request_id),
+            timeout=self._request_timeout(request),
+        )
+
+    # ------------------------------------------------------------ answers
+
+    def _process_response(self, request: APIRequest[R], response: httpx.Response) -> R:
+        if not response.is_success:
+            raise self._make_status_error(response)
+        request_id = response.headers.get("x-request-id")
+        try:
+            body = response.json()
+        except ValueError:
+            raise InvalidResponseError(
+                f"{request.method} {request.path}: the answer is not JSON",
+                request_id=request_id,
+                status_code=response.status_code,
+            ) from None
+        try:
+            return request.parse(body)
+        except InvalidResponseError as exc:
+            exc.request_id = exc.request_id or request_id
+            exc.status_code = response.status_code
+            raise
+        except pydantic.ValidationError as exc:
+            raise InvalidResponseError(
+                f"{request.method} {request.path}: unexpected answer: {exc.error_count()} "
+                f"field(s) do not fit ({exc.errors()[0]['loc']}: {exc.errors()[0]['msg']})",
+                request_id=request_id,
+                status_code=response.status_code,
+            ) from None
+
+    @staticmethod
+    def _make_status_error(response: httpx.Response) -> MLXError:
+        """The typed error for a non-2xx answer: by the envelope's code, else by status."""
+        request_id = response.headers.get("x-request-id")
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            error = body["error"]
+            if error.get("code"):
+                return error_from_payload(
+                    error, status_code=response.status_code, request_id=request_id
+                )
+        text = " ".join(response.text.split())[:200]
+        message = f"HTTP {response.status_code} {response.reason_phrase}".rstrip()
+        if text:
+            message += f": {text}"
+        code = _STATUS_CODES.get(response.status_code)
+        if code is None:
+            return InvalidResponseError(
+                message, request_id=request_id, status_code=response.status_code
+            )
+        return error_from_payload(
+            {"code": code, "message": message},
+            status_code=response.status_code,
+            request_id=request_id,
+        )
+
+    @staticmethod
+    def _error_code(response: httpx.Response) -> str | None:
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            code = body["error"].get("code")
+            return code if isinstance(code, str) else None
+        return None
+
+    # ------------------------------------------------------------ retries
+
+    def _retry_delay(
+        self,
+        request: APIRequest[Any],
+        attempt: int,
+        *,
+        response: httpx.Response | None = None,
+        error: Exception | None = None,
+    ) -> float | None:
+        """Seconds to wait before trying `request` again, or None to give up now.
+
+        `attempt` counts from 0. Pass the answer, or the transport error when there is none.
+        """
+        if not request.idempotent or attempt >= self.retry_policy.max_retries:
+            return None
+        if response is None:
+            if not isinstance(error, RETRIED_TRANSPORT_ERRORS):
+                return None
+            delay = self.retry_policy.backoff(attempt)
+            reason = str(error) or type(error).__name__
+        else:
+            if response.status_code not in RETRY_STATUSES:
+                return None
+            if self._error_code(response) in NOT_RETRIED_CODES:
+                return None
+            delay = self.retry_policy.delay(attempt, parse_retry_after(response.headers))
+            reason = f"HTTP {response.status_code}"
+        log.info(
+            "%s %s: %s; retrying in %.2fs (retry %d of %d)",
+            request.method,
+            request.path,
+            reason,
+            delay,
+            attempt + 1,
+            self.retry_policy.max_retries,
+        )
+        return delay
+
+    def _connection_error(
+        self, request: APIRequest[Any], exc: httpx.RequestError, attempts: int
+    ) -> MLXConnectionError:
+        url = self.base_url + request.path
+        tries = f" (after {attempts} attempts)" if attempts > 1 else ""
+        if isinstance(exc, httpx.TimeoutException):
+            return MLXTimeoutError(
+                f"{request.method} {url}: no answer in time ({type(exc).__name__}){tries}",
+                url=url,
+            )
+        reason = str(exc) or type(exc).__name__
+        return MLXConnectionError(
+            f"{request.method} {url}: could not connect: {reason}{tries}", url=url
+        )
+
+
+# ---------------------------------------------------------------- pages
+
+
+class SyncPage(Generic[T]):
+    """One page of a listing, which iterates past its end.
+
+    `page.data` holds this page's items and `page.pagination` the server's figures.
+    Iterating the page yields its items, then those of every following page, fetched as
+    the loop reaches them: ``for plugin in client.plugins.list(): ...`` sees every plugin.
+    """
+
+    def __init__(
+        self, data: list[T], pagination: Pagination, fetch: Callable[[int], SyncPage[T]]
+    ) -> None:
+        self.data = data
+        self.pagination = pagination
+        self._fetch = fetch
+
+    def has_next_page(self) -> bool:
+        # An empty page ends the walk even if the server says more follow: no endless loop.
+        return self.pagination.has_next and bool(self.data)
+
+    def next_page(self) -> SyncPage[T] | None:
+        """The following page, fetched now; None on the last page."""
+        if not self.has_next_page():
+            return None
+        return self._fetch(self.pagination.page + 1)
+
+    def iter_pages(self) -> Iterator[SyncPage[T]]:
+        """This page, then each following page."""
+        page: SyncPage[T] | None = self
+        while page is not None:
+            yield page
+            page = page.next_page()
+
+    def __iter__(self) -> Iterator[T]:
+        for page in self.iter_pages():
+            yield from page.data
+
+    def __repr__(self) -> str:
+        p = self.pagination
+        return (
+            f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
+            f"total={p.total}, has_next={p.has_next})"
+        )
+
+
+class AsyncPage(Generic[T]):
+    """One page of a listing, which iterates past its end with ``async for``.
+
+    `page.data` holds this page's items and `page.pagination` the server's figures;
+    ``async for plugin in await client.plugins.list(): ...`` sees every plugin.
+    """
+
+    def __init__(
+        self,
+        data: list[T],
+        pagination: Pagination,
+        fetch: Callable[[int], Awaitable[AsyncPage[T]]],
+    ) -> None:
+        self.data = data
+        self.pagination = pagination
+        self._fetch = fetch
+
+    def has_next_page(self) -> bool:
+        return self.pagination.has_next and bool(self.data)
+
+    async def next_page(self) -> AsyncPage[T] | None:
+        """The following page, fetched now; None on the last page."""
+        if not self.has_next_page():
+            return None
+        return await self._fetch(self.pagination.page + 1)
+
+    async def iter_pages(self) -> AsyncIterator[AsyncPage[T]]:
+        """This page, then each following page."""
+        page: AsyncPage[T] | None = self
+        while page is not None:
+            yield page
+            page = await page.next_page()
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        async for page in self.iter_pages():
+            for item in page.data:
+                yield item
+
+    def __repr__(self) -> str:
+        p = self.pagination
+        return (
+            f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
+            f"total={p.total}, has_next={p.has_next})"
+        )

@@ -1,0 +1,26 @@
+"""Errors only the SDK raises, beside the API's own tree in `mlx_platform.errors`.
+
+ValueError
+ └── MLXConfigurationError     the client cannot be built: no token, a bad base URL
+MLXError
+ └── InvalidResponseError      the answer is not the API's envelope (a proxy, another service)
+"""
+
+from __future__ import annotations
+
+from mlx_platform.errors import MLXError
+
+
+class MLXConfigurationError(ValueError):
+    """The client was given (or found in the environment) something it cannot work with.
+
+    Raised by the constructor, before any request: a missing token fails here rather than as
+    a 401 on the first call.
+    """
+
+
+class InvalidResponseError(MLXError):
+    """The service answered something that is not the API's envelope, or not the expected shape."""
+
+    code = "INVALID_RESPONSE"
+    http_status = 502

@@ -1,0 +1,335 @@
+"""`mlx plugins ...` run as a user runs it (a subprocess with MLX_API_URL / MLX_API_TOKEN)
+against a live server: tables, --json, manifests, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import LiveServer, clean_env, free_port
+
+ERROR_LINE = re.compile(r"^error: [A-Z_]+: .+ \(request_id=(req_[0-9a-f]{16})\)$")
+
+
+def mlx(
+    server: LiveServer | None,
+    *args: str,
+    token: str | None = None,
+    stdin: str | None = None,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    variables = {"COLUMNS": "200"}
+    if server is not None:
+        variables["MLX_API_URL"] = server.url
+        variables["MLX_API_TOKEN"] = token or server.token("plugins:admin")
+    variables.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "mlx_platform.cli.main", "plugins", *args],
+        env=clean_env(**variables),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def as_json(proc: subprocess.CompletedProcess[str]) -> Any:
+    return json.loads(ok(proc))
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def write_manifest(folder: Path, name: str, fmt: str, **extra: Any) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    if fmt == "toml":
+        path = folder / "mlx-plugin.toml"
+        lines = [
+            f'name = "{name}"',
+            'type = "data_source"',
+            'version = "1.0.0"',
+            f'description = "{name} from a TOML manifest"',
+            'class_path = "mlx_test_plugins.EchoPlugin"',
+            "",
+            "[configuration_schema.pool_size]",
+            'type = "integer"',
+            "default = 5",
+            "maximum = 50",
+            "",
+            "[metadata]",
+            'capabilities = ["echo"]',
+        ]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        path = folder / f"{name}.json"
+        body = {
+            "name": name,
+            "type": "data_source",
+            "version": "1.0.0",
+            "class_path": "mlx_test_plugins.EchoPlugin",
+            "configuration_schema": {"pool_size": {"type": "integer", "maximum": 50}},
+            **extra,
+        }
+        path.write_text(json.dumps(body))
+    return path
+
+
+@pytest.fixture
+def registered(live_server: LiveServer, tmp_path: Path, unique_name: str) -> str:
+    proc = mlx(
+        live_server, "register", "-f", str(write_manifest(tmp_path, unique_name, "json")), "--json"
+    )
+    return str(as_json(proc)["id"])
+
+
+# ---------------------------------------------------------------- tables and JSON
+
+
+def test_list_prints_a_table_for_people(live_server: LiveServer) -> None:
+    out = ok(mlx(live_server, "list"))
+    header = out.splitlines()[0].split()
+    assert header == ["ID", "NAME", "TYPE", "VERSION", "STATUS", "HEALTH"]
+    row = next(line for line in out.splitlines() if "plugin_sqlite_source_001" in line)
+    assert row.split()[:4] == ["plugin_sqlite_source_001", "sqlite_source", "data_source", "1.0.0"]
+    assert re.search(r"page 1: \d+ of \d+ plugin\(s\)", out)
+
+
+def test_list_json_is_the_page_and_all_walks_every_page(live_server: LiveServer) -> None:
+    page = as_json(mlx(live_server, "list", "--limit", "1", "--json"))
+    assert len(page["data"]) == 1 and page["pagination"]["has_next"] is True
+    total = page["pagination"]["total"]
+    everything = as_json(mlx(live_server, "list", "--limit", "1", "--all", "--json"))
+    assert len(everything["data"]) == total
+    assert everything["data"][0] == page["data"][0]
+    filtered = as_json(mlx(live_server, "list", "--type", "experiment_tracker", "--json"))
+    assert [p["name"] for p in filtered["data"]] == ["local_tracker"]
+
+
+def test_register_from_a_toml_manifest(live_server: LiveServer, tmp_path: Path) -> None:
+    path = write_manifest(tmp_path / "toml_plugin", "cli_toml_plugin", "toml")
+    out = ok(mlx(live_server, "register", "-f", str(path)))
+    assert "registered plugin_cli_toml_plugin_001 (cli_toml_plugin 1.0.0): status registered" in out
+    assert re.search(r"class loadable\s+yes", out)
+    detail = as_json(mlx(live_server, "get", "plugin_cli_toml_plugin_001", "--json"))
+    assert detail["description"] == "cli_toml_plugin from a TOML manifest"
+    assert detail["configuration_schema"]["pool_size"]["maximum"] == 50
+    assert detail["metadata"]["capabilities"] == ["echo"]
+
+
+def test_register_from_json_and_from_stdin(live_server: LiveServer, tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, "cli_json_plugin", "json")
+    result = as_json(mlx(live_server, "register", "-f", str(path), "--json"))
+    assert (result["id"], result["status"]) == ("plugin_cli_json_plugin_001", "registered")
+    body = json.dumps(
+        {
+            "name": "cli_stdin_plugin",
+            "type": "data_source",
+            "version": "1.0.0",
+            "class_path": "mlx_test_plugins.EchoPlugin",
+        }
+    )
+    dry = as_json(mlx(live_server, "register", "-f", "-", "--dry-run", "--json", stdin=body))
+    assert dry["dry_run"] is True
+
+
+def test_get_shows_the_plugin(live_server: LiveServer, registered: str) -> None:
+    out = ok(mlx(live_server, "get", registered))
+    assert re.search(rf"^id\s+{registered}\s*$", out, re.M)
+    assert re.search(r"^operations\s+.*\becho\b", out, re.M)
+    assert "pool_size" in out  # the schema table
+
+
+def test_a_plugin_lifecycle_from_the_command_line(live_server: LiveServer, registered: str) -> None:
+    out = ok(mlx(live_server, "activate", registered, "-c", "pool_size=3", "-c", "region=eu"))
+    assert f"{registered} is active" in out and "health: healthy" in out
+    update = as_json(mlx(live_server, "configure", registered, "pool_size=7", "--json"))
+    assert update["updated_fields"] == ["pool_size"]
+    config = as_json(mlx(live_server, "get", registered, "--json"))["configuration"]
+    assert config == {"pool_size": 7, "region": "eu"}
+    assert re.search(r"connectivity\s+pass", ok(mlx(live_server, "health", registered)))
+    assert as_json(mlx(live_server, "health", registered, "--json"))["status"] == "healthy"
+    out = ok(mlx(live_server, "invoke", registered, "add", "a=2", "b=3"))
+    assert out.splitlines()[0] == "5" and f"{registered}.add:" in out
+    echoed = as_json(
+        mlx(live_server, "invoke", registered, "echo", "--args", '{"value": [1, "x"]}', "--json")
+    )
+    assert echoed["result"] == [1, "x"]
+    assert re.search(r"calls\s+2", ok(mlx(live_server, "metrics", registered)))
+    metrics = as_json(mlx(live_server, "metrics", registered, "--granularity", "minute", "--json"))
+    assert metrics["metrics"]["execution_count"] == 2 and metrics["granularity"] == "minute"
+    assert f"{registered} is inactive" in ok(mlx(live_server, "deactivate", registered))
+
+
+def test_discover_scans_each_source_then_shows_one_table(
+    server_factory: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    plugin_path = tmp_path / "plugins"
+    write_manifest(plugin_path / "found_here", "cli_found_plugin", "toml")
+    srv = server_factory(plugin_path=str(plugin_path))
+    proc = mlx(srv, "discover")
+    out = ok(proc)
+    assert "scanned filesystem, pypi, git" in proc.stderr and "3/3" in proc.stderr
+    row = next(line for line in out.splitlines() if "cli_found_plugin" in line)
+    assert row.split()[:5] == ["cli_found_plugin", "1.0.0", "data_source", "filesystem", "yes"]
+    assert re.search(r"^\d+ discovered: ", out, re.M)
+    # One request per source.
+    assert srv.log_text().count("GET /v1/plugins/discover ") == 3
+
+    proc = mlx(srv, "discover", "--source", "filesystem", "--auto-register", "--json")
+    merged = json.loads(ok(proc))
+    assert proc.stderr == ""  # no progress display
+    assert merged["discovery_summary"]["auto_registered"] == 1
+    assert merged["discovered_plugins"][0]["plugin_id"] == "plugin_cli_found_plugin_001"
+    assert set(merged) == {"discovered_plugins", "discovery_summary", "errors"}
+
+
+def test_validate_exits_4_when_the_composition_is_not_valid(live_server: LiveServer) -> None:
+    out = ok(mlx(live_server, "validate", "sqlite_source", "local_tracker>=1.0"))
+    assert "composition is valid" in out
+    proc = mlx(live_server, "validate", "sqlite_source@1.0.0", "no_such_plugin", "--json")
+    assert proc.returncode == 4
+    result = json.loads(proc.stdout)
+    assert result["composition_valid"] is False
+    assert result["conflicts"][0]["plugins"] == ["no_such_plugin"]
+
+
+# ---------------------------------------------------------------- errors and exit codes
+
+
+def test_not_found_exits_3_with_one_line_and_the_request_id(live_server: LiveServer) -> None:
+    proc = mlx(live_server, "get", "plugin_nothing_999")
+    assert proc.returncode == 3 and proc.stdout == ""
+    line = one_error_line(proc)
+    match = ERROR_LINE.match(line)
+    assert match, line
+    assert line.startswith("error: PLUGIN_NOT_FOUND: Plugin 'plugin_nothing_999'")
+    assert f"request_id={match.group(1)}" in live_server.log_text()
+
+
+def test_json_errors_are_the_api_envelope(live_server: LiveServer) -> None:
+    proc = mlx(live_server, "get", "plugin_nothing_999", "--json")
+    assert proc.returncode == 3
+    error = json.loads(proc.stdout)["error"]
+    assert (error["code"], error["status"]) == ("PLUGIN_NOT_FOUND", 404)
+    assert f"request_id={error['request_id']}" in one_error_line(proc)
+
+
+def test_conflicts_exit_4(live_server: LiveServer, tmp_path: Path, registered: str) -> None:
+    again = write_manifest(tmp_path, registered.removeprefix("plugin_")[:-4], "json")
+    proc = mlx(live_server, "register", "-f", str(again))
+    assert proc.returncode == 4
+    assert ERROR_LINE.match(one_error_line(proc)) and "PLUGIN_ALREADY_EXISTS" in proc.stderr
+    proc = mlx(live_server, "deactivate", registered)
+    assert proc.returncode == 4 and "INVALID_STATE" in one_error_line(proc)
+
+
+def test_invalid_input_exits_2(live_server: LiveServer, tmp_path: Path, registered: str) -> None:
+    proc = mlx(live_server, "list", "--limit", "1000")
+    assert proc.returncode == 2
+    assert ERROR_LINE.match(one_error_line(proc)) and "VALIDATION_ERROR" in proc.stderr
+    proc = mlx(live_server, "activate", registered, "-c", "pool_size=500")
+    assert proc.returncode == 2 and "INVALID_CONFIGURATION" in one_error_line(proc)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = ")
+    proc = mlx(live_server, "register", "-f", str(bad))
+    assert proc.returncode == 2
+    assert one_error_line(proc).startswith(f"error: {bad} is not valid TOML")
+    proc = mlx(live_server, "register", "-f", str(tmp_path / "missing.json"))
+    assert proc.returncode == 2 and "cannot read" in one_error_line(proc)
+    proc = mlx(live_server, "activate", registered, "-c", "no-equals-sign")
+    assert proc.returncode == 2 and "is not KEY=VALUE" in one_error_line(proc)
+
+
+def test_a_missing_token_exits_2_before_any_request(live_server: LiveServer) -> None:
+    proc = mlx(None, "list", MLX_API_URL=live_server.url)
+    assert proc.returncode == 2
+    assert "MLX_API_TOKEN" in one_error_line(proc)
+
+
+def test_bad_tokens_and_missing_scopes_exit_5(live_server: LiveServer, tmp_path: Path) -> None:
+    proc = mlx(live_server, "list", token="not-a-token")
+    assert proc.returncode == 5 and "UNAUTHORIZED" in one_error_line(proc)
+    path = write_manifest(tmp_path, "cli_forbidden_plugin", "json")
+    proc = mlx(live_server, "register", "-f", str(path), token=live_server.token("plugins:read"))
+    assert proc.returncode == 5 and "FORBIDDEN" in one_error_line(proc)
+
+
+def test_plugin_failures_exit_6(live_server: LiveServer, registered: str) -> None:
+    ok(mlx(live_server, "activate", registered))
+    proc = mlx(live_server, "invoke", registered, "fail", "message=no warehouse")
+    assert proc.returncode == 6
+    line = one_error_line(proc)
+    assert ERROR_LINE.match(line) and "PLUGIN_EXECUTION_ERROR" in line
+    assert "no warehouse" in line
+    proc = mlx(live_server, "invoke", registered, "nope")
+    assert proc.returncode == 3 and "OPERATION_NOT_FOUND" in one_error_line(proc)
+    ok(mlx(live_server, "deactivate", registered))
+
+
+def test_an_unreachable_service_exits_7(live_server: LiveServer) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = mlx(live_server, "get", "plugin_sqlite_source_001", MLX_API_URL=url)
+    assert proc.returncode == 7 and proc.stdout == ""
+    line = one_error_line(proc)
+    assert line.startswith(
+        f"error: GET {url}/v1/plugins/plugin_sqlite_source_001: could not connect"
+    )
+    assert "is the service running?" in line
+
+
+def test_url_and_token_options_override_the_environment(live_server: LiveServer) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlx_platform.cli.main",
+            "plugins",
+            "--url",
+            live_server.url,
+            "--token",
+            live_server.token("plugins:read"),
+            "get",
+            "plugin_sqlite_source_001",
+            "--json",
+        ],
+        env=clean_env(MLX_API_URL=f"http://127.0.0.1:{free_port()}"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(ok(proc))["name"] == "sqlite_source"
+
+
+def test_without_typer_the_command_says_how_to_install_it() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, runpy\n"
+            "sys.modules['typer'] = None  # as if the cli extra were not installed\n"
+            "runpy.run_module('mlx_platform.cli.main', run_name='__main__')\n",
+        ],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert 'pip install "mlx-platform[cli]"' in proc.stderr
+    assert "Traceback" not in proc.stderr
