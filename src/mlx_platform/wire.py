@@ -202,6 +202,7 @@ class HealthSummary(WireModel):
     status: str = "unknown"
     last_check: datetime | None = None
     response_time_ms: float | None = None
+    message: str | None = None
 
 
 class PluginSummary(WireModel):
@@ -228,6 +229,7 @@ class PerformanceMetrics(WireModel):
     success_rate: float = 0
     error_rate: float = 0
     throughput_ops_per_second: float = 0
+    window_seconds: int = 0
 
 
 class PluginDetail(WireModel):
@@ -244,6 +246,7 @@ class PluginDetail(WireModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     configuration_schema: dict[str, Any] = Field(default_factory=dict)
     configuration: dict[str, Any] = Field(default_factory=dict)
+    operations: list[str] = Field(default_factory=list)
     performance_metrics: PerformanceMetrics = Field(default_factory=PerformanceMetrics)
     health: HealthSummary = Field(default_factory=HealthSummary)
     documentation_url: str | None = None
