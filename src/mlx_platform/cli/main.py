@@ -69,10 +69,16 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port [env MLX_PORT]")] = None,
 ) -> None:
     """Apply migrations, register the example plugins on first start, serve the API."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from mlx_platform.server.app import create_app
-    from mlx_platform.settings import Settings
+        from mlx_platform.server.app import create_app
+        from mlx_platform.settings import Settings
+    except ModuleNotFoundError as exc:
+        typer.echo(
+            f"error: the server needs {exc.name}: pip install \"mlx-platform[server]\"", err=True
+        )
+        raise typer.Exit(1) from None
 
     settings = _settings(host=host, port=port)
     assert isinstance(settings, Settings)
