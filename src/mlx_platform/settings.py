@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     )
     restart_backoff_base: float = Field(default=0.5, gt=0, description="First restart delay (s)")
     restart_backoff_cap: float = Field(default=30.0, gt=0, description="Longest restart delay (s)")
+    invoke_timeout: float = Field(
+        default=300.0, gt=0, description="Seconds an invocation without its own timeout may take"
+    )
+    calls_per_plugin: int = Field(
+        default=16, ge=1, description="Invocations of one plugin that run at once (more queue)"
+    )
     health_interval: float = Field(
         default=30.0, ge=0, description="Seconds between background health rounds (0: off)"
     )

@@ -38,7 +38,7 @@ class Core:
             settings=settings,
             db=db,
             box=SecretBox(settings.resolved_secret_key),
-            host=PluginHost(),
+            host=PluginHost(calls_per_plugin=settings.calls_per_plugin),
             metrics=MetricsRecorder(db),
         )
         core.supervisor = Supervisor(core)

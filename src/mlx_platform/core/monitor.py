@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,41 +20,92 @@ from mlx_platform.storage.repositories import PluginRepository
 log = logging.getLogger("mlx_platform.monitor")
 
 
+def _check_one(inst: Any, timeout: float) -> dict[str, Any]:
+    outcome = inst.health(timeout)
+    return {
+        "status": "healthy" if outcome.healthy else "unhealthy",
+        "response_time_ms": round(outcome.response_time_ms, 3),
+        "message": outcome.message,
+        "last_check": datetime.now(UTC),
+    }
+
+
+def _store(core: Core, results: dict[str, dict[str, Any]]) -> None:
+    if not results:
+        return
+    with core.db.transaction() as session:
+        repo = PluginRepository(session)
+        for plugin_id, r in results.items():
+            repo.set_health(
+                plugin_id,
+                status=r["status"],
+                last_check=r["last_check"],
+                response_time_ms=r["response_time_ms"],
+                message=r["message"],
+            )
+
+
 def check_all(core: Core, instances: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """One health round over `instances` (default: every live one). Returns results by id."""
-    targets = dict(instances if instances is not None else core.host.instances)
+    """One complete health round over `instances` (default: every live one), waiting for
+    every check (each under its own timeout). Returns the results by plugin id."""
+    targets = {
+        pid: inst
+        for pid, inst in (instances if instances is not None else core.host.instances).items()
+        if getattr(inst, "started", False)
+    }
     timeout = core.settings.health_timeout
-    results: dict[str, dict[str, Any]] = {}
-
-    def one(item: tuple[str, Any]) -> None:
-        plugin_id, inst = item
-        if not getattr(inst, "started", False):
-            return
-        outcome = inst.health(timeout)
-        results[plugin_id] = {
-            "status": "healthy" if outcome.healthy else "unhealthy",
-            "response_time_ms": round(outcome.response_time_ms, 3),
-            "message": outcome.message,
-            "last_check": datetime.now(UTC),
-        }
-
-    with ThreadPoolExecutor(
-        max_workers=max(1, min(core.settings.health_concurrency, len(targets) or 1)),
-        thread_name_prefix="mlx-health",
-    ) as pool:
-        list(pool.map(one, targets.items()))
-    if instances is None and results:
-        with core.db.transaction() as session:
-            repo = PluginRepository(session)
-            for plugin_id, r in results.items():
-                repo.set_health(
-                    plugin_id,
-                    status=r["status"],
-                    last_check=r["last_check"],
-                    response_time_ms=r["response_time_ms"],
-                    message=r["message"],
-                )
+    workers = max(1, min(core.settings.health_concurrency, len(targets) or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlx-health") as pool:
+        futures = {pid: pool.submit(_check_one, inst, timeout) for pid, inst in targets.items()}
+        results = {pid: f.result() for pid, f in futures.items()}
+    if instances is None:
+        _store(core, results)
     return results
+
+
+class HealthRounds:
+    """The background checker. Each round starts a check of every live plugin whose previous
+    check has finished, on a bounded pool, and stores every result that is in when the round
+    ends: a plugin whose check hangs until its timeout delays only its own next check, never
+    the others' (they go on at every round)."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.pool = ThreadPoolExecutor(
+            max_workers=core.settings.health_concurrency, thread_name_prefix="mlx-health"
+        )
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._done: dict[str, dict[str, Any]] = {}
+
+    def _run(self, plugin_id: str, inst: Any) -> None:
+        try:
+            result = _check_one(inst, self.core.settings.health_timeout)
+            with self._lock:
+                self._done[plugin_id] = result
+        finally:
+            with self._lock:
+                self._running.discard(plugin_id)
+
+    def round(self, wait: float) -> int:
+        """Start the checks that can start, wait up to `wait` s, store what came in."""
+        started = []
+        for plugin_id, inst in list(self.core.host.instances.items()):
+            if not getattr(inst, "started", False):
+                continue
+            with self._lock:
+                if plugin_id in self._running:
+                    continue
+                self._running.add(plugin_id)
+            started.append(self.pool.submit(self._run, plugin_id, inst))
+        wait_futures(started, timeout=wait)
+        with self._lock:
+            results, self._done = self._done, {}
+        _store(self.core, results)
+        return len(results)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def sample_usage(core: Core) -> int:
@@ -75,6 +127,7 @@ class Monitor:
         self._threads: list[threading.Thread] = []
 
     def _loop(self, interval: float, func: Any, name: str) -> None:
+        """Call `func(core)` every `interval` seconds until stopped."""
         next_at = time.monotonic() + interval
         while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             next_at = time.monotonic() + interval
@@ -85,8 +138,11 @@ class Monitor:
 
     def start(self) -> None:
         s = self.core.settings
+        self.health = HealthRounds(self.core)
+        # a round waits at most 90% of the interval, so the next starts on time
+        health_round = lambda core: self.health.round(s.health_interval * 0.9)  # noqa: E731
         for interval, func, name in (
-            (s.health_interval, check_all, "health"),
+            (s.health_interval, health_round, "health"),
             (s.usage_interval, sample_usage, "usage"),
         ):
             if interval > 0:
@@ -100,3 +156,5 @@ class Monitor:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
+        if hasattr(self, "health"):
+            self.health.close()

@@ -262,6 +262,7 @@ def delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]:
             deactivate_plugin(core, plugin_id, force=True, graceful_timeout=0)
             deactivated = True
         core.host.remove(plugin_id)
+        core.host.drop_executor(plugin_id)
         core.metrics.forget(plugin_id)
         with core.db.transaction() as session:
             repo = PluginRepository(session)

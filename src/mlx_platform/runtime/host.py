@@ -12,6 +12,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psutil
@@ -184,10 +185,23 @@ Instance = Any  # InProcessInstance | ProcessInstance: the same methods, duck-ty
 class PluginHost:
     """The live instances of this service process, by plugin id."""
 
-    def __init__(self, *, call_timeout: float = 30.0) -> None:
+    def __init__(self, *, calls_per_plugin: int = 16) -> None:
         self.instances: dict[str, Instance] = {}
-        self.call_timeout = call_timeout
+        self.calls_per_plugin = calls_per_plugin
         self._lock = threading.Lock()
+        self._executors: dict[str, ThreadPoolExecutor] = {}
+
+    def executor_for(self, plugin_id: str) -> ThreadPoolExecutor:
+        """The threads that carry one plugin's invocations. Calls stuck in one plugin can then
+        use up only its own threads (the rest wait in its queue), never the service's shared
+        pool: the other plugins and the API keep answering."""
+        with self._lock:
+            pool = self._executors.get(plugin_id)
+            if pool is None:
+                pool = self._executors[plugin_id] = ThreadPoolExecutor(
+                    max_workers=self.calls_per_plugin, thread_name_prefix=f"mlx-calls-{plugin_id}"
+                )
+            return pool
 
     def create(
         self,
@@ -218,6 +232,12 @@ class PluginHost:
                 f"creating the plugin instance failed: {_describe(exc)}"
             ) from exc
         return InProcessInstance(plugin_id, plugin)
+
+    def drop_executor(self, plugin_id: str) -> None:
+        with self._lock:
+            pool = self._executors.pop(plugin_id, None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     def get(self, plugin_id: str) -> Instance | None:
         return self.instances.get(plugin_id)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response
-from fastapi.concurrency import run_in_threadpool
 
 from mlx_platform.core import composition, discovery, lifecycle, registry
 from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
@@ -322,7 +322,8 @@ def plugin_metrics(
 async def invoke_plugin(
     core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest
 ) -> dict[str, Any]:
-    result = await run_in_threadpool(
-        lifecycle.invoke_plugin, core, plugin_id, body.operation, body.arguments, body.timeout
+    timeout = body.timeout if body.timeout is not None else core.settings.invoke_timeout
+    future = core.host.executor_for(plugin_id).submit(
+        lifecycle.invoke_plugin, core, plugin_id, body.operation, body.arguments, timeout
     )
-    return ok(result)
+    return ok(await asyncio.wrap_future(future))
