@@ -76,7 +76,7 @@ def serve(
         from mlx_platform.settings import Settings
     except ModuleNotFoundError as exc:
         typer.echo(
-            f"error: the server needs {exc.name}: pip install \"mlx-platform[server]\"", err=True
+            f'error: the server needs {exc.name}: pip install "mlx-platform[server]"', err=True
         )
         raise typer.Exit(1) from None
 
