@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     health_interval: float = Field(
         default=30.0, ge=0, description="Seconds between background health rounds (0: off)"
     )
+    health_hang_restart: int = Field(
+        default=3,
+        ge=0,
+        description="Restart a worker whose health check timed out this many rounds in a row "
+        "(0: never)",
+    )
     health_concurrency: int = Field(default=16, ge=1, description="Health checks run at once")
     usage_interval: float = Field(
         default=10.0, ge=0, description="Seconds between memory/CPU samples (0: off)"

@@ -21,7 +21,10 @@ log = logging.getLogger("mlx_platform.monitor")
 
 
 def _check_one(inst: Any, timeout: float) -> dict[str, Any]:
-    outcome = inst.health(timeout)
+    return _result(inst.health(timeout))
+
+
+def _result(outcome: Any) -> dict[str, Any]:
     return {
         "status": "healthy" if outcome.healthy else "unhealthy",
         "response_time_ms": round(outcome.response_time_ms, 3),
@@ -77,12 +80,24 @@ class HealthRounds:
         self._lock = threading.Lock()
         self._running: set[str] = set()
         self._done: dict[str, dict[str, Any]] = {}
+        self._hangs: dict[str, int] = {}
 
     def _run(self, plugin_id: str, inst: Any) -> None:
         try:
-            result = _check_one(inst, self.core.settings.health_timeout)
+            outcome = inst.health(self.core.settings.health_timeout)
+            result = _result(outcome)
             with self._lock:
                 self._done[plugin_id] = result
+                hangs = self._hangs[plugin_id] = (
+                    self._hangs.get(plugin_id, 0) + 1 if outcome.timed_out else 0
+                )
+            limit = self.core.settings.health_hang_restart
+            if limit and hangs >= limit and hasattr(inst, "recycle"):
+                self._hangs[plugin_id] = 0
+                log.warning("plugin %s: health_check() hung %d times in a row", plugin_id, hangs)
+                inst.recycle(
+                    f"health_check() hung {hangs} times in a row: the worker was restarted"
+                )
         finally:
             with self._lock:
                 self._running.discard(plugin_id)

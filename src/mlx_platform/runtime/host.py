@@ -128,7 +128,10 @@ class InProcessInstance(CallAccounting):
             result = call_with_timeout(self.plugin.health_check, timeout)
         except _CallTimeout:
             return HealthOutcome(
-                False, timeout * 1000, f"health_check() did not answer within {timeout:g} s"
+                False,
+                timeout * 1000,
+                f"health_check() did not answer within {timeout:g} s",
+                timed_out=True,
             )
         except Exception as exc:  # noqa: BLE001 - a raising check is an unhealthy plugin
             return HealthOutcome(False, (time.perf_counter() - t0) * 1000, _describe(exc))

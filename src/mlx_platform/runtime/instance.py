@@ -16,6 +16,7 @@ class HealthOutcome:
     healthy: bool
     response_time_ms: float
     message: str | None = None
+    timed_out: bool = False
 
 
 def outcome_from_result(result: Any, elapsed_ms: float) -> HealthOutcome:

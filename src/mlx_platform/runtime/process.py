@@ -79,6 +79,7 @@ class ProcessInstance(CallAccounting):
         self.class_path = class_path
         self.on_exit = on_exit
         self.exit_reason: str | None = None
+        self.kill_reason: str | None = None
         self._ids = itertools.count(1)
         self._waiters: dict[int, _Waiter] = {}
         self._mutex = threading.Lock()  # guards _waiters, _leading and each waiter's reply
@@ -125,11 +126,11 @@ class ProcessInstance(CallAccounting):
         with self._mutex:
             if self.exit_reason is not None:
                 return
-            self.exit_reason = reason
+            self.exit_reason = self.kill_reason or reason
             for w in self._waiters.values():
                 w.event.set()  # no reply: the caller raises WorkerDiedError
         if not self._closing and self.on_exit is not None:
-            self.on_exit(self, reason)
+            self.on_exit(self, self.exit_reason)
 
     def _deliver(self, data: bytes) -> int | None:
         try:
@@ -266,6 +267,13 @@ class ProcessInstance(CallAccounting):
         self.started = False
         return pending
 
+    def recycle(self, reason: str) -> None:
+        """Kill a worker that no longer answers, as if it had died: the supervisor restarts it.
+        (A hung call holds one of the worker's threads for ever; only a new process frees it.)"""
+        self.kill_reason = reason
+        if self.proc.poll() is None:
+            self.proc.kill()
+
     def kill(self) -> None:
         self._closing = True
         if self.proc.poll() is None:
@@ -287,7 +295,10 @@ class ProcessInstance(CallAccounting):
             result = self._request({"k": "health"}, timeout)
         except OperationTimeoutError:
             return HealthOutcome(
-                False, timeout * 1000, f"health_check() did not answer within {timeout:g} s"
+                False,
+                timeout * 1000,
+                f"health_check() did not answer within {timeout:g} s",
+                timed_out=True,
             )
         except MLXError as exc:
             return HealthOutcome(False, (time.perf_counter() - t0) * 1000, exc.message)
