@@ -93,20 +93,22 @@ def _validate_configuration(core: Core, row: PluginRow, config: dict[str, Any]) 
 
 
 def _check_activation(core: Core, row: PluginRow) -> None:
-    """Conflicts, dependencies and resources of `row` against the active plugins."""
+    """Conflicts, dependencies and resources of `row` against the active plugins.
+
+    The rules are the composition engine's (``rules.pair_conflicts`` for every active plugin,
+    ``rules.unmet_requirements`` for ``requires``), read from fresh rows: activation must see
+    the latest states. A requirement counts as met only by an active plugin (activation never
+    starts other plugins); each missing one says which registered versions would satisfy it.
+    The singleton rule is also a database constraint (``singleton_slot``), which decides when
+    two activations race past this check.
+    """
     with core.db.read() as session:
         repo = PluginRepository(session)
         registered = repo.all()
     active = [r for r in registered if r.status == "active" and r.id != row.id]
-    meta = row.plugin_metadata or {}
-    conflicts = rules.find_conflicts(
-        row.name,
-        row.version,
-        row.type,
-        meta,
-        active,
-        core.settings.singleton_type_set,
-        self_id=row.id,
+    me = rules.facts_of_row(row)
+    conflicts = rules.conflicts_with_active(
+        me, [rules.facts_of_row(r) for r in active], core.settings.singleton_type_set
     )
     if conflicts:
         first = conflicts[0]
@@ -120,26 +122,27 @@ def _check_activation(core: Core, row: PluginRow) -> None:
                 "conflicts": [c.as_dict() for c in conflicts],
             },
         )
-    missing = rules.missing_dependencies(meta, registered, need_active=True)
+    missing = rules.unmet_requirements(
+        me, [rules.facts_of_row(r) for r in registered if r.id != row.id], need_active=True
+    )
     if missing:
         parts = []
+        options = []
         for m in missing:
-            hint = (
-                "a registered version satisfies it: activate it"
-                if m.satisfiable_by_registered
-                else "no registered version satisfies it: register one"
-            )
-            parts.append(f"'{m.requirement}' ({hint})")
+            if m.satisfiable_by_registered:
+                best = m.satisfying[0]
+                parts.append(f"'{m.requirement}' (a registered version satisfies it: activate it)")
+                options.append(f"Activate '{m.name}' {best['version']} ({best['id']})")
+            else:
+                parts.append(
+                    f"'{m.requirement}' (no registered version satisfies it: register one)"
+                )
+                options.append(f"Register and activate a plugin satisfying '{m.requirement}'")
         raise DependencyMissingError(
             f"Plugin '{row.name}' requires {', '.join(parts)}",
             {
                 "missing_dependencies": [m.as_dict() for m in missing],
-                "resolution_options": [
-                    f"Activate '{m.name}'"
-                    if m.satisfiable_by_registered
-                    else f"Register and activate a plugin satisfying '{m.requirement}'"
-                    for m in missing
-                ],
+                "resolution_options": options,
             },
         )
     capacity = core.capacity()
@@ -182,6 +185,7 @@ def _start_instance(core: Core, row: PluginRow, config: dict[str, Any], *, start
         ) from exc
     try:
         instance.configure(config, timeout)
+        instance.applied_config = dict(config)
         if start:
             instance.start(timeout)
     except MLXError as exc:
@@ -403,54 +407,87 @@ def update_configuration(
     allow_restart: bool,
     dry_run: bool = False,
 ) -> dict[str, Any]:
+    """Store the new configuration and bring the running instance to it: through
+    `configure()` when every field it changes allows that, by a restart (when the request
+    allows it) when a `hot_reload: false` field differs from what the instance runs with.
+    A cold change stored without a restart stays pending: asking again with
+    `restart_required: true` applies it, even when the stored value no longer changes."""
     with core.plugin_lock(plugin_id):
         row = get_row(core, plugin_id)
         merged, changed = merged_configuration(core, row, configuration)
         full = _validate_configuration(core, row, merged)
         schema = row.configuration_schema or {}
-        cold = sorted(set(changed) & config_schema.cold_fields(schema))
         instance = core.host.get(plugin_id)
         running = row.status == "active" and instance is not None
-        restart_required = bool(cold) and running
+        applied: dict[str, Any] = getattr(instance, "applied_config", {}) if running else {}
+        cold = sorted(
+            k
+            for k in config_schema.cold_fields(schema)
+            if running and applied.get(k) != full.get(k)
+        )
+        hot_change = running and any(
+            applied.get(k) != full.get(k) for k in set(full) | set(applied)
+        )
         result: dict[str, Any] = {
             "id": plugin_id,
             "configuration_updated": bool(changed),
-            "restart_required": restart_required,
+            "restart_required": bool(cold),
             "restarted": False,
             "updated_fields": sorted(changed),
             "effective_time": None,
             "dry_run": dry_run,
         }
-        if restart_required:
+        if cold:
             result["restart_fields"] = cold
-        if dry_run or not changed:
-            if not changed:
-                result["effective_time"] = _now()
+        if dry_run:
             return result
-
         if running and instance is not None:
-            if restart_required:
-                if allow_restart:
-                    instance.stop(graceful_timeout=30, force=False)
-                    core.host.remove(plugin_id)
-                    new_instance = _start_instance(core, row, full, start=True)
-                    core.host.put(new_instance)
-                    result["restarted"] = True
-                    result["effective_time"] = _now()
-            else:
-                instance.configure(full, core.settings.health_timeout * 6)
+            if cold and allow_restart:
+                _restart_with(core, row, instance, full, applied)
+                result["restarted"] = True
+                result["configuration_updated"] = True
+                result["effective_time"] = _now()
+            elif not cold:
+                if hot_change:
+                    instance.configure(full, core.settings.health_timeout * 6)
+                    instance.applied_config = full
                 result["effective_time"] = _now()
         else:
-            result["effective_time"] = _now()
-
-        sealed = core.box.seal(merged, config_schema.secret_fields(schema))
-        with core.db.transaction() as session:
-            fresh = PluginRepository(session).get(plugin_id)
-            if fresh is not None:
-                fresh.configuration = sealed
-                fresh.config_version = (fresh.config_version or 0) + 1
-    log.info("configuration of plugin %s updated: %s", plugin_id, ", ".join(sorted(changed)))
+            result["effective_time"] = _now()  # takes effect at the next activation
+        if changed:
+            sealed = core.box.seal(merged, config_schema.secret_fields(schema))
+            with core.db.transaction() as session:
+                fresh = PluginRepository(session).get(plugin_id)
+                if fresh is not None:
+                    fresh.configuration = sealed
+                    fresh.config_version = (fresh.config_version or 0) + 1
+    if changed or result["restarted"]:
+        log.info(
+            "configuration of plugin %s updated: %s%s",
+            plugin_id,
+            ", ".join(sorted(changed)) or "(no field changed)",
+            " (restarted)" if result["restarted"] else "",
+        )
     return result
+
+
+def _restart_with(
+    core: Core, row: PluginRow, instance: Any, full: dict[str, Any], previous: dict[str, Any]
+) -> None:
+    """Replace the running instance by one configured with `full`. When the new one cannot
+    start, the old configuration is started again and the error answered."""
+    instance.stop(graceful_timeout=30, force=False)
+    core.host.remove(row.id)
+    try:
+        core.host.put(_start_instance(core, row, full, start=True))
+    except MLXError:
+        try:
+            core.host.put(_start_instance(core, row, previous, start=True))
+        except MLXError as exc:
+            core.supervisor.failed(
+                row.id, f"restart with the new configuration failed: {exc.message}"
+            )
+        raise
 
 
 # ---------------------------------------------------------------- health and calls

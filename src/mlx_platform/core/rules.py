@@ -1,12 +1,30 @@
-"""Conflict and dependency rules, read from plugin metadata only.
+"""The rule engine's vocabulary: what plugin metadata says, read once, and the pairwise rules.
 
-A rule never names a particular plugin: everything comes from `conflicts_with`, `requires`,
-the plugin's type (singleton types come from settings) and versions.
+A rule never names a particular plugin: everything comes from the metadata keys below, the
+plugin's type (singleton types come from settings), its version and the environment.
+
+- ``requires``, ``optional_deps``, ``conflicts_with``: plugin names with optional PEP 440
+  specifiers (``mlflow>=2.0``), parsed with ``packaging``. Names compare canonicalised
+  (``Foo_Bar`` == ``foo-bar``).
+- ``recommends`` ({peer: specifier}), ``synergies`` ([{with, integration_points, benefits}]),
+  ``integration_points``: read by composition validation (warnings and synergies).
+- ``supported_platforms``, ``min_python_version``, ``platform_api``: whether a version can run
+  here at all (:func:`platform_problems`).
+- ``min_memory_mb``, ``min_cpu_cores``, ``gpu_required``: resource needs.
+- ``display_name`` (optional, any extra key is kept): how messages name the plugin.
+
+:class:`Facts` is one registered plugin version with all of that parsed; the composition
+engine (``core.composition`` and ``core.resolver``), activation and registration all reason
+over Facts, so the three apply the very same rules. :func:`pair_conflicts` is the one place
+that decides whether two plugin versions may be active (or composed) together.
 """
 
 from __future__ import annotations
 
+import platform
+import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -14,7 +32,46 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from mlx_platform.storage import PluginRow
+from mlx_platform import __api_version__
+
+# ---------------------------------------------------------------- versions and specifiers
+
+
+@lru_cache(maxsize=65536)
+def version_of(text: str) -> Version | None:
+    """The parsed version, or None when `text` is not PEP 440 (cached: versions repeat)."""
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+@lru_cache(maxsize=16384)
+def specifier_set(text: str) -> SpecifierSet:
+    return SpecifierSet(text)
+
+
+@lru_cache(maxsize=262144)
+def _allowed(spec_text: str, version: str) -> bool:
+    v = version_of(version)
+    if v is None:
+        return False
+    return specifier_set(spec_text).contains(v, prereleases=True)
+
+
+def specifier_allows(spec_text: str, version: str) -> bool:
+    """Whether `version` is inside the specifier (empty: every version). Cached per pair,
+    as the same registry is asked the same questions on every validation."""
+    if not spec_text:
+        return True
+    return _allowed(spec_text, version)
+
+
+_NULL_VERSION = Version("0")
+
+
+def sort_version(text: str) -> Version:
+    return version_of(text) or _NULL_VERSION
 
 
 @dataclass(frozen=True)
@@ -24,22 +81,26 @@ class Spec:
     raw: str
     name: str
     specifier: SpecifierSet = field(default_factory=SpecifierSet)
+    key: str = field(default="", compare=False)
+    spec_text: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", canonicalize_name(self.name))
+        if not self.spec_text and str(self.specifier):
+            object.__setattr__(self, "spec_text", str(self.specifier))
 
     def matches_name(self, name: str) -> bool:
-        return canonicalize_name(self.name) == canonicalize_name(name)
+        return self.key == canonicalize_name(name)
 
     def allows(self, version: str) -> bool:
-        if not str(self.specifier):
-            return True
-        try:
-            return self.specifier.contains(Version(version), prereleases=True)
-        except InvalidVersion:
-            return False
+        return specifier_allows(self.spec_text, version)
 
     def matches(self, name: str, version: str) -> bool:
         return self.matches_name(name) and self.allows(version)
 
 
+@lru_cache(maxsize=16384)
 def parse_spec(text: str) -> Spec:
     """Parse ``name``, ``name>=1.0`` or ``name==1.2.0``; raises ValueError with the reason."""
     text = text.strip()
@@ -57,6 +118,24 @@ def parse_specifier(text: str) -> SpecifierSet:
         return SpecifierSet(text)
     except InvalidSpecifier as exc:
         raise ValueError(f"'{text}' is not a version specifier: {exc}") from exc
+
+
+def entry_spec(name: str, version: str | None) -> Spec:
+    """What a composition entry asks for: any version, an exact version (``1.2.0``) or a
+    specifier (``>=2,<3``). Raises ValueError when `version` is neither."""
+    text = (version or "").strip()
+    if not text:
+        spec_text = ""
+    elif text[0] in "<>=!~":
+        spec_text = str(parse_specifier(text))
+    elif version_of(text) is not None:
+        spec_text = f"=={text}"
+    else:
+        raise ValueError(f"'{text}' is neither a version (1.2.0) nor a specifier (>=1.2)")
+    raw = f"{name}{spec_text}" if spec_text else name
+    return Spec(
+        raw=raw, name=name, specifier=specifier_set(spec_text) if spec_text else SpecifierSet()
+    )
 
 
 def check_metadata(meta: dict[str, Any]) -> dict[str, str]:
@@ -91,27 +170,17 @@ def check_metadata(meta: dict[str, Any]) -> dict[str, str]:
     return problems
 
 
-@dataclass
-class Conflict:
-    conflicting_plugin: str
-    conflicting_plugin_id: str
-    conflict_type: str
-    message: str
-    resolution_options: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "conflicting_plugin": self.conflicting_plugin,
-            "conflicting_plugin_id": self.conflicting_plugin_id,
-            "conflict_type": self.conflict_type,
-            "message": self.message,
-            "resolution_options": self.resolution_options,
-        }
+def _listed(meta: dict[str, Any], key: str) -> list[Any]:
+    """A list-valued metadata key; a single string (manifests allow it) is a list of one."""
+    value = meta.get(key) or []
+    if isinstance(value, str):
+        return [value]
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 def _specs(meta: dict[str, Any], key: str) -> list[Spec]:
     out = []
-    for item in meta.get(key) or []:
+    for item in _listed(meta, key):
         try:
             out.append(parse_spec(str(item)))
         except ValueError:
@@ -119,69 +188,298 @@ def _specs(meta: dict[str, Any], key: str) -> list[Spec]:
     return out
 
 
+# ---------------------------------------------------------------- the environment
+
+
+def platform_problems(meta: dict[str, Any]) -> list[str]:
+    """Why a plugin version cannot run in this service (empty: it can): the platform it
+    supports, the Python it needs, the platform API range it was written for."""
+    problems = []
+    platforms = [str(p) for p in _listed(meta, "supported_platforms")]
+    if platforms and not any(sys.platform.startswith(p) for p in platforms):
+        problems.append(f"supports {', '.join(platforms)}, not {sys.platform}")
+    mpv = meta.get("min_python_version")
+    if mpv:
+        need = version_of(str(mpv))
+        if need is None:
+            problems.append(f"min_python_version '{mpv}' is not a version")
+        elif sort_version(platform.python_version()) < need:
+            problems.append(f"needs Python {mpv}+, this is {platform.python_version()}")
+    api = meta.get("platform_api")
+    if api:
+        try:
+            if not specifier_set(str(api)).contains(__api_version__, prereleases=True):
+                problems.append(f"needs platform API {api}, this is {__api_version__}")
+        except InvalidSpecifier:
+            problems.append(f"platform_api '{api}' is not a version specifier")
+    return problems
+
+
+# ---------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class DeclaredSynergy:
+    key: str
+    name: str
+    integration_points: tuple[str, ...]
+    benefits: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Facts:
+    """One registered plugin version, its metadata parsed once. Compared by identity."""
+
+    id: str
+    name: str
+    key: str
+    version: str
+    sort_key: Version
+    type: str
+    status: str
+    label: str
+    requires: tuple[Spec, ...]
+    conflicts_with: tuple[Spec, ...]
+    optional_deps: tuple[Spec, ...]
+    recommends: tuple[tuple[str, str, str], ...]  # (peer key, peer name, specifier text)
+    synergies: tuple[DeclaredSynergy, ...]
+    integration_points: tuple[str, ...]
+    memory_mb: int
+    cpu_cores: float
+    gpu: bool
+    # Why this version cannot run here (platform, Python, platform API, class not loadable);
+    # None when it can. Such versions are never chosen by the resolver.
+    incompatible: str | None
+
+    @property
+    def requirements(self) -> dict[str, Any]:
+        return {
+            "min_memory_mb": self.memory_mb,
+            "min_cpu_cores": self.cpu_cores,
+            "gpu_required": self.gpu,
+        }
+
+    def title(self) -> str:
+        return f"'{self.name}' {self.version}"
+
+
+def facts_from(
+    *,
+    id: str,
+    name: str,
+    version: str,
+    type: str,
+    meta: dict[str, Any] | None,
+    status: str = "registered",
+    loadable: bool = True,
+    status_reason: str | None = None,
+) -> Facts:
+    meta = meta or {}
+    recommends = []
+    recommended = meta.get("recommends")
+    for peer, spec in (recommended if isinstance(recommended, dict) else {}).items():
+        try:
+            text = str(parse_specifier(str(spec)))
+        except ValueError:
+            continue
+        recommends.append((canonicalize_name(str(peer)), str(peer), text))
+    synergies = []
+    for item in _listed(meta, "synergies"):
+        if not isinstance(item, dict):
+            continue
+        partner = item.get("with") or item.get("plugin")
+        if not partner:
+            continue
+        synergies.append(
+            DeclaredSynergy(
+                canonicalize_name(str(partner)),
+                str(partner),
+                tuple(str(p) for p in item.get("integration_points") or []),
+                tuple(str(b) for b in item.get("benefits") or []),
+            )
+        )
+    problems = platform_problems(meta)
+    if not loadable:
+        problems.append(
+            "its class cannot be loaded" + (f" ({status_reason})" if status_reason else "")
+        )
+
+    def number(key: str) -> float:
+        try:
+            return float(meta.get(key) or 0)
+        except (TypeError, ValueError):
+            return 0.0
+
+    return Facts(
+        id=id,
+        name=name,
+        key=canonicalize_name(name),
+        version=version,
+        sort_key=sort_version(version),
+        type=type,
+        status=status,
+        label=str(meta.get("display_name") or name),
+        requires=tuple(_specs(meta, "requires")),
+        conflicts_with=tuple(_specs(meta, "conflicts_with")),
+        optional_deps=tuple(_specs(meta, "optional_deps")),
+        recommends=tuple(recommends),
+        synergies=tuple(synergies),
+        integration_points=tuple(
+            dict.fromkeys(str(p) for p in _listed(meta, "integration_points"))
+        ),
+        memory_mb=int(number("min_memory_mb")),
+        cpu_cores=number("min_cpu_cores"),
+        gpu=bool(meta.get("gpu_required") or False),
+        incompatible="; ".join(problems) or None,
+    )
+
+
+def facts_of_row(row: Any) -> Facts:
+    """Facts of a PluginRow (or any object with its attributes: tests pass namespaces)."""
+    return facts_from(
+        id=row.id,
+        name=row.name,
+        version=row.version,
+        type=getattr(row, "type", "") or "",
+        meta=getattr(row, "plugin_metadata", None) or {},
+        status=getattr(row, "status", "registered") or "registered",
+        loadable=bool(getattr(row, "loadable", True)),
+        status_reason=getattr(row, "status_reason", None),
+    )
+
+
+# ---------------------------------------------------------------- pairwise rules
+
+
+@dataclass(frozen=True)
+class PairConflict:
+    """Why `a` and `b` cannot be active (or composed) together."""
+
+    conflict_type: str  # version_conflict | explicit_conflict | singleton_type
+    declared_by: str | None = None  # explicit conflicts: the name whose metadata says so
+    specifier: str | None = None  # ... and the entry of its conflicts_with that matched
+
+
+def pair_conflicts(a: Facts, b: Facts, singleton_types: frozenset[str]) -> PairConflict | None:
+    """The rule for two plugin versions, the first that applies: another version of the same
+    plugin (one version of a plugin at a time), an explicit conflict declared by either side
+    (``conflicts_with``, specifier included), two plugins of one singleton type."""
+    if a.id == b.id:
+        return None
+    if a.key == b.key:
+        return PairConflict("version_conflict")
+    for spec in a.conflicts_with:
+        if spec.key == b.key and spec.allows(b.version):
+            return PairConflict("explicit_conflict", a.name, spec.raw)
+    for spec in b.conflicts_with:
+        if spec.key == a.key and spec.allows(a.version):
+            return PairConflict("explicit_conflict", b.name, spec.raw)
+    if a.type and a.type == b.type and a.type in singleton_types:
+        return PairConflict("singleton_type")
+    return None
+
+
+def type_words(plugin_type: str) -> str:
+    return plugin_type.replace("_", " ")
+
+
+# ---------------------------------------------------------------- activation and registration
+
+
+@dataclass
+class Conflict:
+    conflicting_plugin: str
+    conflicting_plugin_id: str
+    conflict_type: str
+    message: str
+    resolution_options: list[str]
+    declared_by: str | None = None
+    specifier: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "conflicting_plugin": self.conflicting_plugin,
+            "conflicting_plugin_id": self.conflicting_plugin_id,
+            "conflict_type": self.conflict_type,
+            "message": self.message,
+            "resolution_options": self.resolution_options,
+        }
+        if self.declared_by is not None:
+            out["declared_by"] = self.declared_by
+            out["specifier"] = self.specifier
+        return out
+
+
+def conflicts_with_active(
+    me: Facts, active: list[Facts], singleton_types: frozenset[str]
+) -> list[Conflict]:
+    """Conflicts of one plugin version with the active ones, by :func:`pair_conflicts`."""
+    conflicts: list[Conflict] = []
+    for other in active:
+        found = pair_conflicts(me, other, singleton_types)
+        if found is None:
+            continue
+        kind = found.conflict_type
+        if kind == "version_conflict":
+            message = (
+                f"Plugin '{me.name}' {me.version} conflicts with active '{other.name}' "
+                f"{other.version}: one version of a plugin can be active at a time"
+            )
+            options = [
+                f"Deactivate '{other.name}' {other.version} ({other.id}) first",
+                f"Keep '{other.name}' {other.version} active and do not activate {me.version}",
+            ]
+        elif kind == "explicit_conflict":
+            message = f"Plugin '{me.name}' conflicts with active plugin '{other.name}'"
+            if found.declared_by is not None:
+                message += f" ('{found.declared_by}' declares conflicts_with '{found.specifier}')"
+            options = [
+                f"Deactivate '{other.name}' before activating '{me.name}'",
+                f"Keep '{other.name}' and choose another plugin than '{me.name}'",
+            ]
+        else:
+            message = (
+                f"Plugin '{me.name}' conflicts with active plugin '{other.name}': "
+                f"only one '{me.type}' can be active"
+            )
+            options = [
+                f"Deactivate '{other.name}' before activating '{me.name}'",
+                f"Use '{other.name}' for {type_words(me.type)} instead",
+            ]
+        conflicts.append(
+            Conflict(
+                other.name,
+                other.id,
+                kind,
+                message,
+                options,
+                declared_by=found.declared_by,
+                specifier=found.specifier,
+            )
+        )
+    return conflicts
+
+
 def find_conflicts(
     name: str,
     version: str,
     plugin_type: str,
     meta: dict[str, Any],
-    active: list[PluginRow],
+    active: list[Any],
     singleton_types: frozenset[str],
     *,
     self_id: str | None = None,
 ) -> list[Conflict]:
     """Conflicts of a plugin (name, version, type, metadata) with the active plugins."""
-    conflicts: list[Conflict] = []
-    mine = _specs(meta, "conflicts_with")
-    for other in active:
-        if other.id == self_id:
-            continue
-        if canonicalize_name(other.name) == canonicalize_name(name):
-            conflicts.append(
-                Conflict(
-                    other.name,
-                    other.id,
-                    "version_conflict",
-                    f"Plugin '{name}' {version} conflicts with active '{other.name}' {other.version}: "
-                    "one version of a plugin can be active at a time",
-                    [
-                        f"Deactivate '{other.name}' {other.version} ({other.id}) first",
-                        f"Keep '{other.name}' {other.version} active and do not activate {version}",
-                    ],
-                )
-            )
-            continue
-        theirs = _specs(other.plugin_metadata or {}, "conflicts_with")
-        if any(s.matches(other.name, other.version) for s in mine) or any(
-            s.matches(name, version) for s in theirs
-        ):
-            conflicts.append(
-                Conflict(
-                    other.name,
-                    other.id,
-                    "explicit_conflict",
-                    f"Plugin '{name}' conflicts with active plugin '{other.name}'",
-                    [
-                        f"Deactivate '{other.name}' before activating '{name}'",
-                        f"Keep '{other.name}' and choose another plugin than '{name}'",
-                    ],
-                )
-            )
-            continue
-        if plugin_type in singleton_types and other.type == plugin_type:
-            conflicts.append(
-                Conflict(
-                    other.name,
-                    other.id,
-                    "singleton_type",
-                    f"Plugin '{name}' conflicts with active plugin '{other.name}': "
-                    f"only one '{plugin_type}' can be active",
-                    [
-                        f"Deactivate '{other.name}' before activating '{name}'",
-                        f"Use '{other.name}' for {plugin_type.replace('_', ' ')} instead",
-                    ],
-                )
-            )
-    return conflicts
+    me = facts_from(
+        id=self_id or f"\0candidate:{name}:{version}",
+        name=name,
+        version=version,
+        type=plugin_type,
+        meta=meta,
+    )
+    others = [facts_of_row(r) for r in active if r.id != self_id]
+    return conflicts_with_active(me, others, singleton_types)
 
 
 @dataclass
@@ -191,6 +489,7 @@ class MissingDependency:
     active_version: str | None
     registered_versions: list[str]
     satisfiable_by_registered: bool
+    satisfying: list[dict[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -199,30 +498,48 @@ class MissingDependency:
             "active_version": self.active_version,
             "registered_versions": self.registered_versions,
             "registered_version_satisfies": self.satisfiable_by_registered,
+            "satisfying_registered": self.satisfying,
         }
 
 
-def missing_dependencies(
-    meta: dict[str, Any], registered: list[PluginRow], *, need_active: bool
+def unmet_requirements(
+    me: Facts, registered: list[Facts], *, need_active: bool
 ) -> list[MissingDependency]:
-    """The `requires` entries not met: by any registered version, or (need_active) an active one."""
+    """The `requires` of `me` not met: by any registered version, or (need_active) by an
+    active one. Each says which registered versions would satisfy it."""
+    by_key: dict[str, list[Facts]] = {}
+    for r in registered:
+        by_key.setdefault(r.key, []).append(r)
     missing: list[MissingDependency] = []
-    for spec in _specs(meta, "requires"):
-        same_name = [r for r in registered if spec.matches_name(r.name)]
+    for spec in me.requires:
+        same_name = by_key.get(spec.key, [])
         satisfying = [r for r in same_name if spec.allows(r.version)]
         active = next((r for r in same_name if r.status == "active"), None)
-        ok = bool(satisfying) if not need_active else any(r.status == "active" for r in satisfying)
-        if not ok:
-            missing.append(
-                MissingDependency(
-                    requirement=spec.raw,
-                    name=spec.name,
-                    active_version=active.version if active else None,
-                    registered_versions=sorted({r.version for r in same_name}),
-                    satisfiable_by_registered=bool(satisfying),
-                )
+        ok = any(r.status == "active" for r in satisfying) if need_active else bool(satisfying)
+        if ok:
+            continue
+        missing.append(
+            MissingDependency(
+                requirement=spec.raw,
+                name=spec.name,
+                active_version=active.version if active else None,
+                registered_versions=sorted({r.version for r in same_name}, key=sort_version),
+                satisfiable_by_registered=bool(satisfying),
+                satisfying=[
+                    {"id": r.id, "version": r.version, "status": r.status}
+                    for r in sorted(satisfying, key=lambda r: r.sort_key, reverse=True)
+                ],
             )
+        )
     return missing
+
+
+def missing_dependencies(
+    meta: dict[str, Any], registered: list[Any], *, need_active: bool
+) -> list[MissingDependency]:
+    """The `requires` entries not met: by any registered version, or (need_active) an active one."""
+    me = facts_from(id="\0candidate", name="\0candidate", version="0", type="", meta=meta)
+    return unmet_requirements(me, [facts_of_row(r) for r in registered], need_active=need_active)
 
 
 def missing_python_requirements(meta: dict[str, Any]) -> list[str]:
@@ -252,7 +569,7 @@ def requirement_names(meta: dict[str, Any]) -> list[str]:
     return [s.name for s in _specs(meta, "requires")]
 
 
-def dependents_of(row: PluginRow, active: list[PluginRow]) -> list[PluginRow]:
+def dependents_of(row: Any, active: list[Any]) -> list[Any]:
     """Active plugins whose `requires` names `row`."""
     out = []
     for other in active:
