@@ -573,3 +573,13 @@ def test_a_plugin_needing_a_gpu_cannot_activate_without_gpus(server_factory) -> 
         shortfall = err["details"]["shortfall"]
         assert shortfall and any("gpu" in key for key in shortfall), shortfall
         assert detail(client, pid)["status"] == "registered"
+
+
+def test_activation_refuses_a_plugin_that_cannot_run_here(admin, unique_name) -> None:
+    from tests.conftest import assert_error, register
+
+    pid = register(admin, unique_name, metadata={"platform_api": ">=99"})
+    err = assert_error(admin.post(f"/v1/plugins/{pid}/activate", json={}), 409, "PLUGIN_CONFLICT")
+    assert err["details"]["conflict_type"] == "incompatible_platform"
+    assert "needs platform API >=99" in str(err["message"])
+    assert admin.get(f"/v1/plugins/{pid}").json()["data"]["status"] == "registered"

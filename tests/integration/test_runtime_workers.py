@@ -769,7 +769,10 @@ def test_background_health_checks_go_on_for_every_plugin_while_one_hangs(
     which must not hold up the other plugins' checks (also when it is longer than the
     interval)."""
     server = server_factory(
-        seed_builtin_plugins="false", health_interval="1", health_timeout=health_timeout
+        seed_builtin_plugins="false",
+        health_interval="1",
+        health_timeout=health_timeout,
+        health_hang_restart="0",  # keep the hung worker hung (recycling: test_health_hang_restart)
     )
     with server.client() as client:
         healthy = [active_probe(client, f"{unique_name}_ok{i}") for i in range(5)]

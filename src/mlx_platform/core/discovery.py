@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import functools
 import logging
-import platform
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError as PydanticValidationError
 
-from mlx_platform import __api_version__
 from mlx_platform.core import rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.discovery_common import Found, Scan, check_manifest, manifest_folders
@@ -51,28 +48,9 @@ _REGISTER_FIELDS = frozenset(RegisterPluginRequest.model_fields)
 
 
 def compatibility(manifest: dict[str, Any]) -> str | None:
-    """None when the plugin can run here, else the reason it cannot."""
-    meta = manifest.get("metadata") or {}
-    mpv = meta.get("min_python_version")
-    if mpv:
-        try:
-            if Version(platform.python_version()) < Version(str(mpv)):
-                return f"needs Python {mpv}+, this is {platform.python_version()}"
-        except InvalidVersion:
-            return f"min_python_version '{mpv}' is not a version"
-    platforms = meta.get("supported_platforms") or []
-    if isinstance(platforms, str):
-        platforms = [platforms]
-    if platforms and not any(sys.platform.startswith(str(p)) for p in platforms):
-        return f"supports {', '.join(map(str, platforms))}, not {sys.platform}"
-    api = meta.get("platform_api")
-    if api:
-        try:
-            if not SpecifierSet(str(api)).contains(__api_version__, prereleases=True):
-                return f"needs platform API {api}, this is {__api_version__}"
-        except InvalidSpecifier:
-            return f"platform_api '{api}' is not a version specifier"
-    return None
+    """None when the plugin can run here, else the reason it cannot (the rule engine's)."""
+    problems = rules.platform_problems(manifest.get("metadata") or {})
+    return "; ".join(problems) or None
 
 
 # ---------------------------------------------------------------------------- sources

@@ -106,6 +106,21 @@ def _check_activation(core: Core, row: PluginRow) -> None:
         repo = PluginRepository(session)
         registered = repo.all()
     active = [r for r in registered if r.status == "active" and r.id != row.id]
+    cannot_run = rules.platform_problems(row.plugin_metadata or {})
+    if cannot_run:
+        raise PluginConflictError(
+            f"Plugin '{row.name}' cannot run in this service: {'; '.join(cannot_run)}",
+            {
+                "conflicting_plugin": None,
+                "conflict_type": "incompatible_platform",
+                "problems": cannot_run,
+                "resolution_options": [
+                    "Run the service where the plugin's supported_platforms, min_python_version "
+                    "and platform_api allow it",
+                    "Register a version of the plugin that supports this platform",
+                ],
+            },
+        )
     me = rules.facts_of_row(row)
     conflicts = rules.conflicts_with_active(
         me, [rules.facts_of_row(r) for r in active], core.settings.singleton_type_set
@@ -325,15 +340,22 @@ def activate_plugin(
             with core.db.read() as session:
                 winner = PluginRepository(session).active_singleton(row.type)
             name = winner.name if winner else "another plugin"
-            raise PluginConflictError(
+            message = (
                 f"Plugin '{row.name}' conflicts with active plugin '{name}': only one "
-                f"'{row.type}' can be active",
-                {
-                    "conflicting_plugin": name,
-                    "conflict_type": "singleton_type",
-                    "resolution_options": [f"Deactivate '{name}' before activating '{row.name}'"],
-                },
-            ) from None
+                f"'{row.type}' can be active"
+            )
+            options = [
+                f"Deactivate '{name}' before activating '{row.name}'",
+                f"Use '{name}' for {row.type.replace('_', ' ')} instead",
+            ]
+            conflict = {
+                "conflicting_plugin": name,
+                "conflicting_plugin_id": winner.id if winner else None,
+                "conflict_type": "singleton_type",
+                "message": message,
+                "resolution_options": options,
+            }
+            raise PluginConflictError(message, {**conflict, "conflicts": [conflict]}) from None
         except BaseException:
             instance.stop(graceful_timeout=0, force=True)
             raise

@@ -152,6 +152,9 @@ class PluginRepository:
                 health_last_check=last_check,
                 health_response_time_ms=response_time_ms,
                 health_message=message,
+                # a health result is not a change of the plugin: keep updated_at (the
+                # composition index and clients watch it for changes)
+                updated_at=PluginRow.updated_at,
             )
             .execution_options(synchronize_session=False)
         )
