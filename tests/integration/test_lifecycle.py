@@ -583,3 +583,22 @@ def test_activation_refuses_a_plugin_that_cannot_run_here(admin, unique_name) ->
     assert err["details"]["conflict_type"] == "incompatible_platform"
     assert "needs platform API >=99" in str(err["message"])
     assert admin.get(f"/v1/plugins/{pid}").json()["data"]["status"] == "registered"
+
+
+def test_spec_error_example_singleton_conflict_reads_as_the_spec_shows(server_factory) -> None:
+    from tests.conftest import assert_error, register
+
+    server = server_factory(seed_builtin_plugins="false")
+    with server.client() as c:
+        mlflow = register(c, "mlflow", type="experiment_tracker")
+        wandb = register(c, "wandb", type="experiment_tracker")
+        assert c.post(f"/v1/plugins/{mlflow}/activate", json={}).status_code == 200
+        err = assert_error(c.post(f"/v1/plugins/{wandb}/activate", json={}), 409, "PLUGIN_CONFLICT")
+    assert str(err["message"]).startswith("Plugin 'wandb' conflicts with active plugin 'mlflow'")
+    details = err["details"]
+    assert details["conflicting_plugin"] == "mlflow"
+    assert details["conflict_type"] == "singleton_type"
+    assert details["resolution_options"] == [
+        "Deactivate 'mlflow' before activating 'wandb'",
+        "Use 'mlflow' for experiment tracking instead",
+    ]

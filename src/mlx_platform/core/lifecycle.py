@@ -346,7 +346,7 @@ def activate_plugin(
             )
             options = [
                 f"Deactivate '{name}' before activating '{row.name}'",
-                f"Use '{name}' for {row.type.replace('_', ' ')} instead",
+                f"Use '{name}' for {rules.type_words(row.type)} instead",
             ]
             conflict = {
                 "conflicting_plugin": name,

@@ -380,7 +380,12 @@ def pair_conflicts(a: Facts, b: Facts, singleton_types: frozenset[str]) -> PairC
 
 
 def type_words(plugin_type: str) -> str:
-    return plugin_type.replace("_", " ")
+    """What a plugin of that type is used for, in words: `experiment_tracker` ->
+    "experiment tracking" (as the spec's example says), `data_source` -> "data source"."""
+    words = plugin_type.replace("_", " ").split()
+    if words and words[-1].endswith("er") and len(words[-1]) > 4:
+        words[-1] = words[-1][:-2] + "ing"
+    return " ".join(words)
 
 
 # ---------------------------------------------------------------- activation and registration
