@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP_SERVE := $(VENV)/.installed-serve
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: serve test lint bench clean install
+.PHONY: serve test test-postgres lint bench clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ serve: $(STAMP_SERVE)
 
 test: $(STAMP_TEST)
 	$(PY) -m pytest -n 2 -q
+
+# The integration and end-to-end suites against PostgreSQL (a server on 127.0.0.1:5432, user
+# postgres, trust auth): each test server gets a database of its own, dropped at the end.
+test-postgres: $(STAMP_TEST)
+	MLX_TEST_DATABASE=postgres $(PY) -m pytest -n 2 -q tests/integration tests/e2e
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests bench

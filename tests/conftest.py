@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import socket
@@ -11,12 +12,60 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixtures" / "plugin_pkgs"
+
+# `MLX_TEST_DATABASE=postgres` runs every server on its own PostgreSQL database (DESIGN.md:
+# both backends run the same migrations and the same test suite); otherwise SQLite in MLX_HOME.
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
+_pg_databases: dict[Path, str] = {}
+
+
+def on_postgres() -> bool:
+    return os.environ.get("MLX_TEST_DATABASE") == "postgres"
+
+
+def _pg_admin_connect() -> Any:
+    import psycopg
+
+    return psycopg.connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+    )
+
+
+def postgres_url_for(home: Path, port: int) -> str:
+    """The database of the server on `home`: created on first use, the same one when a
+    server restarts on that home (so that it finds its state again)."""
+    key = home.resolve()
+    name = _pg_databases.get(key)
+    if name is None:
+        digest = hashlib.sha256(f"{key}:{port}:{os.getpid()}".encode()).hexdigest()[:24]
+        name = f"mlxt_{digest}"
+        with _pg_admin_connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        _pg_databases[key] = name
+    return f"{POSTGRES_SERVER}/{name}"
+
+
+def drop_postgres_databases() -> None:
+    if not _pg_databases:
+        return
+    with _pg_admin_connect() as conn:
+        for name in _pg_databases.values():
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _pg_databases.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_databases() -> Iterator[None]:
+    """Drops the databases this session created (one per server home) at its end."""
+    yield
+    drop_postgres_databases()
 
 
 def free_port() -> int:
@@ -99,6 +148,8 @@ class LiveServer:
 
 def start_server(home: Path, **settings: str) -> LiveServer:
     port = free_port()
+    if on_postgres() and "MLX_DATABASE_URL" not in settings:
+        settings["MLX_DATABASE_URL"] = postgres_url_for(home, port)
     env = clean_env(MLX_HOME=str(home), **settings)
     home.mkdir(parents=True, exist_ok=True)
     log_path = home.parent / f"{home.name}-server-{port}.log"

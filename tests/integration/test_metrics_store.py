@@ -1,4 +1,5 @@
-"""Metrics recorded, flushed to a real SQLite file, and merged back at every granularity."""
+"""Metrics recorded, flushed to a real database (a SQLite file, or PostgreSQL when
+`MLX_TEST_DATABASE=postgres`), and merged back at every granularity."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 
 from mlx_platform.core.metrics import MetricsRecorder, _Minute, query_metrics
 from mlx_platform.storage import Database
+from tests.conftest import on_postgres, postgres_url_for
 
 PLUGIN = "plugin_m_001"
 
@@ -22,7 +24,9 @@ def exact(values: list[float], q: float) -> float:
 @pytest.fixture
 def recorded(tmp_path: Path):
     """Three hours and a bit of calls, 7 a minute, starting 10:37, with every 9th failing."""
-    db = Database(f"sqlite:///{tmp_path / 'm.db'}")
+    url = postgres_url_for(tmp_path, 0) if on_postgres() else f"sqlite:///{tmp_path / 'm.db'}"
+    db = Database(url)
+    assert db.dialect == ("postgresql" if on_postgres() else "sqlite")
     db.migrate()
     recorder = MetricsRecorder(db)
     rng = random.Random(5)

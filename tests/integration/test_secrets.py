@@ -23,13 +23,40 @@ def secret_schema(**extra: Any) -> dict[str, Any]:
 
 
 def db_bytes(server: LiveServer) -> bytes:
-    """Every byte SQLite keeps for the service: the main file and its write-ahead log."""
+    """Everything the service's database holds: on SQLite every byte of the main file and
+    its write-ahead log; on PostgreSQL the text of every row of every table."""
+    url = server.env.get("MLX_DATABASE_URL")
+    if url:
+        assert url.startswith("postgresql+psycopg://"), url
+        return postgres_rows_text(url.replace("postgresql+psycopg://", "postgresql://", 1))
     data = b""
     for suffix in ("", "-wal", "-journal"):
         path = Path(f"{server.home / 'mlx.db'}{suffix}")
         if path.exists():
             data += path.read_bytes()
     assert data, "no database file under MLX_HOME"
+    return data
+
+
+def postgres_rows_text(dsn: str) -> bytes:
+    import psycopg
+    from psycopg import sql
+
+    lines: list[str] = []
+    with psycopg.connect(dsn) as conn:
+        tables = [
+            name
+            for (name,) in conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+            )
+        ]
+        assert "plugins" in tables, tables
+        for table in tables:
+            query = sql.SQL("SELECT t::text FROM {} AS t").format(sql.Identifier(table))
+            lines += [row for (row,) in conn.execute(query)]
+    data = "\n".join(lines).encode()
+    assert data, "no rows in the service's PostgreSQL database"
     return data
 
 

@@ -11,6 +11,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+# The key of the PostgreSQL advisory lock `Database.migrate` holds (any constant: "mlxm").
+_MIGRATION_LOCK_KEY = 0x6D6C786D
 
 
 def _make_engine(url: str, *, immediate: bool = False) -> Engine:
@@ -88,6 +90,12 @@ class Database:
         cfg.set_main_option("script_location", str(_MIGRATIONS))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         with self.write_engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # Replicas starting together on a fresh database would each run the DDL and
+                # all but one fail (duplicate key in pg_type); on SQLite BEGIN IMMEDIATE
+                # queues them. Hold a transaction-level advisory lock until the commit below:
+                # the others wait, then find the schema at head.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
             conn.commit()

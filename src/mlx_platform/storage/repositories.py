@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, String, column, delete, func, select, text, update
+from sqlalchemy import (
+    Select,
+    String,
+    column,
+    delete,
+    func,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from mlx_platform.storage.tables import MetricBucketRow, PluginIdSequence, PluginRow, ServiceMeta
@@ -81,11 +93,16 @@ class PluginRepository:
 
         The query this stands for, on any database:
             SELECT id FROM plugins
-            WHERE lower(name || ' ' || description) LIKE '%' || lower(:term) || '%'
-        answered from an index: on SQLite the FTS5 trigram table `plugins_fts` (a MATCH for
-        terms of 3+ characters; shorter terms use LIKE on the same table, which FTS5 answers
-        by scanning the index, as trigrams cannot be shorter), on PostgreSQL the pg_trgm GIN
-        index `ix_plugins_search` over that very expression.
+            WHERE lower(name) LIKE '%' || lower(:term) || '%'
+               OR lower(description) LIKE '%' || lower(:term) || '%'
+        (a term must lie within one of the two: "n d" does not find name "plain" with
+        description "dull") answered from an index: on SQLite the FTS5 trigram table
+        `plugins_fts` (a MATCH for terms of 3+ characters, which matches within one column;
+        shorter terms use LIKE on the same table, which FTS5 answers by scanning the index, as
+        trigrams cannot be shorter), on PostgreSQL the pg_trgm GIN index `ix_plugins_search`
+        over lower(name || ' ' || description): the condition on that expression (written as
+        the index has it, with the literal ' ', so the planner can use the index) narrows the
+        rows, the per-column conditions decide.
         """
         dialect = self.session.get_bind().dialect.name
         if dialect == "sqlite":
@@ -103,8 +120,14 @@ class PluginRepository:
                 like,
             )
         like = "%" + _escape_like(term.lower()) + "%"
-        expr = func.lower(PluginRow.name + " " + PluginRow.description)
-        return select(PluginRow.id).where(expr.like(like, escape="\\"))
+        indexed = func.lower(PluginRow.name + literal_column("' '") + PluginRow.description)
+        return select(PluginRow.id).where(
+            indexed.like(like, escape="\\"),
+            or_(
+                func.lower(PluginRow.name).like(like, escape="\\"),
+                func.lower(PluginRow.description).like(like, escape="\\"),
+            ),
+        )
 
     # ------------------------------------------------------------------ writes
 
@@ -112,13 +135,30 @@ class PluginRepository:
         """`plugin_<name>_<NNN>`: NNN counts the registrations of names with that id form
         (`Dotted.name` and `dotted_name` share one), never reused after a delete."""
         slug = id_slug(name)
-        seq = self.session.get(PluginIdSequence, slug)
-        if seq is None:
-            seq = PluginIdSequence(name=slug, last_seq=0)
-            self.session.add(seq)
-        seq.last_seq += 1
-        self.session.flush()
-        return f"plugin_{slug}_{seq.last_seq:03d}"
+        # One atomic statement, not read-then-write: on PostgreSQL (READ COMMITTED) two
+        # registrations of one name at once would both read the same number (or both insert
+        # the first row) and one fail with a duplicate key; the upsert makes the second wait
+        # for the first's row lock and count on from its number. (On SQLite, BEGIN IMMEDIATE
+        # serializes writers anyway.)
+        insert = _insert(self.session)
+        if insert is None:  # another database: read, count on, write
+            row = self.session.get(PluginIdSequence, slug, with_for_update=True)
+            if row is None:
+                row = PluginIdSequence(name=slug, last_seq=0)
+                self.session.add(row)
+            row.last_seq += 1
+            self.session.flush()
+            return f"plugin_{slug}_{row.last_seq:03d}"
+        table = PluginIdSequence.__table__
+        stmt = insert(table).values(name=slug, last_seq=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[table.c.name], set_={"last_seq": table.c.last_seq + 1}
+        ).returning(table.c.last_seq)
+        seq = self.session.execute(stmt).scalar_one()
+        cached = self.session.identity_map.get(self.session.identity_key(PluginIdSequence, slug))
+        if cached is not None:
+            self.session.expire(cached)
+        return f"plugin_{slug}_{seq:03d}"
 
     def peek_id(self, name: str) -> str:
         """The id the next registration of `name` would get (for dry runs)."""
@@ -169,11 +209,24 @@ class MetaRepository:
         return row.value if row else None
 
     def set(self, key: str, value: str) -> None:
-        row = self.session.get(ServiceMeta, key)
-        if row is None:
-            self.session.add(ServiceMeta(key=key, value=value))
-        else:
-            row.value = value
+        """Insert or replace, atomically: two servers starting together on one fresh
+        PostgreSQL database both set the same fact, and neither may fail on the key."""
+        insert = _insert(self.session)
+        if insert is None:  # another database: read, then insert or update
+            row = self.session.get(ServiceMeta, key, with_for_update=True)
+            if row is None:
+                self.session.add(ServiceMeta(key=key, value=value))
+            else:
+                row.value = value
+            return
+        table = ServiceMeta.__table__
+        stmt = insert(table).values(key=key, value=value)
+        self.session.execute(
+            stmt.on_conflict_do_update(index_elements=[table.c.key], set_={"value": value})
+        )
+        cached = self.session.identity_map.get(self.session.identity_key(ServiceMeta, key))
+        if cached is not None:
+            self.session.expire(cached)
 
 
 class MetricRepository:
@@ -219,6 +272,13 @@ class MetricRepository:
 
     def add(self, row: MetricBucketRow) -> None:
         self.session.add(row)
+
+
+def _insert(session: Session) -> Any:
+    """The dialect's INSERT construct with ON CONFLICT (PostgreSQL and SQLite), else None."""
+    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(
+        session.get_bind().dialect.name
+    )
 
 
 def _id_query(sql: str, value: str) -> Select[Any]:
