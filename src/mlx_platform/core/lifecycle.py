@@ -226,9 +226,13 @@ def restart_plugin(core: Core, row: PluginRow) -> bool:
         instance.stop(graceful_timeout=0, force=True)
         core.supervisor.failed(row.id, f"restart failed its health check: {outcome.message}")
         return False
+    # Serve from the new instance first, then say so: a call that sees `active` must find it.
+    core.host.put(instance)
     with core.db.transaction() as session:
         fresh = PluginRepository(session).get(row.id)
         if fresh is None or fresh.status != "error":
+            if core.host.get(row.id) is instance:
+                core.host.remove(row.id)
             instance.stop(graceful_timeout=0, force=True)
             return False
         fresh.status = "active"
@@ -237,7 +241,6 @@ def restart_plugin(core: Core, row: PluginRow) -> bool:
         fresh.health_last_check = _now()
         fresh.health_response_time_ms = round(outcome.response_time_ms, 3)
         fresh.health_message = outcome.message
-    core.host.put(instance)
     log.info("plugin %s restarted", row.id)
     return True
 
