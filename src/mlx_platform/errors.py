@@ -4,7 +4,7 @@
      ├── PluginNotFoundError            PLUGIN_NOT_FOUND            404
      ├── PluginConflictError            PLUGIN_CONFLICT             409
      ├── InvalidConfigurationError      INVALID_CONFIGURATION       422
-     ├── PluginHealthCheckFailedError   PLUGIN_HEALTH_CHECK_FAILED  503
+     ├── PluginHealthCheckFailedError   PLUGIN_HEALTH_CHECK_FAILED  424
      ├── InsufficientResourcesError     INSUFFICIENT_RESOURCES      409
      ├── DependencyMissingError         DEPENDENCY_MISSING          409
      ├── PluginAlreadyExistsError       PLUGIN_ALREADY_EXISTS       409
@@ -12,7 +12,7 @@
      ├── OperationNotFoundError         OPERATION_NOT_FOUND         404
      ├── InvalidArgumentsError          INVALID_ARGUMENTS           422
      ├── OperationTimeoutError          OPERATION_TIMEOUT           504
-     ├── PluginExecutionError           PLUGIN_EXECUTION_ERROR      502
+     ├── PluginExecutionError           PLUGIN_EXECUTION_ERROR      424
      ├── ValidationError                VALIDATION_ERROR            422
      ├── UnauthorizedError              UNAUTHORIZED                401
      ├── ForbiddenError                 FORBIDDEN                   403
@@ -80,8 +80,12 @@ class InvalidConfigurationError(MLXError):
 
 
 class PluginHealthCheckFailedError(MLXError):
+    """The plugin could not be loaded or started, or failed its health check. 424 Failed
+    Dependency, not a 5xx: the service worked; the plugin it depends on did not (and generic
+    clients must not retry it as an outage)."""
+
     code = "PLUGIN_HEALTH_CHECK_FAILED"
-    http_status = 503
+    http_status = 424
 
 
 class InsufficientResourcesError(MLXError):
@@ -129,7 +133,7 @@ class PluginExecutionError(MLXError):
     """The plugin's own code raised: the message is the plugin's, secrets masked."""
 
     code = "PLUGIN_EXECUTION_ERROR"
-    http_status = 502
+    http_status = 424
 
 
 class ValidationError(MLXError):

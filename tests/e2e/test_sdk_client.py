@@ -448,7 +448,7 @@ def test_plugin_health_check_failed(api: Api, unique_name: str) -> None:
     plugin_id = register(api, unique_name, class_path="mlx_test_plugins.UnhealthyPlugin")
     with pytest.raises(PluginHealthCheckFailedError) as info:
         api.plugins.activate(plugin_id)
-    assert_api_error(info.value, PluginHealthCheckFailedError, 503)
+    assert_api_error(info.value, PluginHealthCheckFailedError, 424)
     assert api.plugins.get(plugin_id).status == "registered"
 
 
@@ -539,7 +539,7 @@ def test_plugin_execution_error(api: Api, unique_name: str) -> None:
     plugin_id = active(api, unique_name)
     with pytest.raises(PluginExecutionError) as info:
         api.plugins.invoke(plugin_id, "fail", {"message": "the warehouse is closed"})
-    assert_api_error(info.value, PluginExecutionError, 502)
+    assert_api_error(info.value, PluginExecutionError, 424)
     assert "the warehouse is closed" in info.value.message
 
 

@@ -51,7 +51,7 @@ def test_health_of_an_active_plugin_reports_every_check_and_its_calls(admin, uni
     pid = active_echo(admin, unique_name)
     for i in range(3):
         assert invoke(admin, pid, "add", a=i, b=1).status_code == 200
-    assert invoke(admin, pid, "fail", message="nope").status_code == 502
+    assert invoke(admin, pid, "fail", message="nope").status_code == 424
 
     data = health(admin, pid)
 
@@ -157,7 +157,7 @@ def test_a_plugin_error_is_reported_with_the_plugins_message(admin, unique_name)
     pid = active_echo(admin, unique_name)
 
     err = assert_error(
-        invoke(admin, pid, "fail", message="the warehouse is closed"), 502, "PLUGIN_EXECUTION_ERROR"
+        invoke(admin, pid, "fail", message="the warehouse is closed"), 424, "PLUGIN_EXECUTION_ERROR"
     )
 
     assert "the warehouse is closed" in err["message"]
@@ -205,7 +205,7 @@ def test_metrics_count_successes_and_failures(admin, unique_name) -> None:
     for i in range(successes):
         assert invoke(admin, pid, "add", a=i, b=i).status_code == 200
     for _ in range(failures):
-        assert invoke(admin, pid, "fail").status_code == 502
+        assert invoke(admin, pid, "fail").status_code == 424
 
     r = metrics(admin, pid, granularity="minute")
 

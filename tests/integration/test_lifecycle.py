@@ -361,7 +361,7 @@ def test_a_plugin_that_fails_to_start_or_is_unhealthy_is_refused_and_keeps_its_s
 ) -> None:
     pid = register(admin, unique_name, class_path=f"mlx_test_plugins.{class_name}")
 
-    err = assert_error(activate(admin, pid), 503, "PLUGIN_HEALTH_CHECK_FAILED")
+    err = assert_error(activate(admin, pid), 424, "PLUGIN_HEALTH_CHECK_FAILED")
 
     assert reason in err["message"]
     after = detail(admin, pid)
@@ -380,7 +380,7 @@ def test_a_health_check_that_never_answers_fails_the_activation(server_factory) 
     with srv.client() as client:
         pid = register(client, "hangs", class_path="mlx_test_plugins.HangingHealthPlugin")
 
-        assert_error(activate(client, pid), 503, "PLUGIN_HEALTH_CHECK_FAILED")
+        assert_error(activate(client, pid), 424, "PLUGIN_HEALTH_CHECK_FAILED")
 
         after = detail(client, pid)
         assert after["status"] == "registered"

@@ -255,7 +255,7 @@ def restart_server_settings(**extra: str) -> dict[str, str]:
 # ---------------------------------------------------------------- failures stay in the worker
 
 
-def test_an_operation_that_raises_answers_502_and_the_same_worker_keeps_serving(
+def test_an_operation_that_raises_answers_424_and_the_same_worker_keeps_serving(
     live_server: LiveServer, admin: httpx.Client, unique_name: str
 ) -> None:
     failing = active_probe(admin, unique_name)
@@ -268,7 +268,7 @@ def test_an_operation_that_raises_answers_502_and_the_same_worker_keeps_serving(
 
     r = invoke(admin, failing, "fail", message="the warehouse is closed")
 
-    err = assert_error(r, 502, "PLUGIN_EXECUTION_ERROR")
+    err = assert_error(r, 424, "PLUGIN_EXECUTION_ERROR")
     assert "the warehouse is closed" in str(err["message"])
     assert worker_pid(admin, failing) == pid
     assert call(admin, failing, "echo", value={"still": "here"}) == {"still": "here"}
@@ -388,7 +388,7 @@ def test_a_worker_that_calls_os_exit_is_marked_error_then_restarted_in_a_new_pro
         t0 = time.monotonic()
         r = invoke(client, crashing, "exit_now", code=7)
 
-        err = assert_error(r, 502, "PLUGIN_EXECUTION_ERROR")
+        err = assert_error(r, 424, "PLUGIN_EXECUTION_ERROR")
         assert re.search(r"\b7\b", str(err["message"]).replace(crashing, "")), err
         seen = poll(
             lambda: detail(client, crashing),
@@ -818,7 +818,7 @@ def test_prometheus_metrics_count_invocations_and_errors_per_plugin(
     for i in range(3):
         call(admin, busy, "echo", value=i)
     for _ in range(2):
-        assert invoke(admin, busy, "fail").status_code == 502
+        assert invoke(admin, busy, "fail").status_code == 424
     call(admin, quiet, "echo", value="once")
 
     r = httpx.get(f"{live_server.url}/metrics", timeout=30)

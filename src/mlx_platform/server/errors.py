@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import MLXError
@@ -35,9 +36,13 @@ def envelope(code: str, message: str, details: dict[str, Any] | None = None) -> 
 
 
 def error_response(
-    status: int, code: str, message: str, details: dict[str, Any] | None = None
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    return JSONResponse(envelope(code, message, details), status_code=status)
+    return JSONResponse(envelope(code, message, details), status_code=status, headers=headers)
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -76,6 +81,16 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, dict[str, str
     return message, details
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the OpenAPI document lists for the request's path."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        regex, _, _ = compile_path(template)
+        if regex.match(request.url.path):
+            methods.update(m.upper() for m in operations if m.isalpha())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MLXError)
     async def _mlx_error(_request: Request, exc: MLXError) -> JSONResponse:
@@ -98,9 +113,31 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "VALIDATION_ERROR", message, details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI answers 400 when the body is not even text (bytes that are not UTF-8):
+            # to the client that is one more malformed body, after the token check.
+            route = request.scope.get("route")
+            if route is not None:
+                try:
+                    authorize(request, route)
+                except MLXError as denied:
+                    return error_response(
+                        denied.http_status, denied.code, denied.message, denied.details
+                    )
+            return error_response(
+                422,
+                "VALIDATION_ERROR",
+                "Invalid field 'body': is not valid JSON (UTF-8 text)",
+                {"body": "is not valid JSON (UTF-8 text)"},
+            )
         code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
         message = exc.detail if isinstance(exc.detail, str) else "HTTP error"
         if exc.status_code == 404:
             message = "No such endpoint: see /docs for the API"
-        return error_response(exc.status_code, code, message)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route that matched the path; a path
+            # served by several routes (GET and POST /v1/plugins) answers all of them.
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return error_response(exc.status_code, code, message, headers=headers)

@@ -111,7 +111,14 @@ def discover_plugins(
     sources: Annotated[
         list[str] | None, Query(description="filesystem, pypi, git (repeat or comma-separate)")
     ] = None,
-    include_namespace: Annotated[str | None, Query(max_length=200)] = None,
+    include_namespace: Annotated[
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",
+            description="A (namespace) package name, e.g. mlx_plugins",
+        ),
+    ] = None,
     auto_register: bool = False,
 ) -> dict[str, Any]:
     if auto_register:
@@ -189,7 +196,7 @@ def configuration_schema(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict
     summary="Activate a plugin",
     description="Scope: `plugins:write`. Validates the configuration, checks conflicts, dependencies "
     "and resources, starts the instance and runs a first health check.",
-    responses=errors_for(401, 403, 404, 409, 422, 503),
+    responses=errors_for(401, 403, 404, 409, 422, 424),
 )
 def activate_plugin(
     core: CoreDep,
@@ -290,8 +297,12 @@ def plugin_metrics(
     core: CoreDep,
     _p: Reader,
     plugin_id: PluginId,
-    start_time: str | None = None,
-    end_time: str | None = None,
+    start_time: Annotated[
+        str | None, Query(description="ISO 8601", json_schema_extra={"format": "date-time"})
+    ] = None,
+    end_time: Annotated[
+        str | None, Query(description="ISO 8601", json_schema_extra={"format": "date-time"})
+    ] = None,
     granularity: Literal["minute", "hour", "day"] = "hour",
 ) -> dict[str, Any]:
     registry.get_row(core, plugin_id)
@@ -317,7 +328,7 @@ def plugin_metrics(
     response_model=Envelope[InvokeResult],
     summary="Invoke an operation of an active plugin",
     description="Scope: `plugins:write`.",
-    responses=errors_for(401, 403, 404, 409, 422, 502, 504),
+    responses=errors_for(401, 403, 404, 409, 422, 424, 504),
 )
 async def invoke_plugin(
     core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest
