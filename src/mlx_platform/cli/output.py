@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
@@ -475,3 +475,11 @@ def render_composition(c: CompositionResult) -> None:
 def render_invoke(r: InvokeResult) -> None:
     console.print(JSON.from_data(to_jsonable(r.result)))
     console.print(f"{r.plugin_id}.{r.operation}: {ms(r.duration_ms)}")
+
+
+def emit(value: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    """The answer as JSON for scripts (`--json`), else as `render` shows it to people."""
+    if as_json:
+        print_json(value)
+    else:
+        render(value)

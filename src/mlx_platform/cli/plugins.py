@@ -197,10 +197,7 @@ def get_plugin(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption =
     """Show a plugin: metadata, configuration (secrets masked), schema, metrics."""
     with _api(ctx, as_json) as client:
         detail = client.plugins.get(plugin_id)
-    if as_json:
-        output.print_json(detail)
-    else:
-        output.render_plugin_detail(detail)
+    output.emit(detail, as_json, output.render_plugin_detail)
 
 
 @plugins_app.command("register")
@@ -224,10 +221,7 @@ def register_plugin(
         if isinstance(manifest.get("plugin"), dict):
             manifest = manifest["plugin"]
         result = client.plugins.register(manifest, dry_run=dry_run)
-    if as_json:
-        output.print_json(result)
-    else:
-        output.render_register(result)
+    output.emit(result, as_json, output.render_register)
 
 
 @plugins_app.command("activate")
@@ -257,10 +251,7 @@ def activate_plugin(
             auto_start=False if no_start else None,
             dry_run=dry_run,
         )
-    if as_json:
-        output.print_json(result)
-    else:
-        output.render_activate(result)
+    output.emit(result, as_json, output.render_activate)
 
 
 @plugins_app.command("deactivate")
@@ -278,10 +269,7 @@ def deactivate_plugin(
         result = client.plugins.deactivate(
             plugin_id, force=force, graceful_shutdown_timeout=graceful_timeout
         )
-    if as_json:
-        output.print_json(result)
-    else:
-        output.render_deactivate(result)
+    output.emit(result, as_json, output.render_deactivate)
 
 
 @plugins_app.command("configure")
@@ -310,10 +298,7 @@ def configure_plugin(
         result = client.plugins.update_configuration(
             plugin_id, configuration, restart_required=allow_restart, dry_run=dry_run
         )
-    if as_json:
-        output.print_json(result)
-    else:
-        output.render_configuration_update(result)
+    output.emit(result, as_json, output.render_configuration_update)
 
 
 @plugins_app.command("health")
@@ -321,10 +306,7 @@ def plugin_health(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOptio
     """Run a plugin's health check now."""
     with _api(ctx, as_json) as client:
         report = client.plugins.health_check(plugin_id)
-    if as_json:
-        output.print_json(report)
-    else:
-        output.render_health(report)
+    output.emit(report, as_json, output.render_health)
 
 
 @plugins_app.command("metrics")
@@ -343,10 +325,7 @@ def plugin_metrics(
         report = client.plugins.metrics(
             plugin_id, start_time=start, end_time=end, granularity=granularity
         )
-    if as_json:
-        output.print_json(report)
-    else:
-        output.render_metrics(report)
+    output.emit(report, as_json, output.render_metrics)
 
 
 @plugins_app.command("discover")
@@ -394,10 +373,7 @@ def discover_plugins(
                     progress.advance(task)
                 progress.update(task, description="scanned " + ", ".join(sources))
     merged = _merge_discoveries(results)
-    if as_json:
-        output.print_json(merged)
-    else:
-        output.render_discovery(merged)
+    output.emit(merged, as_json, output.render_discovery)
 
 
 @plugins_app.command("validate")
@@ -411,10 +387,7 @@ def validate_composition(
     """Check that plugins can run together; exit code 4 when they cannot."""
     with _api(ctx, as_json) as client:
         result = client.plugins.validate_composition([_composition_entry(p) for p in plugins])
-    if as_json:
-        output.print_json(result)
-    else:
-        output.render_composition(result)
+    output.emit(result, as_json, output.render_composition)
     if not result.composition_valid:
         raise typer.Exit(ExitCode.CONFLICT)
 
@@ -445,7 +418,4 @@ def invoke_plugin(
             call_args.update(parsed)
         call_args.update(_pairs(arguments, "argument"))
         result = client.plugins.invoke(plugin_id, operation, call_args, timeout=timeout)
-    if as_json:
-        output.print_json(result)
-    else:
-        output.render_invoke(result)
+    output.emit(result, as_json, output.render_invoke)
