@@ -18,7 +18,7 @@ from mlx_platform.core import config_schema, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import get_row
 from mlx_platform.core.resources import resource_shortfall
-from mlx_platform.core.secrets import REDACTOR, mask, redact_value
+from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import (
     DependencyMissingError,
     InsufficientResourcesError,
@@ -665,9 +665,3 @@ def restore_active_plugins(core: Core) -> None:
                     fresh.singleton_slot = None
                     fresh.health_status = "unhealthy"
             log.warning("plugin %s could not be restored: %s", row.id, reason)
-
-
-def masked_configuration(core: Core, row: PluginRow) -> dict[str, Any]:
-    return mask(
-        row.configuration or {}, config_schema.secret_fields(row.configuration_schema or {})
-    )

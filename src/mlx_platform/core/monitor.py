@@ -136,6 +136,11 @@ def sample_usage(core: Core) -> int:
 
 
 class Monitor:
+    """The service's periodic work: health rounds, usage samples, and moving recorded metrics
+    to storage. Each runs on a thread of its own, every `interval` seconds."""
+
+    FLUSH_INTERVAL = 5.0
+
     def __init__(self, core: Core) -> None:
         self.core = core
         self._stop = threading.Event()
@@ -159,6 +164,7 @@ class Monitor:
         for interval, func, name in (
             (s.health_interval, health_round, "health"),
             (s.usage_interval, sample_usage, "usage"),
+            (self.FLUSH_INTERVAL, lambda core: core.metrics.flush(), "metrics flush"),
         ):
             if interval > 0:
                 t = threading.Thread(
@@ -173,3 +179,4 @@ class Monitor:
             t.join(timeout=5)
         if hasattr(self, "health"):
             self.health.close()
+        self.core.metrics.flush()  # what was recorded since the last round

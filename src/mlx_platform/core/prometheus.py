@@ -18,7 +18,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from mlx_platform.core.context import Core
-from mlx_platform.core.sketch import LatencySketch
+from mlx_platform.core.sketch import RELATIVE_ACCURACY, LatencySketch
 from mlx_platform.storage.repositories import PluginRepository
 
 BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -27,7 +27,7 @@ _HEALTH = {"healthy": 1.0, "degraded": 0.5}
 
 def _cumulative(sketch: LatencySketch) -> list[tuple[str, float]]:
     """Histogram buckets (le in seconds, cumulative count) from a sketch's buckets."""
-    gamma = (1 + sketch_accuracy()) / (1 - sketch_accuracy())
+    gamma = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
     out: list[tuple[str, float]] = []
     for le in BUCKETS_S:
         le_ms = le * 1000
@@ -36,12 +36,6 @@ def _cumulative(sketch: LatencySketch) -> list[tuple[str, float]]:
         out.append((repr(le), float(n)))
     out.append(("+Inf", float(sketch.count)))
     return out
-
-
-def sketch_accuracy() -> float:
-    from mlx_platform.core.sketch import RELATIVE_ACCURACY
-
-    return RELATIVE_ACCURACY
 
 
 class PluginCollector(Collector):

@@ -570,10 +570,6 @@ def missing_python_requirements(meta: dict[str, Any]) -> list[str]:
     return missing
 
 
-def requirement_names(meta: dict[str, Any]) -> list[str]:
-    return [s.name for s in _specs(meta, "requires")]
-
-
 def dependents_of(row: Any, active: list[Any]) -> list[Any]:
     """Active plugins whose `requires` names `row`."""
     out = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -37,31 +36,6 @@ Every error answer is `{"success": false, "error": {"code", "message", "details"
 """
 
 
-class _Flusher:
-    """Moves recorded metrics to storage every few seconds."""
-
-    def __init__(self, core: Core, interval: float = 5.0) -> None:
-        self.core = core
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mlx-metrics-flush", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.core.metrics.flush()
-            except Exception:  # noqa: BLE001 - keep flushing; the next round retries
-                log.exception("metrics flush failed")
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.core.metrics.flush()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -71,8 +45,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(start_core, core)
-        flusher = _Flusher(core)
-        flusher.start()
         monitor = Monitor(core)
         monitor.start()
         state["ready"] = True
@@ -84,7 +56,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             core.supervisor.close()
             monitor.stop()
             await run_in_threadpool(core.host.stop_all, 10.0)
-            flusher.stop()
             core.db.dispose()
 
     app = FastAPI(
