@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger("mlx_platform.storage")
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 # The key of the PostgreSQL advisory lock `Database.migrate` holds (any constant: "mlxm").
 _MIGRATION_LOCK_KEY = 0x6D6C786D
+# The key of the advisory lock every desired-state change holds on PostgreSQL ("mlxs").
+_STATE_LOCK_KEY = 0x6D6C7873
+# The channel replicas hear desired-state changes on (PostgreSQL LISTEN/NOTIFY).
+STATE_CHANNEL = "mlx_state"
 
 
 def _make_engine(url: str, *, immediate: bool = False) -> Engine:
@@ -80,6 +88,53 @@ class Database:
         """A write transaction: committed when the block ends, rolled back on any exception."""
         with self._write() as session, session.begin():
             yield session
+
+    @contextmanager
+    def state_change(self) -> Iterator[Session]:
+        """A write transaction that serialises against every other desired-state change, on
+        this replica and on every other one: the rules read inside it see every change
+        committed before it, and no change can commit between their reading and its writing.
+
+        PostgreSQL: a transaction-level advisory lock taken before anything is read (row locks
+        would not stop a conflicting plugin from becoming active: there is no row to lock for
+        "no other active plugin"). SQLite: BEGIN IMMEDIATE, the file's write lock, already does
+        it. Call `notify` inside to tell the other replicas, at commit, what changed.
+        """
+        with self._write() as session, session.begin():
+            if self.dialect == "postgresql":
+                session.execute(text(f"SELECT pg_advisory_xact_lock({_STATE_LOCK_KEY})"))
+            yield session
+
+    def notify(self, session: Session, payload: str) -> None:
+        """Tell every listening replica `payload` when `session`'s transaction commits
+        (PostgreSQL NOTIFY is transactional: a rolled-back change is never announced)."""
+        if self.dialect == "postgresql":
+            session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": STATE_CHANNEL, "payload": payload[:7000]},
+            )
+
+    def listen(self, on_message: Callable[[str], None], stop: threading.Event) -> None:
+        """Call `on_message(payload)` for every change notification until `stop` is set
+        (PostgreSQL only; returns at once elsewhere). Reconnects after a lost connection,
+        and calls `on_message("")` then, since notifications may have been missed."""
+        if self.dialect != "postgresql":
+            return
+        import psycopg
+
+        url = self.engine.url.set(drivername="postgresql")
+        dsn = url.render_as_string(hide_password=False)
+        while not stop.is_set():
+            try:
+                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute(f"LISTEN {STATE_CHANNEL}")
+                    on_message("")  # anything committed before LISTEN was heard of now
+                    while not stop.is_set():
+                        for note in conn.notifies(timeout=0.5):
+                            on_message(note.payload)
+            except Exception:  # noqa: BLE001 - the database went away: poll until it is back
+                log.warning("change notifications lost; reconnecting", exc_info=False)
+                stop.wait(1.0)
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (Alembic ``upgrade head``)."""

@@ -22,7 +22,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from mlx_platform.storage.tables import MetricBucketRow, PluginIdSequence, PluginRow, ServiceMeta
+from mlx_platform.storage.tables import (
+    MetricBucketRow,
+    NodeRow,
+    PluginIdSequence,
+    PluginInstanceRow,
+    PluginRow,
+    ServiceMeta,
+)
 
 
 @dataclass(frozen=True)
@@ -272,6 +279,76 @@ class MetricRepository:
 
     def add(self, row: MetricBucketRow) -> None:
         self.session.add(row)
+
+
+class NodeRepository:
+    """The replicas (`nodes`) and what each runs (`plugin_instances`)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def upsert(self, node: NodeRow) -> None:
+        self.session.merge(node)
+
+    def heartbeat(self, node_id: str, when: datetime) -> bool:
+        """Move the node's heartbeat; False when its row is gone (it was declared dead)."""
+        done = self.session.execute(
+            update(NodeRow)
+            .where(NodeRow.id == node_id)
+            .values(heartbeat_at=when)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(done, "rowcount", 0))
+
+    def all(self) -> list[NodeRow]:
+        return list(self.session.scalars(select(NodeRow).order_by(NodeRow.started_at)))
+
+    def remove(self, node_ids: Sequence[str]) -> None:
+        """Forget nodes and everything they reported (a dead replica, or one shutting down)."""
+        if not node_ids:
+            return
+        ids = list(node_ids)
+        self.session.execute(delete(PluginInstanceRow).where(PluginInstanceRow.node_id.in_(ids)))
+        self.session.execute(delete(NodeRow).where(NodeRow.id.in_(ids)))
+
+    def dead(self, older_than: datetime) -> list[str]:
+        stmt = select(NodeRow.id).where(NodeRow.heartbeat_at < older_than).order_by(NodeRow.id)
+        return list(self.session.scalars(stmt))
+
+    # ------------------------------------------------------------------ observed state
+
+    def put_instance(self, plugin_id: str, node_id: str, values: dict[str, Any]) -> None:
+        """Insert or update this node's observed state of one plugin."""
+        row = self.session.get(PluginInstanceRow, (plugin_id, node_id))
+        if row is None:
+            row = PluginInstanceRow(plugin_id=plugin_id, node_id=node_id, state="starting")
+            self.session.add(row)
+        for key, value in values.items():
+            setattr(row, key, value)
+
+    def drop_instance(self, plugin_id: str, node_id: str) -> None:
+        self.session.execute(
+            delete(PluginInstanceRow).where(
+                PluginInstanceRow.plugin_id == plugin_id, PluginInstanceRow.node_id == node_id
+            )
+        )
+
+    def instances(
+        self, plugin_ids: Sequence[str] | None = None, *, live_since: datetime | None = None
+    ) -> list[PluginInstanceRow]:
+        """Observed rows (of the given plugins), of nodes whose heartbeat is at or after
+        `live_since` when given, in plugin then node order."""
+        stmt = select(PluginInstanceRow).order_by(
+            PluginInstanceRow.plugin_id, PluginInstanceRow.node_id
+        )
+        if plugin_ids is not None:
+            if not plugin_ids:
+                return []
+            stmt = stmt.where(PluginInstanceRow.plugin_id.in_(list(plugin_ids)))
+        if live_since is not None:
+            live = select(NodeRow.id).where(NodeRow.heartbeat_at >= live_since)
+            stmt = stmt.where(PluginInstanceRow.node_id.in_(live))
+        return list(self.session.scalars(stmt))
 
 
 def _insert(session: Session) -> Any:

@@ -74,7 +74,15 @@ class PluginRow(Base):
     plugin_metadata: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     # Secret fields are stored encrypted: {"field": {"$encrypted": "<fernet token>"}}.
     configuration: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Desired state (DESIGN.md): `status` says whether every replica should run the plugin;
+    # `running_configuration` is the configuration they run (sealed like `configuration`; it
+    # differs from it only while a change of a `hot_reload: false` field waits for a restart);
+    # `config_version` counts changes of it (replicas apply those through configure());
+    # `generation` counts the changes after which every replica starts a fresh instance
+    # (activation, an operator's retry, a restart asked for by a configuration change).
+    running_configuration: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     config_version: Mapped[int] = mapped_column(Integer, default=0)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     documentation_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     repository_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
@@ -110,14 +118,17 @@ class PluginIdSequence(Base):
 
 
 class MetricBucketRow(Base):
-    """One plugin's invocations in one minute (resolution 60) or one hour (3600, the roll-up
-    of its minutes): counts, sums and a mergeable latency sketch."""
+    """One plugin's invocations through one replica in one minute (resolution 60) or one hour
+    (3600, the roll-up of its minutes): counts, sums and a mergeable latency sketch. Each
+    replica writes only its own rows (`node_id`), so replicas never contend for a row; reads
+    merge the rows of every replica."""
 
     __tablename__ = "metric_buckets"
 
     plugin_id: Mapped[str] = mapped_column(String(160), primary_key=True)
     resolution: Mapped[int] = mapped_column(Integer, primary_key=True)
     bucket_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(80), primary_key=True, default="")
     count: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
     sum_ms: Mapped[float] = mapped_column(Float, default=0.0)
@@ -136,3 +147,44 @@ class ServiceMeta(Base):
 
     key: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text, default="")
+
+
+class NodeRow(Base):
+    """One running replica of the service: who it is, what it can give plugins, and when it
+    last said it was alive. A replica whose heartbeat is older than `node_dead_after` is dead:
+    the others delete its row and its observed state."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    version: Mapped[str] = mapped_column(String(64), default="")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    capacity: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class PluginInstanceRow(Base):
+    """Observed state: what one replica runs of one plugin (beside the desired state in
+    `plugins`). Written by that replica only."""
+
+    __tablename__ = "plugin_instances"
+    __table_args__ = (Index("ix_plugin_instances_node", "node_id"),)
+
+    plugin_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(80), primary_key=True)
+    # starting | running | not_started (auto_start false) | restarting | error | stopping
+    state: Mapped[str] = mapped_column(String(16))
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    config_version: Mapped[int] = mapped_column(Integer, default=0)
+    health_status: Mapped[str] = mapped_column(String(16), default="unknown")
+    health_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    health_last_check: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    health_response_time_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    restarts: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
