@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     max_restarts: int = Field(
         default=5, ge=0, description="Restarts of a dead worker before it stays in error"
     )
+    restart_budget_reset: float = Field(
+        default=600.0,
+        gt=0,
+        description="Seconds a plugin must run before its restart budget starts over",
+    )
     restart_backoff_base: float = Field(default=0.5, gt=0, description="First restart delay (s)")
     restart_backoff_cap: float = Field(default=30.0, gt=0, description="Longest restart delay (s)")
     invoke_timeout: float = Field(
@@ -93,6 +98,20 @@ class Settings(BaseSettings):
     health_concurrency: int = Field(default=16, ge=1, description="Health checks run at once")
     usage_interval: float = Field(
         default=10.0, ge=0, description="Seconds between memory/CPU samples (0: off)"
+    )
+    reconcile_interval: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between passes that bring this replica's plugins to the desired "
+        "state (besides the change notifications of PostgreSQL)",
+    )
+    node_heartbeat_interval: float = Field(
+        default=2.0, gt=0, description="Seconds between this replica's heartbeats"
+    )
+    node_dead_after: float = Field(
+        default=10.0,
+        gt=0,
+        description="A replica whose last heartbeat is older than this many seconds is dead",
     )
     admin_token_ttl: int = Field(default=30 * 86400, gt=0)
 

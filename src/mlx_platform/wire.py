@@ -341,11 +341,64 @@ class HealthMetrics(WireModel):
     avg_response_time_ms: float = 0
 
 
+class ReplicaView(WireModel):
+    """One live replica's view of a plugin (its observed state)."""
+
+    node_id: str
+    state: str = Field(
+        description="starting, running, not_started (auto_start false), error or stopping"
+    )
+    pid: int | None = None
+    health_status: str = "unknown"
+    message: str | None = None
+    last_check: datetime | None = None
+    config_version: int = 0
+    generation: int = 0
+    last_error: str | None = None
+    restarts: int = 0
+
+
 class HealthReport(WireModel):
     plugin_id: str
     status: str
     checks: HealthChecks
     metrics: HealthMetrics = Field(default_factory=HealthMetrics)
+    node_id: str | None = Field(default=None, description="The replica that answered")
+    replicas: list[ReplicaView] = Field(
+        default_factory=list, description="Every live replica's view of the plugin"
+    )
+
+
+class NodeInstance(WireModel):
+    plugin_id: str
+    state: str
+    pid: int | None = None
+    generation: int = 0
+    config_version: int = 0
+    health_status: str = "unknown"
+    last_error: str | None = None
+
+
+class NodeCapacity(WireModel):
+    memory_mb: int = 0
+    cpu_cores: float = 0
+    gpus: int = 0
+
+
+class Node(WireModel):
+    """One replica of the service on the shared database."""
+
+    id: str
+    host: str
+    pid: int
+    address: str | None = None
+    version: str = ""
+    started_at: datetime
+    heartbeat_at: datetime
+    alive: bool
+    this_node: bool = False
+    capacity: NodeCapacity = Field(default_factory=NodeCapacity)
+    instances: list[NodeInstance] = Field(default_factory=list)
 
 
 class TimeRange(WireModel):

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import threading
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
+from mlx_platform.core import replica
 from mlx_platform.core.metrics import MetricsRecorder
 from mlx_platform.core.resources import Capacity, machine_capacity
 from mlx_platform.core.secrets import SecretBox
 from mlx_platform.runtime.host import PluginHost
+from mlx_platform.runtime.reconciler import Reconciler
 from mlx_platform.settings import Settings
 from mlx_platform.storage import Database
+
+
+def new_node_id() -> str:
+    """This replica's id: host, process and a random part (a restarted replica is a new node:
+    its predecessor's records are cleared as those of a dead one)."""
+    host = "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in socket.gethostname())
+    return f"{host[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclass
@@ -22,26 +32,24 @@ class Core:
     box: SecretBox
     host: PluginHost
     metrics: MetricsRecorder
-    supervisor: Any = None
-    _plugin_locks: defaultdict[str, threading.RLock] = field(
-        default_factory=lambda: defaultdict(threading.RLock)
-    )
-    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    node_id: str
+    reconciler: Reconciler = field(init=False)
+    address: str | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Core:
         settings.ensure_home()
         db = Database(settings.effective_database_url)
-        from mlx_platform.core.supervisor import Supervisor
-
+        node_id = new_node_id()
         core = cls(
             settings=settings,
             db=db,
             box=SecretBox(settings.resolved_secret_key),
             host=PluginHost(calls_per_plugin=settings.calls_per_plugin),
-            metrics=MetricsRecorder(db),
+            metrics=MetricsRecorder(db, node_id=node_id),
+            node_id=node_id,
         )
-        core.supervisor = Supervisor(core)
+        core.reconciler = replica.make_reconciler(core)
         return core
 
     def isolation_of(self, stored: str | None) -> str:
@@ -53,6 +61,6 @@ class Core:
         return machine_capacity(s.capacity_memory_mb, s.capacity_cpu_cores, s.capacity_gpus)
 
     def plugin_lock(self, plugin_id: str) -> threading.RLock:
-        """Serialises state changes of one plugin within this process."""
-        with self._locks_guard:
-            return self._plugin_locks[plugin_id]
+        """Serialises state changes of one plugin within this process (across replicas, the
+        database's state-change guard does)."""
+        return self.reconciler.lock(plugin_id)

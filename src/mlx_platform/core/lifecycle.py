@@ -1,8 +1,10 @@
 """State changes of a plugin: activate, deactivate, configure; and its health and calls.
 
-registered -> active <-> inactive; error reachable from each. Each change checks first,
-touches the live instance next, and records the new state last, in one transaction; a
-failed change leaves the stored state as it was and says why.
+registered -> active <-> inactive; error reachable from each. Each change checks the rules
+and writes the new desired state in one transaction under the state-change guard
+(`Database.state_change`), so the rules hold whatever the concurrency, on every replica;
+then this replica brings its own instance to that state (the runtime's reconciler) and
+answers. The other replicas hear of the change (NOTIFY, or their next poll) and follow.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import config_schema, rules
+from mlx_platform.core import config_schema, replica, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import get_row
 from mlx_platform.core.resources import resource_shortfall
@@ -27,8 +29,8 @@ from mlx_platform.errors import (
     MLXError,
     PluginConflictError,
     PluginHealthCheckFailedError,
+    PluginNotFoundError,
 )
-from mlx_platform.runtime.loading import ClassLoadError
 from mlx_platform.storage import PluginRow
 from mlx_platform.storage.repositories import PluginRepository
 from mlx_platform.wire import SECRET_MASK
@@ -92,19 +94,17 @@ def _validate_configuration(core: Core, row: PluginRow, config: dict[str, Any]) 
 # ---------------------------------------------------------------- activation checks
 
 
-def _check_activation(core: Core, row: PluginRow) -> None:
+def _check_activation(core: Core, row: PluginRow, registered: list[PluginRow]) -> None:
     """Conflicts, dependencies and resources of `row` against the active plugins.
 
     The rules are the composition engine's (``rules.pair_conflicts`` for every active plugin,
-    ``rules.unmet_requirements`` for ``requires``), read from fresh rows: activation must see
-    the latest states. A requirement counts as met only by an active plugin (activation never
-    starts other plugins); each missing one says which registered versions would satisfy it.
-    The singleton rule is also a database constraint (``singleton_slot``), which decides when
-    two activations race past this check.
+    ``rules.unmet_requirements`` for ``requires``), over `registered`: the rows read inside
+    the state-change transaction, so no concurrent change can slip between this check and the
+    write (on any replica). A requirement counts as met only by an active plugin (activation
+    never starts other plugins); each missing one says which registered versions would satisfy
+    it. Resources: this replica's capacity (every replica checks its own when it starts the
+    plugin). The singleton rule is also a database constraint (``singleton_slot``).
     """
-    with core.db.read() as session:
-        repo = PluginRepository(session)
-        registered = repo.all()
     active = [r for r in registered if r.status == "active" and r.id != row.id]
     cannot_run = rules.platform_problems(row.plugin_metadata or {})
     if cannot_run:
@@ -180,69 +180,46 @@ def _check_activation(core: Core, row: PluginRow) -> None:
         )
 
 
-def _start_instance(core: Core, row: PluginRow, config: dict[str, Any], *, start: bool) -> Any:
-    """A configured (and, with `start`, started) instance of the plugin, or the reason why not."""
-    timeout = core.settings.health_timeout * 6
-    try:
-        instance = core.host.create(
-            row.id,
-            row.class_path,
-            isolation=core.isolation_of(row.isolation),
-            on_exit=core.supervisor.on_exit,
-            extra_paths=[str(p) for p in core.settings.plugin_dirs],
-            load_timeout=core.settings.class_check_timeout,
-        )
-    except (ClassLoadError, MLXError) as exc:
-        reason = exc.message if isinstance(exc, MLXError) else str(exc)
-        raise PluginHealthCheckFailedError(
-            f"Plugin '{row.name}' could not be loaded: {reason}",
-            {"stage": "load", "reason": reason},
-        ) from exc
-    try:
-        instance.configure(config, timeout)
-        instance.applied_config = dict(config)
-        if start:
-            instance.start(timeout)
-    except MLXError as exc:
-        instance.stop(graceful_timeout=0, force=True)
-        raise PluginHealthCheckFailedError(
-            f"Plugin '{row.name}' failed to start: {exc.message}",
-            {"stage": "start", "reason": exc.message},
-        ) from exc
-    return instance
+_DESIRED_FIELDS = (
+    "status",
+    "status_reason",
+    "configuration",
+    "running_configuration",
+    "config_version",
+    "generation",
+    "singleton_slot",
+    "activated_at",
+    "auto_start",
+)
 
 
-def restart_plugin(core: Core, row: PluginRow) -> bool:
-    """Start a plugin whose instance died, from its stored configuration (the supervisor's
-    restart). Back to `active` when it starts and passes a health check."""
-    try:
-        full = effective_configuration(core, row, core.box.open(row.configuration or {}))
-        instance = _start_instance(core, row, full, start=True)
-    except MLXError as exc:
-        core.supervisor.failed(row.id, f"restart failed: {exc.message}")
-        return False
-    outcome = instance.health(core.settings.health_timeout)
-    if not outcome.healthy:
-        instance.stop(graceful_timeout=0, force=True)
-        core.supervisor.failed(row.id, f"restart failed its health check: {outcome.message}")
-        return False
-    # Serve from the new instance first, then say so: a call that sees `active` must find it.
-    core.host.put(instance)
-    with core.db.transaction() as session:
-        fresh = PluginRepository(session).get(row.id)
-        if fresh is None or fresh.status != "error":
-            if core.host.get(row.id) is instance:
-                core.host.remove(row.id)
-            instance.stop(graceful_timeout=0, force=True)
-            return False
-        fresh.status = "active"
-        fresh.status_reason = None
-        fresh.health_status = "healthy"
-        fresh.health_last_check = _now()
-        fresh.health_response_time_ms = round(outcome.response_time_ms, 3)
-        fresh.health_message = outcome.message
-    log.info("plugin %s restarted", row.id)
-    return True
+def _already_running(core: Core, row: PluginRow) -> bool:
+    """Desired active, and no live replica reports it in error: activating again is refused.
+    (While a replica reports `error`, for example after it gave up restarting, an activation
+    is the operator's retry: every replica starts a fresh instance.)"""
+    views = replica.observed(core, [row.id])[row.id]
+    return not any(v.state == "error" for v in views)
+
+
+def _singleton_conflict(core: Core, row: PluginRow) -> PluginConflictError:
+    with core.db.read() as session:
+        winner = PluginRepository(session).active_singleton(row.type)
+    name = winner.name if winner else "another plugin"
+    message = (
+        f"Plugin '{row.name}' conflicts with active plugin '{name}': only one "
+        f"'{row.type}' can be active"
+    )
+    conflict = {
+        "conflicting_plugin": name,
+        "conflicting_plugin_id": winner.id if winner else None,
+        "conflict_type": "singleton_type",
+        "message": message,
+        "resolution_options": [
+            f"Deactivate '{name}' before activating '{row.name}'",
+            f"Use '{name}' for {rules.type_words(row.type)} instead",
+        ],
+    }
+    return PluginConflictError(message, {**conflict, "conflicts": [conflict]})
 
 
 def activate_plugin(
@@ -253,117 +230,79 @@ def activate_plugin(
     auto_start: bool = True,
     dry_run: bool = False,
 ) -> dict[str, Any]:
+    """Check the rules and write the desired state (active, with the configuration) in one
+    guarded transaction; then start this replica's instance and wait for its first health
+    check. A failure there rolls the desired state back and answers why."""
     with core.plugin_lock(plugin_id):
         row = get_row(core, plugin_id)
-        if row.status == "active":
-            raise InvalidStateError(
-                f"Plugin '{plugin_id}' is already active",
-                {"plugin_id": plugin_id, "status": row.status},
-            )
-        if not row.loadable:
-            raise InvalidStateError(
-                f"Plugin '{plugin_id}' cannot be activated until it is registered again with a "
-                f"loadable class: {row.status_reason}",
-                {"plugin_id": plugin_id, "status": row.status, "reason": row.status_reason},
-            )
-        merged, _changed = merged_configuration(core, row, configuration)
-        full = _validate_configuration(core, row, merged)
-        _check_activation(core, row)
-        if dry_run:
-            return {
-                "id": plugin_id,
-                "status": row.status,
-                "would_become": "active",
-                "activation_time": None,
-                "health_check": None,
-                "started": False,
-                "dry_run": True,
-            }
-
-        instance = None
-        health: dict[str, Any]
         try:
-            instance = _start_instance(core, row, full, start=auto_start)
-            if auto_start:
-                outcome = instance.health(core.settings.health_timeout)
-                health = {
-                    "status": "healthy" if outcome.healthy else "unhealthy",
-                    "response_time_ms": round(outcome.response_time_ms, 3),
-                    "last_check": _now(),
-                    "message": outcome.message,
-                }
-                if not outcome.healthy:
-                    instance.stop(graceful_timeout=0, force=True)
-                    raise PluginHealthCheckFailedError(
-                        f"Plugin '{row.name}' failed its first health check: {outcome.message}",
-                        {
-                            "stage": "health_check",
-                            "reason": outcome.message,
-                            "health_check": {
-                                **health,
-                                "last_check": health["last_check"].isoformat(),
-                            },
-                        },
-                    )
-            else:
-                health = {
-                    "status": "not_started",
-                    "response_time_ms": None,
-                    "last_check": None,
-                    "message": "auto_start is false: the first invocation starts the plugin",
-                }
-        except PluginHealthCheckFailedError as exc:
-            _record_failed_activation(core, plugin_id, exc.message)
-            raise
-
-        schema = row.configuration_schema or {}
-        sealed = core.box.seal(merged, config_schema.secret_fields(schema))
-        activated = _now()
-        singleton = row.type if row.type in core.settings.singleton_type_set else None
-        try:
-            with core.db.transaction() as session:
-                fresh = PluginRepository(session).get(plugin_id)
+            with core.db.state_change() as session:
+                repo = PluginRepository(session)
+                fresh = repo.get(plugin_id)
                 if fresh is None:
-                    raise InvalidStateError(f"Plugin '{plugin_id}' was unregistered meanwhile")
-                fresh.status = "active"
-                fresh.status_reason = None
-                fresh.configuration = sealed
-                fresh.config_version = (fresh.config_version or 0) + 1
-                fresh.activated_at = activated
-                fresh.singleton_slot = singleton
-                fresh.health_status = health["status"]
-                fresh.health_last_check = health["last_check"]
-                fresh.health_response_time_ms = health["response_time_ms"]
-                fresh.health_message = health["message"]
+                    raise _not_found(plugin_id)
+                row = fresh
+                if row.status == "active" and _already_running(core, row):
+                    raise InvalidStateError(
+                        f"Plugin '{plugin_id}' is already active",
+                        {"plugin_id": plugin_id, "status": row.status},
+                    )
+                if not row.loadable:
+                    raise InvalidStateError(
+                        f"Plugin '{plugin_id}' cannot be activated until it is registered again "
+                        f"with a loadable class: {row.status_reason}",
+                        {"plugin_id": plugin_id, "status": row.status, "reason": row.status_reason},
+                    )
+                merged, _changed = merged_configuration(core, row, configuration)
+                _validate_configuration(core, row, merged)
+                _check_activation(core, row, repo.all())
+                if dry_run:
+                    return {
+                        "id": plugin_id,
+                        "status": row.status,
+                        "would_become": "active",
+                        "activation_time": None,
+                        "health_check": None,
+                        "started": False,
+                        "dry_run": True,
+                    }
+                before = {k: getattr(row, k) for k in _DESIRED_FIELDS}
+                sealed = core.box.seal(
+                    merged, config_schema.secret_fields(row.configuration_schema)
+                )
+                activated = _now()
+                row.status = "active"
+                row.status_reason = None
+                row.configuration = sealed
+                row.running_configuration = sealed
+                row.config_version = (row.config_version or 0) + 1
+                row.generation = (row.generation or 0) + 1
+                row.activated_at = activated
+                row.auto_start = auto_start
+                singleton = row.type in core.settings.singleton_type_set
+                row.singleton_slot = row.type if singleton else None
                 session.flush()
+                core.db.notify(session, plugin_id)
+                desired = replica.desired_of(core, row)
         except IntegrityError:
-            # Another activation of the same singleton type won the race (the unique index
-            # on singleton_slot): undo the instance and answer the conflict.
-            instance.stop(graceful_timeout=0, force=True)
-            with core.db.read() as session:
-                winner = PluginRepository(session).active_singleton(row.type)
-            name = winner.name if winner else "another plugin"
-            message = (
-                f"Plugin '{row.name}' conflicts with active plugin '{name}': only one "
-                f"'{row.type}' can be active"
-            )
-            options = [
-                f"Deactivate '{name}' before activating '{row.name}'",
-                f"Use '{name}' for {rules.type_words(row.type)} instead",
-            ]
-            conflict = {
-                "conflicting_plugin": name,
-                "conflicting_plugin_id": winner.id if winner else None,
-                "conflict_type": "singleton_type",
-                "message": message,
-                "resolution_options": options,
-            }
-            raise PluginConflictError(message, {**conflict, "conflicts": [conflict]}) from None
-        except BaseException:
-            instance.stop(graceful_timeout=0, force=True)
+            # the unique index on singleton_slot: only possible if a change bypassed the guard
+            raise _singleton_conflict(core, row) from None
+
+        try:
+            started = core.reconciler.converge(desired, answering=True)
+        except PluginHealthCheckFailedError as exc:
+            _roll_back(core, plugin_id, desired.generation, before, exc.message)
             raise
-        core.host.put(instance)
-        core.supervisor.reset(plugin_id)
+        health = _first_health(started, auto_start)
+        if health["last_check"] is not None:
+            with core.db.transaction() as session:
+                PluginRepository(session).set_health(
+                    plugin_id,
+                    status=health["status"],
+                    last_check=health["last_check"],
+                    response_time_ms=health["response_time_ms"],
+                    message=health["message"],
+                )
     log.info("activated plugin %s", plugin_id)
     return {
         "id": plugin_id,
@@ -375,46 +314,72 @@ def activate_plugin(
     }
 
 
-def _record_failed_activation(core: Core, plugin_id: str, reason: str) -> None:
-    """Keep the status as it was, but say what happened (reason and health)."""
-    with core.db.transaction() as session:
+def _first_health(started: Any, auto_start: bool) -> dict[str, Any]:
+    if not auto_start or started is None or started.healthy is None:
+        return {
+            "status": "not_started",
+            "response_time_ms": None,
+            "last_check": None,
+            "message": "auto_start is false: the first invocation starts the plugin",
+        }
+    return {
+        "status": "healthy",
+        "response_time_ms": started.response_time_ms,
+        "last_check": started.checked_at,
+        "message": started.message,
+    }
+
+
+def _roll_back(
+    core: Core, plugin_id: str, generation: int, before: dict[str, Any], reason: str
+) -> None:
+    """Undo an activation whose first start failed: the desired state as it was, unless a
+    later change overtook it (then that change stands), and the reason kept."""
+    with core.db.state_change() as session:
         row = PluginRepository(session).get(plugin_id)
-        if row is not None:
-            row.status_reason = f"activation failed at {_now().isoformat()}: {reason}"
-            row.health_status = "unhealthy"
-            row.health_last_check = _now()
-            row.health_message = reason
+        if row is None:
+            return
+        if row.generation == generation:
+            for key, value in before.items():
+                setattr(row, key, value)
+            # a new generation: replicas that started it meanwhile stop it
+            row.generation = generation + 1
+        row.status_reason = f"activation failed at {_now().isoformat()}: {reason}"
+        row.health_status = "unhealthy"
+        row.health_last_check = _now()
+        row.health_message = reason
+        core.db.notify(session, plugin_id)
+    core.reconciler.wake()
 
 
 def deactivate_plugin(
     core: Core, plugin_id: str, *, force: bool = False, graceful_timeout: float = 30
 ) -> dict[str, Any]:
+    """Write the desired state (inactive), then stop this replica's instance; the others stop
+    theirs when they hear of it."""
     with core.plugin_lock(plugin_id):
-        row = get_row(core, plugin_id)
-        if row.status not in ("active", "error"):
-            raise InvalidStateError(
-                f"Plugin '{plugin_id}' is not active (status: {row.status})",
-                {"plugin_id": plugin_id, "status": row.status},
-            )
-        if row.status == "error" and not row.loadable:
-            raise InvalidStateError(
-                f"Plugin '{plugin_id}' was never activated: {row.status_reason}",
-                {"plugin_id": plugin_id, "status": row.status},
-            )
-        pending = 0
-        core.supervisor.reset(plugin_id)
-        instance = core.host.remove(plugin_id)
-        if instance is not None:
-            pending = instance.stop(graceful_timeout=graceful_timeout, force=force)
-        when = _now()
-        with core.db.transaction() as session:
-            fresh = PluginRepository(session).get(plugin_id)
-            if fresh is not None:
-                fresh.status = "inactive"
-                fresh.status_reason = None
-                fresh.singleton_slot = None
-                fresh.deactivated_at = when
-                fresh.health_status = "unknown"
+        with core.db.state_change() as session:
+            row = PluginRepository(session).get(plugin_id)
+            if row is None:
+                raise _not_found(plugin_id)
+            if row.status not in ("active", "error"):
+                raise InvalidStateError(
+                    f"Plugin '{plugin_id}' is not active (status: {row.status})",
+                    {"plugin_id": plugin_id, "status": row.status},
+                )
+            if row.status == "error" and not row.loadable:
+                raise InvalidStateError(
+                    f"Plugin '{plugin_id}' was never activated: {row.status_reason}",
+                    {"plugin_id": plugin_id, "status": row.status},
+                )
+            when = _now()
+            row.status = "inactive"
+            row.status_reason = None
+            row.singleton_slot = None
+            row.deactivated_at = when
+            row.health_status = "unknown"
+            core.db.notify(session, plugin_id)
+        pending = core.reconciler.retire(plugin_id, graceful_timeout=graceful_timeout, force=force)
     log.info("deactivated plugin %s (pending operations: %d)", plugin_id, pending)
     return {
         "id": plugin_id,
@@ -432,60 +397,68 @@ def update_configuration(
     allow_restart: bool,
     dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Store the new configuration and bring the running instance to it: through
-    `configure()` when every field it changes allows that, by a restart (when the request
-    allows it) when a `hot_reload: false` field differs from what the instance runs with.
-    A cold change stored without a restart stays pending: asking again with
-    `restart_required: true` applies it, even when the stored value no longer changes."""
+    """Store the new configuration and the configuration every replica runs. A change of
+    `hot_reload: false` fields (compared with what runs) is applied only when the request
+    allows a restart (every replica restarts the plugin); otherwise it is stored and stays
+    pending, and asking again with `restart_required: true` applies it, even when the stored
+    value no longer changes. Other changes reach the instances through configure()."""
     with core.plugin_lock(plugin_id):
-        row = get_row(core, plugin_id)
-        merged, changed = merged_configuration(core, row, configuration)
-        full = _validate_configuration(core, row, merged)
-        schema = row.configuration_schema or {}
-        instance = core.host.get(plugin_id)
-        running = row.status == "active" and instance is not None
-        applied: dict[str, Any] = getattr(instance, "applied_config", {}) if running else {}
-        cold = sorted(
-            k
-            for k in config_schema.cold_fields(schema)
-            if running and applied.get(k) != full.get(k)
-        )
-        hot_change = running and any(
-            applied.get(k) != full.get(k) for k in set(full) | set(applied)
-        )
-        result: dict[str, Any] = {
-            "id": plugin_id,
-            "configuration_updated": bool(changed),
-            "restart_required": bool(cold),
-            "restarted": False,
-            "updated_fields": sorted(changed),
-            "effective_time": None,
-            "dry_run": dry_run,
-        }
-        if cold:
-            result["restart_fields"] = cold
-        if dry_run:
-            return result
-        if running and instance is not None:
-            if cold and allow_restart:
-                _restart_with(core, row, instance, full, applied)
+        with core.db.state_change() as session:
+            row = PluginRepository(session).get(plugin_id)
+            if row is None:
+                raise _not_found(plugin_id)
+            merged, changed = merged_configuration(core, row, configuration)
+            full = _validate_configuration(core, row, merged)
+            schema = row.configuration_schema or {}
+            active = row.status == "active"
+            running = effective_configuration(
+                core, row, core.box.open(row.running_configuration or {})
+            )
+            cold = sorted(
+                k
+                for k in config_schema.cold_fields(schema)
+                if active and running.get(k) != full.get(k)
+            )
+            result: dict[str, Any] = {
+                "id": plugin_id,
+                "configuration_updated": bool(changed),
+                "restart_required": bool(cold),
+                "restarted": False,
+                "updated_fields": sorted(changed),
+                "effective_time": None,
+                "dry_run": dry_run,
+            }
+            if cold:
+                result["restart_fields"] = cold
+            if dry_run:
+                return result
+            before = {k: getattr(row, k) for k in _DESIRED_FIELDS}
+            sealed = core.box.seal(merged, config_schema.secret_fields(schema))
+            if changed:
+                row.configuration = sealed
+            restart = bool(cold) and allow_restart
+            if not cold or restart:
+                if running != full:
+                    row.running_configuration = sealed
+                    row.config_version = (row.config_version or 0) + 1
+                if restart:
+                    row.generation = (row.generation or 0) + 1
+                result["effective_time"] = _now()
+            else:
+                result["pending_restart"] = cold
+            if not (changed or restart or running != full):
+                return result
+            core.db.notify(session, plugin_id)
+            desired = replica.desired_of(core, row) if active else None
+        if desired is not None and (not cold or restart):
+            try:
+                core.reconciler.converge(desired, answering=True)
+            except MLXError:
+                _restore_configuration(core, plugin_id, before)
+                raise
+            if restart:
                 result["restarted"] = True
                 result["configuration_updated"] = True
-                result["effective_time"] = _now()
-            elif not cold:
-                if hot_change:
-                    instance.configure(full, core.settings.health_timeout * 6)
-                    instance.applied_config = full
-                result["effective_time"] = _now()
-        else:
-            result["effective_time"] = _now()  # takes effect at the next activation
-        if changed:
-            sealed = core.box.seal(merged, config_schema.secret_fields(schema))
-            with core.db.transaction() as session:
-                fresh = PluginRepository(session).get(plugin_id)
-                if fresh is not None:
-                    fresh.configuration = sealed
-                    fresh.config_version = (fresh.config_version or 0) + 1
     if changed or result["restarted"]:
         log.info(
             "configuration of plugin %s updated: %s%s",
@@ -496,29 +469,54 @@ def update_configuration(
     return result
 
 
-def _restart_with(
-    core: Core, row: PluginRow, instance: Any, full: dict[str, Any], previous: dict[str, Any]
-) -> None:
-    """Replace the running instance by one configured with `full`. When the new one cannot
-    start, the old configuration is started again and the error answered."""
-    instance.stop(graceful_timeout=30, force=False)
-    core.host.remove(row.id)
-    try:
-        core.host.put(_start_instance(core, row, full, start=True))
-    except MLXError:
+def _restore_configuration(core: Core, plugin_id: str, before: dict[str, Any]) -> None:
+    """A configuration whose restart failed: every replica goes back to the one before."""
+    with core.db.state_change() as session:
+        row = PluginRepository(session).get(plugin_id)
+        if row is None:
+            return
+        row.configuration = before["configuration"]
+        row.running_configuration = before["running_configuration"]
+        row.config_version = (row.config_version or 0) + 1
+        row.generation = (row.generation or 0) + 1
+        core.db.notify(session, plugin_id)
+        desired = replica.desired_of(core, row) if row.status == "active" else None
+    if desired is not None:
         try:
-            core.host.put(_start_instance(core, row, previous, start=True))
+            core.reconciler.converge(desired, answering=True)
         except MLXError as exc:
-            core.supervisor.failed(
-                row.id, f"restart with the new configuration failed: {exc.message}"
-            )
-        raise
+            log.warning("plugin %s: the previous configuration failed too: %s", plugin_id, exc)
+            core.reconciler.wake()
+
+
+def _not_found(plugin_id: str) -> PluginNotFoundError:
+    return PluginNotFoundError(f"Plugin '{plugin_id}' does not exist", {"plugin_id": plugin_id})
 
 
 # ---------------------------------------------------------------- health and calls
 
 
+def _replica_views(core: Core, plugin_id: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "node_id": v.node_id,
+            "state": v.state,
+            "pid": v.pid,
+            "health_status": v.health_status,
+            "message": v.health_message,
+            "last_check": v.health_last_check,
+            "config_version": v.config_version,
+            "generation": v.generation,
+            "last_error": v.last_error,
+            "restarts": v.restarts,
+        }
+        for v in replica.observed(core, [plugin_id])[plugin_id]
+    ]
+
+
 def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
+    """Health as this replica sees it (its own instance, checked now), with every live
+    replica's view in `replicas`."""
     row = get_row(core, plugin_id)
     instance = core.host.get(plugin_id)
     with core.db.read() as session:
@@ -529,17 +527,25 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
     ] + rules.missing_python_requirements(meta)
     deps = {"status": "fail" if missing else "pass", "missing_dependencies": missing}
     now = _now()
+    replicas = _replica_views(core, plugin_id)
     if instance is None or row.status != "active":
-        status = "inactive" if row.status != "error" else "unhealthy"
+        mine = next((v for v in replicas if v["node_id"] == core.node_id), None)
+        if row.status == "active":
+            reason = (mine or {}).get("last_error") or "it is not running on this replica yet"
+            status, message = "unhealthy", f"plugin is not running on this replica: {reason}"
+        else:
+            status = "inactive" if row.status != "error" else "unhealthy"
+            message = f"plugin is not running (status: {row.status})"
         return {
             "plugin_id": plugin_id,
             "status": status,
+            "node_id": core.node_id,
             "checks": {
                 "connectivity": {
                     "status": "skip",
                     "response_time_ms": None,
                     "last_check": row.health_last_check,
-                    "message": f"plugin is not running (status: {row.status})",
+                    "message": message,
                 },
                 "resource_usage": {
                     "status": "skip",
@@ -555,6 +561,7 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
                 "failed_requests": 0,
                 "avg_response_time_ms": 0,
             },
+            "replicas": replicas,
         }
     if instance.started:
         outcome = instance.health(core.settings.health_timeout)
@@ -584,19 +591,26 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
         "unhealthy" if connectivity["status"] == "fail" else ("degraded" if failing else "healthy")
     )
     if outcome is not None:
-        with core.db.transaction() as session:
-            PluginRepository(session).set_health(
-                plugin_id,
-                status=status,
-                last_check=now,
-                response_time_ms=connectivity["response_time_ms"],
-                message=outcome.message,
-            )
+        replica.store_health(
+            core,
+            {
+                plugin_id: {
+                    "status": status,
+                    "last_check": now,
+                    "response_time_ms": connectivity["response_time_ms"],
+                    "message": outcome.message,
+                }
+            },
+        )
+        for view in replicas:
+            if view["node_id"] == core.node_id:
+                view.update(health_status=status, message=outcome.message, last_check=now)
     uptime = time.time() - instance.started_at if instance.started_at else 0.0
     ok = instance.total - instance.failed
     return {
         "plugin_id": plugin_id,
         "status": status,
+        "node_id": core.node_id,
         "checks": {"connectivity": connectivity, "resource_usage": usage, "dependencies": deps},
         "metrics": {
             "uptime_seconds": round(uptime, 3),
@@ -607,12 +621,16 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
             if instance.total
             else 0,
         },
+        "replicas": replicas,
     }
 
 
 def invoke_plugin(
     core: Core, plugin_id: str, operation: str, arguments: dict[str, Any], timeout: float | None
 ) -> dict[str, Any]:
+    """Run an operation on this replica's instance (every replica runs every active plugin:
+    nothing is forwarded). An instance this replica has not started yet (a change it has not
+    heard of) is started now."""
     row = get_row(core, plugin_id)
     if row.status != "active":
         raise InvalidStateError(
@@ -620,8 +638,17 @@ def invoke_plugin(
             {"plugin_id": plugin_id, "status": row.status},
         )
     instance = core.host.get(plugin_id)
+    if instance is None or instance.generation != row.generation:
+        core.reconciler.converge(replica.desired_of(core, row))
+        instance = core.host.get(plugin_id)
     if instance is None:
-        raise InvalidStateError(f"Plugin '{plugin_id}' is active but not running in this service")
+        views = replica.observed(core, [plugin_id])[plugin_id]
+        mine = next((v for v in views if v.node_id == core.node_id), None)
+        reason = (mine.last_error if mine else None) or "it is not running on this replica"
+        raise InvalidStateError(
+            f"Plugin '{plugin_id}' is active but not running on this replica: {reason}",
+            {"plugin_id": plugin_id, "status": "error", "node_id": core.node_id, "reason": reason},
+        )
     if not instance.started:
         try:
             instance.start(core.settings.health_timeout * 6)
@@ -629,6 +656,7 @@ def invoke_plugin(
             raise PluginHealthCheckFailedError(
                 f"Plugin '{row.name}' failed to start: {exc.message}"
             ) from exc
+        core.reconciler.started(instance)
     t0 = time.perf_counter()
     ok = False
     try:
@@ -643,25 +671,3 @@ def invoke_plugin(
         "result": redact_value(result),
         "duration_ms": round(elapsed, 3),
     }
-
-
-def restore_active_plugins(core: Core) -> None:
-    """On service start: start again every plugin stored as active."""
-    with core.db.read() as session:
-        active = PluginRepository(session).active()
-    for row in active:
-        try:
-            full = effective_configuration(core, row, core.box.open(row.configuration or {}))
-            instance = _start_instance(core, row, full, start=True)
-            core.host.put(instance)
-            log.info("restored plugin %s", row.id)
-        except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the service
-            reason = exc.message if isinstance(exc, MLXError) else f"{type(exc).__name__}: {exc}"
-            with core.db.transaction() as session:
-                fresh = PluginRepository(session).get(row.id)
-                if fresh is not None:
-                    fresh.status = "error"
-                    fresh.status_reason = f"could not be restarted on service start: {reason}"
-                    fresh.singleton_slot = None
-                    fresh.health_status = "unhealthy"
-            log.warning("plugin %s could not be restored: %s", row.id, reason)

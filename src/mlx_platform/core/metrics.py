@@ -1,12 +1,19 @@
 """Invocation metrics: recorded per plugin per minute, flushed to storage, merged on read.
 
-Recording touches memory only (one dict lookup and a sketch update); `flush` moves finished
-and current minutes into `metric_buckets`, adding to what is stored, so several replicas (or
-restarts) add up. Queries merge the stored minutes into minutes, hours or days.
+Recording touches memory only (one dict lookup and a sketch update, under a lock); `flush`
+moves what was recorded into `metric_buckets`, into this replica's own rows (`node_id` is part
+of the key), adding to what those rows hold. Replicas therefore never write the same row, and
+reads merge the rows of every replica (and of earlier runs) into minutes, hours or days.
+
+A flush that fails (database down, any error) keeps its batch: the next flush writes it,
+merged with whatever was recorded meanwhile, so nothing counted is lost while the process
+lives. The one loss left is a commit that succeeded on the server but whose answer never came
+back: the batch is written again (counted twice) on the next flush.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,10 +24,13 @@ from mlx_platform.core.sketch import LatencySketch
 from mlx_platform.storage import Database, MetricBucketRow
 from mlx_platform.storage.repositories import MetricRepository
 
+log = logging.getLogger("mlx_platform.metrics")
+_time = time.time
+
 GRANULARITY_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Minute:
     """Figures of one plugin over a span: a minute being recorded, or a merge of stored rows."""
 
@@ -47,82 +57,189 @@ class _Minute:
         if len(row) > 9 and row[9]:
             self.sketch.merge(LatencySketch.from_json(row[9]))
 
+    def merge(self, other: _Minute) -> None:
+        """Add another span's figures to these (`other` is left as it is)."""
+        self.count += other.count
+        self.errors += other.errors
+        self.sum_ms += other.sum_ms
+        if other.sketch.count:
+            self.sketch.merge(other.sketch)
+        self.mem_samples += other.mem_samples
+        self.mem_sum_mb += other.mem_sum_mb
+        self.mem_peak_mb = max(self.mem_peak_mb, other.mem_peak_mb)
+        self.cpu_samples += other.cpu_samples
+        self.cpu_sum_percent += other.cpu_sum_percent
+
+    def copy(self) -> _Minute:
+        out = _Minute()
+        out.merge(self)
+        return out
+
 
 class MetricsRecorder:
-    def __init__(self, db: Database) -> None:
+    """This replica's metrics: recorded in memory, flushed into rows keyed by `node_id`.
+
+    What was recorded goes through two states, both guarded by `_lock`:
+
+    - `_pending`: recorded since the last flush (or snapshot), not yet counted in `totals`;
+    - `_unwritten`: counted in `totals`, not yet stored (a flush in progress, or one that
+      failed and left its batch for the next).
+
+    `totals` (the Prometheus counters, since this process started) count an invocation when
+    it leaves `_pending`, once, and never again: a batch a flush failed to store goes back to
+    `_unwritten`, never to `_pending`. So the counters are exact whether or not storage
+    works, and a retried flush cannot count anything twice.
+    """
+
+    def __init__(self, db: Database, node_id: str = "") -> None:
         self.db = db
-        self._pending: dict[tuple[str, int], _Minute] = {}
+        self.node_id = node_id
         self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int], _Minute] = {}
+        self._unwritten: dict[tuple[str, int], _Minute] = {}
         # Since this process started, per plugin: what Prometheus scrapes (counters only grow).
         self.totals: dict[str, _Minute] = {}
+        # plugins forgotten while a flush was writing: its batch must not bring them back
+        self._forgotten: set[str] = set()
         self._flush_lock = threading.Lock()
 
-    def _slot(self, plugin_id: str) -> _Minute:
-        key = (plugin_id, int(time.time()) // 60)
-        slot = self._pending.get(key)
-        if slot is None:
-            with self._lock:
-                slot = self._pending.setdefault(key, _Minute())
-        return slot
+    def record(
+        self, plugin_id: str, duration_ms: float, ok: bool, now: float | None = None
+    ) -> None:
+        """Count one invocation (at `now`, seconds since the epoch; tests pass it). Memory
+        only; the update happens under the lock the flush swaps `_pending` under, so no call
+        lands in a minute that is already on its way to storage."""
+        key = (plugin_id, int(_time() if now is None else now) // 60)
+        # acquire/release rather than `with`: a tenth of a microsecond less on the hot path
+        lock = self._lock
+        lock.acquire()
+        try:
+            slot = self._pending.get(key)
+            if slot is None:
+                slot = self._pending[key] = _Minute()
+            slot.count += 1
+            slot.sum_ms += duration_ms
+            if not ok:
+                slot.errors += 1
+            slot.sketch.record(duration_ms)
+        finally:
+            lock.release()
 
-    def record(self, plugin_id: str, duration_ms: float, ok: bool) -> None:
-        """Count one invocation. Cheap: memory only."""
-        slot = self._slot(plugin_id)
-        slot.count += 1
-        slot.sum_ms += duration_ms
-        if not ok:
-            slot.errors += 1
-        slot.sketch.record(duration_ms)
-
-    def sample_usage(self, plugin_id: str, memory_mb: float, cpu_percent: float) -> None:
-        slot = self._slot(plugin_id)
-        slot.mem_samples += 1
-        slot.mem_sum_mb += memory_mb
-        slot.mem_peak_mb = max(slot.mem_peak_mb, memory_mb)
-        slot.cpu_samples += 1
-        slot.cpu_sum_percent += cpu_percent
-
-    def flush(self) -> int:
-        """Add what was recorded to the stored buckets. Returns the number of buckets written."""
-        with self._flush_lock:
-            return self._flush()
-
-    def _flush(self) -> int:
+    def sample_usage(
+        self, plugin_id: str, memory_mb: float, cpu_percent: float, now: float | None = None
+    ) -> None:
+        key = (plugin_id, int(_time() if now is None else now) // 60)
         with self._lock:
-            pending, self._pending = self._pending, {}
-        if not pending:
-            return 0
-        for (plugin_id, _minute), m in pending.items():
-            total = self.totals.setdefault(plugin_id, _Minute())
+            slot = self._pending.get(key)
+            if slot is None:
+                slot = self._pending[key] = _Minute()
+            slot.mem_samples += 1
+            slot.mem_sum_mb += memory_mb
+            if memory_mb > slot.mem_peak_mb:
+                slot.mem_peak_mb = memory_mb
+            slot.cpu_samples += 1
+            slot.cpu_sum_percent += cpu_percent
+
+    def _count_pending(self) -> None:
+        """Move `_pending` into `totals` and `_unwritten`. The caller holds `_lock`."""
+        pending, self._pending = self._pending, {}
+        for key, m in pending.items():
+            total = self.totals.get(key[0])
+            if total is None:
+                total = self.totals[key[0]] = _Minute()
             total.count += m.count
             total.errors += m.errors
             total.sum_ms += m.sum_ms
-            total.sketch.merge(m.sketch)
+            if m.sketch.count:
+                total.sketch.merge(m.sketch)
+            kept = self._unwritten.get(key)
+            if kept is None:
+                self._unwritten[key] = m
+            else:
+                kept.merge(m)
+
+    def snapshot(self) -> dict[str, _Minute]:
+        """A copy of `totals`, up to the last recorded call (no storage involved)."""
+        with self._lock:
+            self._count_pending()
+            return {pid: t.copy() for pid, t in self.totals.items()}
+
+    def flush(self) -> int:
+        """Add what was recorded to this replica's stored buckets. Returns the number of
+        (plugin, minute) entries written; 0 when there was nothing, or when storage failed
+        (one warning logged, the batch kept for the next flush)."""
+        with self._flush_lock:
+            with self._lock:
+                self._count_pending()
+                batch, self._unwritten = self._unwritten, {}
+                self._forgotten.clear()
+            if not batch:
+                return 0
+            try:
+                self._write(batch)
+            except Exception as exc:  # noqa: BLE001 - any failure: keep the batch, retry later
+                with self._lock:
+                    for key, m in batch.items():
+                        if key[0] in self._forgotten:
+                            continue
+                        later = self._unwritten.get(key)
+                        if later is not None:  # counted by a snapshot during the write
+                            m.merge(later)
+                        self._unwritten[key] = m
+                    kept = len(self._unwritten)
+                first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+                log.warning(
+                    "metrics flush failed (%s: %s); %d plugin-minutes kept for the next flush",
+                    type(exc).__name__,
+                    first_line,
+                    kept,
+                )
+                return 0
+            return len(batch)
+
+    def _write(self, batch: dict[tuple[str, int], _Minute]) -> None:
+        """One transaction: each minute into its minute row and its hour's roll-up row."""
+        buckets: dict[tuple[str, int, datetime], _Minute] = {}
+        for (plugin_id, minute), m in batch.items():
+            buckets[(plugin_id, 60, datetime.fromtimestamp(minute * 60, UTC))] = m
+            hour = (plugin_id, 3600, datetime.fromtimestamp(minute // 60 * 3600, UTC))
+            rollup = buckets.get(hour)
+            if rollup is None:
+                rollup = buckets[hour] = _Minute()
+            rollup.merge(m)  # a new object: the batch stays as it was, should this fail
         with self.db.transaction() as session:
             repo = MetricRepository(session)
-            for (plugin_id, minute), m in pending.items():
-                minute_start = datetime.fromtimestamp(minute * 60, UTC)
-                hour_start = datetime.fromtimestamp(minute // 60 * 3600, UTC)
-                for resolution, bucket_start in ((60, minute_start), (3600, hour_start)):
-                    _add_to_bucket(repo, plugin_id, resolution, bucket_start, m)
-        return len(pending)
+            # in key order: two writers of one node id (a misconfiguration) lock rows in the
+            # same order and cannot deadlock
+            for (plugin_id, resolution, start), m in sorted(buckets.items()):
+                _add_to_bucket(repo, self.node_id, plugin_id, resolution, start, m)
 
     def forget(self, plugin_id: str) -> None:
-        self.totals.pop(plugin_id, None)
         with self._lock:
-            for key in [k for k in self._pending if k[0] == plugin_id]:
-                del self._pending[key]
+            self.totals.pop(plugin_id, None)
+            for d in (self._pending, self._unwritten):
+                for key in [k for k in d if k[0] == plugin_id]:
+                    del d[key]
+            self._forgotten.add(plugin_id)
 
 
 def _add_to_bucket(
-    repo: MetricRepository, plugin_id: str, resolution: int, start: datetime, m: _Minute
+    repo: MetricRepository,
+    node_id: str,
+    plugin_id: str,
+    resolution: int,
+    start: datetime,
+    m: _Minute,
 ) -> None:
-    row = repo.get(plugin_id, resolution, start)
+    """Add `m` to this node's row of the bucket. Only this node writes that row; the row lock
+    (PostgreSQL) covers two processes that were given the same node id."""
+    row = repo.get(plugin_id, resolution, start, node_id, for_update=True)
     if row is None:
         row = MetricBucketRow(
             plugin_id=plugin_id,
             resolution=resolution,
             bucket_start=start,
+            node_id=node_id,
             count=0,
             errors=0,
             sum_ms=0.0,

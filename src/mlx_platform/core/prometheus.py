@@ -1,7 +1,8 @@
 """The Prometheus text format for `/metrics`: invocations, errors, latency, health per plugin.
 
 A custom collector reads the recorder's running totals at scrape time, so the invocation hot
-path pays nothing for Prometheus.
+path pays nothing for Prometheus. Invocations, latency and live instances are this replica's
+own, labelled `node`; health and status are the stored, shared ones.
 """
 
 from __future__ import annotations
@@ -43,19 +44,25 @@ class PluginCollector(Collector):
         self.core = core
 
     def collect(self) -> Iterator[Metric]:
-        self.core.metrics.flush()
+        # this replica's own series, labelled with its node: every replica exports what went
+        # through it, and a sum over `node` gives the cluster's figures. Read from memory up
+        # to the last call: a scrape no longer writes metrics to storage (the flush loop does)
+        metrics = self.core.metrics
+        node = metrics.node_id
         calls = CounterMetricFamily(
             "mlx_plugin_invocations",
-            "Invocations through the runtime",
-            labels=["plugin_id", "outcome"],
+            "Invocations through this replica's runtime",
+            labels=["plugin_id", "outcome", "node"],
         )
         latency = HistogramMetricFamily(
-            "mlx_plugin_invocation_duration_seconds", "Invocation duration", labels=["plugin_id"]
+            "mlx_plugin_invocation_duration_seconds",
+            "Invocation duration, through this replica",
+            labels=["plugin_id", "node"],
         )
-        for plugin_id, t in sorted(self.core.metrics.totals.items()):
-            calls.add_metric([plugin_id, "success"], t.count - t.errors)
-            calls.add_metric([plugin_id, "error"], t.errors)
-            latency.add_metric([plugin_id], _cumulative(t.sketch), t.sum_ms / 1000)
+        for plugin_id, t in sorted(metrics.snapshot().items()):
+            calls.add_metric([plugin_id, "success", node], t.count - t.errors)
+            calls.add_metric([plugin_id, "error", node], t.errors)
+            latency.add_metric([plugin_id, node], _cumulative(t.sketch), t.sum_ms / 1000)
         health = GaugeMetricFamily(
             "mlx_plugin_health",
             "1 healthy, 0.5 degraded, 0 otherwise (last check)",
@@ -68,8 +75,10 @@ class PluginCollector(Collector):
             for row in PluginRepository(session).all():
                 health.add_metric([row.id, row.health_status], _HEALTH.get(row.health_status, 0.0))
                 up.add_metric([row.id], 1.0 if row.status == "active" else 0.0)
-        running = GaugeMetricFamily("mlx_plugin_instances", "Live plugin instances in this process")
-        running.add_metric([], float(len(self.core.host.instances)))
+        running = GaugeMetricFamily(
+            "mlx_plugin_instances", "Live plugin instances in this replica", labels=["node"]
+        )
+        running.add_metric([node], float(len(self.core.host.instances)))
         yield from (calls, latency, health, up, running)
 
 

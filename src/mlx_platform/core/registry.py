@@ -8,7 +8,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import config_schema, rules
+from mlx_platform.core import config_schema, replica, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.views import plugin_detail, plugin_summary
 from mlx_platform.errors import (
@@ -19,6 +19,7 @@ from mlx_platform.errors import (
     ValidationError,
 )
 from mlx_platform.runtime.probe import ProbeResult, probe_class
+from mlx_platform.runtime.reconciler import RUNNING_STATES
 from mlx_platform.storage import PluginRow
 from mlx_platform.storage.repositories import PluginFilter, PluginRepository
 from mlx_platform.wire import RegisterPluginRequest
@@ -145,7 +146,7 @@ def _store(
     status: str,
     isolation: str,
 ) -> str:
-    with core.db.transaction() as session:
+    with core.db.state_change() as session:
         repo = PluginRepository(session)
         row = repo.get_by_name_version(req.name, req.version)
         _refuse_duplicate(req, row)  # again: another registration may have won meanwhile
@@ -164,13 +165,17 @@ def _store(
         row.configuration_schema = core.box.seal_schema(schema)
         row.plugin_metadata = meta
         row.configuration = row.configuration or {}
+        row.running_configuration = row.configuration
         row.config_version = row.config_version or 0
+        row.generation = row.generation or 0
+        row.auto_start = True
         row.extra = {"author": req.author, "license": req.license, "tags": req.tags}
         row.documentation_url = req.documentation_url
         row.repository_url = req.repository_url
         row.singleton_slot = None
         row.health_status = "unknown"
         session.flush()
+        core.db.notify(session, row.id)
         return row.id
 
 
@@ -205,9 +210,11 @@ def _next_steps(
 def list_plugins(
     core: Core, flt: PluginFilter, *, page: int, limit: int
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    live = replica.live_since(core)
     with core.db.read() as session:
-        rows, total = PluginRepository(session).list(flt, page=page, limit=limit)
-        items = [plugin_summary(r) for r in rows]
+        rows, total = PluginRepository(session).list(flt, page=page, limit=limit, live_since=live)
+    shown = shown_status(core, rows)
+    items = [plugin_summary(r, shown[r.id]) for r in rows]
     pagination = {"page": page, "limit": limit, "total": total, "has_next": page * limit < total}
     return items, pagination
 
@@ -221,7 +228,28 @@ def get_row(core: Core, plugin_id: str) -> PluginRow:
 
 
 def get_plugin(core: Core, plugin_id: str) -> dict[str, Any]:
-    return plugin_detail(core, get_row(core, plugin_id))
+    row = get_row(core, plugin_id)
+    return plugin_detail(core, row, shown_status(core, [row])[row.id])
+
+
+def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, tuple[str, str | None]]:
+    """The status the API shows, by plugin id: the desired state, except that an `active`
+    plugin that no live replica runs shows `error`, with the replicas' reasons."""
+    out = {r.id: (r.status, r.status_reason) for r in rows}
+    active = [r.id for r in rows if r.status == "active"]
+    if not active:
+        return out
+    for plugin_id, views in replica.observed(core, active).items():
+        if any(v.state in RUNNING_STATES for v in views):
+            continue
+        inst = core.host.get(plugin_id)
+        if inst is not None and not any(v.node_id == core.node_id for v in views):
+            continue  # running here, and its report is on its way
+        reasons = [f"{v.last_error} (replica {v.node_id})" for v in views if v.last_error]
+        if not reasons and any(v.state in ("starting", "stopping") for v in views):
+            reasons = ["restarting"]
+        out[plugin_id] = ("error", "; ".join(reasons) or "no live replica runs it")
+    return out
 
 
 def configuration_json_schema(core: Core, plugin_id: str) -> dict[str, Any]:
@@ -234,40 +262,38 @@ def configuration_json_schema(core: Core, plugin_id: str) -> dict[str, Any]:
 
 
 def delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]:
-    from mlx_platform.core.lifecycle import deactivate_plugin
-
+    """Remove the plugin from the desired state (and its metrics) in one guarded transaction,
+    then stop this replica's instance; the others stop theirs when they hear of it."""
     with core.plugin_lock(plugin_id):
-        row = get_row(core, plugin_id)
-        with core.db.read() as session:
-            active = PluginRepository(session).active()
-        dependents = rules.dependents_of(row, active)
-        if dependents:
-            names = [f"{d.name} ({d.id})" for d in dependents]
-            raise PluginConflictError(
-                f"Plugin '{row.name}' is required by active plugin(s): {', '.join(names)}",
-                {
-                    "conflicting_plugin": dependents[0].name,
-                    "conflict_type": "required_by_active_plugin",
-                    "required_by": [d.id for d in dependents],
-                    "resolution_options": [f"Deactivate '{d.name}' first" for d in dependents],
-                },
-            )
-        deactivated = False
-        if row.status == "active":
-            if not force:
+        with core.db.state_change() as session:
+            repo = PluginRepository(session)
+            row = repo.get(plugin_id)
+            if row is None:
+                raise PluginNotFoundError(
+                    f"Plugin '{plugin_id}' does not exist", {"plugin_id": plugin_id}
+                )
+            dependents = rules.dependents_of(row, repo.active())
+            if dependents:
+                names = [f"{d.name} ({d.id})" for d in dependents]
+                raise PluginConflictError(
+                    f"Plugin '{row.name}' is required by active plugin(s): {', '.join(names)}",
+                    {
+                        "conflicting_plugin": dependents[0].name,
+                        "conflict_type": "required_by_active_plugin",
+                        "required_by": [d.id for d in dependents],
+                        "resolution_options": [f"Deactivate '{d.name}' first" for d in dependents],
+                    },
+                )
+            deactivated = row.status == "active"
+            if deactivated and not force:
                 raise InvalidStateError(
                     f"Plugin '{plugin_id}' is active: deactivate it first, or pass force=true",
                     {"plugin_id": plugin_id, "status": row.status},
                 )
-            deactivate_plugin(core, plugin_id, force=True, graceful_timeout=0)
-            deactivated = True
-        core.host.remove(plugin_id)
+            repo.delete(row)
+            core.db.notify(session, plugin_id)
+        core.reconciler.retire(plugin_id, graceful_timeout=0, force=True)
         core.host.drop_executor(plugin_id)
         core.metrics.forget(plugin_id)
-        with core.db.transaction() as session:
-            repo = PluginRepository(session)
-            fresh = repo.get(plugin_id)
-            if fresh is not None:
-                repo.delete(fresh)
     log.info("unregistered plugin %s", plugin_id)
     return {"id": plugin_id, "deleted": True, "deactivated": deactivated}

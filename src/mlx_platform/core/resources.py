@@ -60,7 +60,8 @@ def machine_capacity(
 def resource_shortfall(
     capacity: Capacity, claimed: list[dict[str, Any]], need: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """None when `need` fits beside `claimed`; else the figures that show it does not."""
+    """None when `need` fits beside `claimed` on one replica; else the figures that show it
+    does not. Memory and GPUs add up; CPU cores are a minimum."""
     used_mem = sum(int(c.get("min_memory_mb") or 0) for c in claimed)
     used_cpu = sum(float(c.get("min_cpu_cores") or 0) for c in claimed)
     used_gpu = sum(1 for c in claimed if c.get("gpu_required"))
@@ -75,10 +76,12 @@ def resource_shortfall(
             "capacity": capacity.memory_mb,
             "claimed_by_active_plugins": used_mem,
         }
-    if need_cpu > capacity.cpu_cores - used_cpu + 1e-9:
+    # CPU cores are a minimum the replica must have, not a claim that adds up: plugins share
+    # CPU time (three plugins that each ask for one core run on a two-core machine).
+    if need_cpu > capacity.cpu_cores + 1e-9:
         short["cpu_cores"] = {
             "required": need_cpu,
-            "available": max(round(capacity.cpu_cores - used_cpu, 3), 0),
+            "available": capacity.cpu_cores,
             "capacity": capacity.cpu_cores,
             "claimed_by_active_plugins": round(used_cpu, 3),
         }

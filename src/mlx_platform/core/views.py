@@ -23,7 +23,16 @@ _META_DEFAULTS: dict[str, Any] = {
 }
 
 
-def health_summary(row: PluginRow) -> dict[str, Any]:
+def health_summary(row: PluginRow, shown: tuple[str, str | None]) -> dict[str, Any]:
+    """The last health check; for a plugin shown in `error` (no replica runs it), unhealthy
+    with the reason."""
+    if shown[0] == "error" and row.status == "active":
+        return {
+            "status": "unhealthy",
+            "last_check": row.health_last_check,
+            "response_time_ms": row.health_response_time_ms,
+            "message": shown[1],
+        }
     return {
         "status": row.health_status,
         "last_check": row.health_last_check,
@@ -32,14 +41,15 @@ def health_summary(row: PluginRow) -> dict[str, Any]:
     }
 
 
-def plugin_summary(row: PluginRow) -> dict[str, Any]:
+def plugin_summary(row: PluginRow, shown: tuple[str, str | None]) -> dict[str, Any]:
+    """`shown`: the status to show and its reason (registry.shown_status)."""
     meta = row.plugin_metadata or {}
     return {
         "id": row.id,
         "name": row.name,
         "type": row.type,
         "version": row.version,
-        "status": row.status,
+        "status": shown[0],
         "description": row.description,
         "category": row.category,
         "capabilities": list(meta.get("capabilities") or []),
@@ -47,13 +57,13 @@ def plugin_summary(row: PluginRow) -> dict[str, Any]:
         "integration_points": list(meta.get("integration_points") or []),
         "resource_requirements": row.requirements,
         "configuration": config_schema.summary(row.configuration_schema or {}),
-        "health": health_summary(row),
+        "health": health_summary(row, shown),
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     }
 
 
-def plugin_detail(core: Core, row: PluginRow) -> dict[str, Any]:
+def plugin_detail(core: Core, row: PluginRow, shown: tuple[str, str | None]) -> dict[str, Any]:
     schema = row.configuration_schema or {}
     meta = {**_META_DEFAULTS, **(row.plugin_metadata or {})}
     return {
@@ -61,8 +71,8 @@ def plugin_detail(core: Core, row: PluginRow) -> dict[str, Any]:
         "name": row.name,
         "type": row.type,
         "version": row.version,
-        "status": row.status,
-        "status_reason": row.status_reason,
+        "status": shown[0],
+        "status_reason": shown[1],
         "description": row.description,
         "category": row.category,
         "class_path": row.class_path,
@@ -72,7 +82,7 @@ def plugin_detail(core: Core, row: PluginRow) -> dict[str, Any]:
         "configuration": mask(row.configuration or {}, config_schema.secret_fields(schema)),
         "operations": sorted((row.class_info or {}).get("operations", {})),
         "performance_metrics": recent_performance(core.metrics, row.id, timedelta(hours=24)),
-        "health": health_summary(row),
+        "health": health_summary(row, shown),
         "documentation_url": row.documentation_url,
         "repository_url": row.repository_url,
         **{k: v for k, v in (row.extra or {}).items() if v not in (None, [], "")},

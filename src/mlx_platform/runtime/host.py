@@ -253,6 +253,14 @@ class PluginHost:
         with self._lock:
             return self.instances.pop(plugin_id, None)
 
+    def remove_if(self, plugin_id: str, instance: Instance) -> bool:
+        """Remove `instance` if it is still the plugin's live instance; False if it is not."""
+        with self._lock:
+            if self.instances.get(plugin_id) is not instance:
+                return False
+            del self.instances[plugin_id]
+            return True
+
     def stop_all(self, graceful_timeout: float = 10.0) -> None:
         """Stop every instance gracefully, in parallel (service shutdown)."""
         threads = []

@@ -83,6 +83,10 @@ class CallAccounting:
         self.accepting = True
         self.started = False
         self.started_at: float | None = None
+        # what the reconciler brought this instance to (the desired state's counters)
+        self.generation = 0
+        self.config_version = 0
+        self.applied_config: dict[str, Any] = {}
         self.total = 0
         self.failed = 0
         self.sum_ms = 0.0

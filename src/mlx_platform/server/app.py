@@ -15,12 +15,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from mlx_platform import __version__
 from mlx_platform.core.bootstrap import start_core
 from mlx_platform.core.context import Core
-from mlx_platform.core.monitor import Monitor
 from mlx_platform.core.prometheus import render as render_prometheus
 from mlx_platform.server.errors import error_response, install_error_handlers
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import RequestContextMiddleware
-from mlx_platform.server.routes import plugins
+from mlx_platform.server.routes import nodes, plugins
 from mlx_platform.settings import Settings
 
 log = logging.getLogger("mlx_platform.server")
@@ -40,22 +39,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
     core = Core.create(settings)
+    core.address = f"http://{settings.host}:{settings.port}"
     state: dict[str, Any] = {"ready": False}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await run_in_threadpool(start_core, core)
-        monitor = Monitor(core)
-        monitor.start()
+        running = await run_in_threadpool(start_core, core)
         state["ready"] = True
         log.info("mlx-platform %s ready (database: %s)", __version__, core.db.dialect)
         try:
             yield
         finally:
             state["ready"] = False
-            core.supervisor.close()
-            monitor.stop()
-            await run_in_threadpool(core.host.stop_all, 10.0)
+            await run_in_threadpool(running.stop, 10.0)
             core.db.dispose()
 
     app = FastAPI(
@@ -66,8 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.core = core
     install_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, node_id=core.node_id)
     app.include_router(plugins.router)
+    app.include_router(nodes.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness and readiness (no auth)")
     def healthz() -> Any:

@@ -23,8 +23,10 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, node_id: str = "") -> None:
         self.app = app
+        # every answer names the replica that gave it (X-MLX-Node), for operators and tests
+        self.node_header = (b"x-mlx-node", node_id.encode()) if node_id else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -46,6 +48,8 @@ class RequestContextMiddleware:
                 status["sent"] = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if self.node_header is not None:
+                    headers.append(self.node_header)
                 message["headers"] = headers
             await send(message)
 

@@ -76,12 +76,34 @@ class PluginRepository:
         stmt = select(PluginRow).where(PluginRow.singleton_slot == plugin_type)
         return self.session.scalars(stmt).first()
 
-    def list(self, flt: PluginFilter, *, page: int, limit: int) -> tuple[list[PluginRow], int]:
-        """One page of plugins in a stable order (creation time, then id), and the total."""
+    def list(
+        self, flt: PluginFilter, *, page: int, limit: int, live_since: datetime | None = None
+    ) -> tuple[list[PluginRow], int]:
+        """One page of plugins in a stable order (creation time, then id), and the total.
+
+        The status filter matches the status the API shows: with `live_since`, an `active`
+        plugin that no replica alive since then runs counts as `error`."""
         stmt: Select[Any] = select(PluginRow)
         if flt.type:
             stmt = stmt.where(PluginRow.type == flt.type)
-        if flt.status:
+        if flt.status in ("active", "error") and live_since is not None:
+            runs = (
+                select(PluginInstanceRow.plugin_id)
+                .join(NodeRow, NodeRow.id == PluginInstanceRow.node_id)
+                .where(
+                    PluginInstanceRow.plugin_id == PluginRow.id,
+                    PluginInstanceRow.state.in_(("running", "not_started")),
+                    NodeRow.heartbeat_at >= live_since,
+                )
+                .exists()
+            )
+            if flt.status == "active":
+                stmt = stmt.where(PluginRow.status == "active", runs)
+            else:
+                stmt = stmt.where(
+                    or_(PluginRow.status == "error", (PluginRow.status == "active") & ~runs)
+                )
+        elif flt.status:
             stmt = stmt.where(PluginRow.status == flt.status)
         if flt.category:
             stmt = stmt.where(PluginRow.category == flt.category)
@@ -273,9 +295,21 @@ class MetricRepository:
         return list(self.session.execute(stmt))
 
     def get(
-        self, plugin_id: str, resolution: int, bucket_start: datetime
+        self,
+        plugin_id: str,
+        resolution: int,
+        bucket_start: datetime,
+        node_id: str,
+        *,
+        for_update: bool = False,
     ) -> MetricBucketRow | None:
-        return self.session.get(MetricBucketRow, (plugin_id, resolution, bucket_start))
+        """One replica's row of a bucket (locked until the transaction ends when asked; on
+        SQLite the write transaction already holds the file's write lock)."""
+        return self.session.get(
+            MetricBucketRow,
+            (plugin_id, resolution, bucket_start, node_id),
+            with_for_update=for_update,
+        )
 
     def add(self, row: MetricBucketRow) -> None:
         self.session.add(row)
@@ -325,6 +359,25 @@ class NodeRepository:
             self.session.add(row)
         for key, value in values.items():
             setattr(row, key, value)
+
+    def set_instance_health(self, node_id: str, results: dict[str, dict[str, Any]]) -> None:
+        """Health results of one node's instances, in plugin id order (a fixed lock order)."""
+        for plugin_id in sorted(results):
+            r = results[plugin_id]
+            self.session.execute(
+                update(PluginInstanceRow)
+                .where(
+                    PluginInstanceRow.plugin_id == plugin_id,
+                    PluginInstanceRow.node_id == node_id,
+                )
+                .values(
+                    health_status=r["status"],
+                    health_message=r["message"],
+                    health_last_check=r["last_check"],
+                    health_response_time_ms=r["response_time_ms"],
+                )
+                .execution_options(synchronize_session=False)
+            )
 
     def drop_instance(self, plugin_id: str, node_id: str) -> None:
         self.session.execute(

@@ -83,6 +83,8 @@ class PluginRow(Base):
     running_configuration: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     config_version: Mapped[int] = mapped_column(Integer, default=0)
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # activated with auto_start false: replicas load and configure it, the first call starts it
+    auto_start: Mapped[bool] = mapped_column(Boolean, default=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     documentation_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     repository_url: Mapped[str | None] = mapped_column(String(500), nullable=True)

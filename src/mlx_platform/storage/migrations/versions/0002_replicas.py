@@ -22,7 +22,7 @@ _METRIC_COLUMNS = (
 
 
 def _metric_columns(with_node: bool) -> list[sa.Column]:  # type: ignore[type-arg]
-    cols = [
+    cols: list[sa.Column] = [  # type: ignore[type-arg]
         sa.Column("plugin_id", sa.String(160), primary_key=True),
         sa.Column("resolution", sa.Integer, primary_key=True),
         sa.Column("bucket_start", UTCDateTime(), primary_key=True),
@@ -50,6 +50,9 @@ def upgrade() -> None:
     )
     op.add_column(
         "plugins", sa.Column("generation", sa.Integer, nullable=False, server_default="0")
+    )
+    op.add_column(
+        "plugins", sa.Column("auto_start", sa.Boolean, nullable=False, server_default=sa.true())
     )
     # what runs is what was stored, until a cold change waits for its restart
     op.execute("UPDATE plugins SET running_configuration = configuration")
@@ -108,5 +111,6 @@ def downgrade() -> None:
     )
     op.drop_table("metric_buckets")
     op.rename_table("metric_buckets_v1", "metric_buckets")
+    op.drop_column("plugins", "auto_start")
     op.drop_column("plugins", "generation")
     op.drop_column("plugins", "running_configuration")

@@ -1,0 +1,262 @@
+"""This replica among the others: its node record and heartbeat, and the callbacks through
+which the runtime's reconciler reads the desired state and reports what it runs.
+
+Every replica runs every active plugin (DESIGN.md). What a replica runs of a plugin is its
+observed state (`plugin_instances`), beside the desired state (`plugins`); a replica whose
+heartbeat is older than `node_dead_after` is dead, and the first replica to notice deletes
+its records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from mlx_platform import __version__
+from mlx_platform.core import config_schema
+from mlx_platform.core.resources import resource_shortfall
+from mlx_platform.runtime.reconciler import Desired, Observation, Reconciler
+from mlx_platform.storage import NodeRow, PluginInstanceRow, PluginRow
+from mlx_platform.storage.repositories import NodeRepository, PluginRepository
+
+if TYPE_CHECKING:
+    from mlx_platform.core.context import Core
+
+log = logging.getLogger("mlx_platform.replica")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------- desired state
+
+
+def desired_of(core: Core, row: PluginRow) -> Desired:
+    """What every replica should run of `row` (its running configuration, in clear, with the
+    schema's defaults)."""
+    schema = row.configuration_schema or {}
+    config = config_schema.apply_defaults(
+        core.box.open_schema(schema), core.box.open(row.running_configuration or {})
+    )
+    return Desired(
+        plugin_id=row.id,
+        name=row.name,
+        class_path=row.class_path,
+        isolation=core.isolation_of(row.isolation),
+        config=config,
+        config_version=row.config_version or 0,
+        generation=row.generation or 0,
+        cold_fields=frozenset(config_schema.cold_fields(schema)),
+        auto_start=row.auto_start if row.auto_start is not None else True,
+    )
+
+
+class _DesiredSource:
+    """Reads the desired state for the reconciler; keeps the resource claims it read, for
+    `admit`. Configurations are decrypted only for rows whose counters moved."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.claims: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, tuple[int, int, Desired]] = {}
+
+    def __call__(self) -> list[Desired]:
+        with self.core.db.read() as session:
+            rows = PluginRepository(session).active()
+        out: list[Desired] = []
+        claims: dict[str, dict[str, Any]] = {}
+        cache: dict[str, tuple[int, int, Desired]] = {}
+        for row in rows:
+            if not row.loadable:
+                continue
+            key = (row.generation or 0, row.config_version or 0)
+            hit = self._cache.get(row.id)
+            d = hit[2] if hit is not None and hit[:2] == key else desired_of(self.core, row)
+            cache[row.id] = (*key, d)
+            claims[row.id] = row.requirements
+            out.append(d)
+        self._cache, self.claims = cache, claims
+        return out
+
+    def admit(self, d: Desired) -> str | None:
+        """Why this replica cannot run `d` beside what it already runs, or None."""
+        mine = [self.claims.get(pid, {}) for pid in self.core.host.instances if pid != d.plugin_id]
+        need = self.claims.get(d.plugin_id, {})
+        short = resource_shortfall(self.core.capacity(), mine, need)
+        if not short:
+            return None
+        what = ", ".join(
+            f"{k}: needs {v['required']}, {v['available']} available" for k, v in short.items()
+        )
+        return f"not enough resources on replica {self.core.node_id}: {what}"
+
+
+def make_reconciler(core: Core) -> Reconciler:
+    s = core.settings
+    source = _DesiredSource(core)
+    return Reconciler(
+        core.host,
+        load_desired=source,
+        admit=source.admit,
+        report=lambda plugin_id, obs: report(core, plugin_id, obs),
+        interval=s.reconcile_interval,
+        health_timeout=s.health_timeout,
+        load_timeout=s.class_check_timeout,
+        extra_paths=[str(p) for p in s.plugin_dirs],
+        max_restarts=s.max_restarts,
+        backoff_base=s.restart_backoff_base,
+        backoff_cap=s.restart_backoff_cap,
+        budget_reset=s.restart_budget_reset,
+    )
+
+
+# ---------------------------------------------------------------- observed state
+
+
+def report(core: Core, plugin_id: str, obs: Observation | None) -> None:
+    """Write what this replica runs of a plugin (None: nothing any more)."""
+    try:
+        with core.db.transaction() as session:
+            repo = NodeRepository(session)
+            if obs is None:
+                repo.drop_instance(plugin_id, core.node_id)
+            elif PluginRepository(session).get(plugin_id) is not None:
+                repo.put_instance(plugin_id, core.node_id, obs.values())
+    except Exception as exc:  # noqa: BLE001 - the next pass or heartbeat reports again
+        log.warning("could not record the state of plugin %s: %s", plugin_id, exc)
+
+
+def store_health(core: Core, results: dict[str, dict[str, Any]]) -> None:
+    """Results of a health round: each plugin's last check (the plugin rows, which every
+    replica writes: taken in plugin id order, so that two replicas' rounds never deadlock) and
+    this replica's own view (its observed rows)."""
+    if not results:
+        return
+    with core.db.transaction() as session:
+        plugins = PluginRepository(session)
+        nodes = NodeRepository(session)
+        for plugin_id in sorted(results):
+            r = results[plugin_id]
+            plugins.set_health(
+                plugin_id,
+                status=r["status"],
+                last_check=r["last_check"],
+                response_time_ms=r["response_time_ms"],
+                message=r["message"],
+            )
+        nodes.set_instance_health(core.node_id, results)
+
+
+def live_since(core: Core) -> datetime:
+    return _now() - timedelta(seconds=core.settings.node_dead_after)
+
+
+def observed(core: Core, plugin_ids: list[str]) -> dict[str, list[PluginInstanceRow]]:
+    """Every live replica's observed rows of these plugins, by plugin id."""
+    out: dict[str, list[PluginInstanceRow]] = {pid: [] for pid in plugin_ids}
+    if not plugin_ids:
+        return out
+    with core.db.read() as session:
+        for row in NodeRepository(session).instances(plugin_ids, live_since=live_since(core)):
+            out[row.plugin_id].append(row)
+    return out
+
+
+# ---------------------------------------------------------------- nodes
+
+
+def _node_row(core: Core) -> NodeRow:
+    cap = core.capacity()
+    now = _now()
+    return NodeRow(
+        id=core.node_id,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        address=core.address,
+        version=__version__,
+        started_at=now,
+        heartbeat_at=now,
+        capacity={"memory_mb": cap.memory_mb, "cpu_cores": cap.cpu_cores, "gpus": cap.gpus},
+    )
+
+
+def join(core: Core) -> None:
+    """Record this replica (service start)."""
+    with core.db.transaction() as session:
+        NodeRepository(session).upsert(_node_row(core))
+    log.info("replica %s joined", core.node_id)
+
+
+def heartbeat(core: Core) -> None:
+    """Say this replica is alive, and clear the records of replicas that stopped saying so."""
+    now = _now()
+    with core.db.transaction() as session:
+        repo = NodeRepository(session)
+        if not repo.heartbeat(core.node_id, now):
+            # declared dead while paused (a long stall): join again, and report every instance
+            row = _node_row(core)
+            row.started_at = now
+            repo.upsert(row)
+            rejoined = True
+        else:
+            rejoined = False
+        dead = [n for n in repo.dead(now - timedelta(seconds=core.settings.node_dead_after))]
+        dead = [n for n in dead if n != core.node_id]
+        repo.remove(dead)
+    for node in dead:
+        log.warning("replica %s missed its heartbeats: its records were cleared", node)
+    if rejoined:
+        log.warning("replica %s was taken for dead; it joined again", core.node_id)
+        for inst in list(core.host.instances.values()):
+            core.reconciler.started(inst)
+
+
+def leave(core: Core) -> None:
+    """Forget this replica (clean shutdown): its plugins run on the others."""
+    try:
+        with core.db.transaction() as session:
+            NodeRepository(session).remove([core.node_id])
+    except Exception as exc:  # noqa: BLE001 - the others clear it once its heartbeat is old
+        log.warning("could not remove replica %s on shutdown: %s", core.node_id, exc)
+
+
+def nodes(core: Core) -> list[dict[str, Any]]:
+    """Every recorded replica with what it runs (GET /v1/nodes)."""
+    live = live_since(core)
+    with core.db.read() as session:
+        repo = NodeRepository(session)
+        rows = repo.all()
+        instances = repo.instances()
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for inst in instances:
+        by_node.setdefault(inst.node_id, []).append(
+            {
+                "plugin_id": inst.plugin_id,
+                "state": inst.state,
+                "pid": inst.pid,
+                "generation": inst.generation,
+                "config_version": inst.config_version,
+                "health_status": inst.health_status,
+                "last_error": inst.last_error,
+            }
+        )
+    return [
+        {
+            "id": n.id,
+            "host": n.host,
+            "pid": n.pid,
+            "address": n.address,
+            "version": n.version,
+            "started_at": n.started_at,
+            "heartbeat_at": n.heartbeat_at,
+            "alive": n.heartbeat_at >= live,
+            "this_node": n.id == core.node_id,
+            "capacity": n.capacity or {},
+            "instances": by_node.get(n.id, []),
+        }
+        for n in rows
+    ]

@@ -1,0 +1,470 @@
+"""Brings this replica's live plugin instances to the desired state, and keeps them there.
+
+Storage holds the desired state (DESIGN.md); every replica runs one `Reconciler`. A pass reads
+the desired state (every plugin that should run, with the configuration, its version and the
+generation) and compares it with the live instances of this replica:
+
+- no instance, or one of an older generation: start a fresh one (stopping the one it
+  replaces first), unless the restart policy says wait or gave up, or this replica lacks the
+  resources the plugin claims;
+- an instance of this generation whose configuration version is behind: `configure()` it
+  when only hot-reloadable fields differ, else restart it;
+- an instance nobody wants any more (deactivated, deleted): stop it.
+
+Passes run when woken (a change notification from the database, a restart whose wait is
+over, a change made through this replica) and every `interval` seconds as a safety net. The
+replica that answers a change converges that plugin itself, at once, with `converge(...,
+answering=True)`, so that its answer can say how it went.
+
+The reconciler knows no storage and no rules: core passes it `load_desired` (the desired
+state), `admit` (this replica's resource check) and `report` (writes the observed state).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from mlx_platform.errors import MLXError, PluginHealthCheckFailedError
+from mlx_platform.runtime.host import PluginHost
+from mlx_platform.runtime.loading import ClassLoadError
+from mlx_platform.runtime.supervisor import Supervisor
+
+log = logging.getLogger("mlx_platform.reconciler")
+
+RUNNING_STATES = frozenset({"running", "not_started"})
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What every replica should run of one plugin."""
+
+    plugin_id: str
+    name: str
+    class_path: str
+    isolation: str
+    config: dict[str, Any]  # the effective configuration, in clear
+    config_version: int
+    generation: int
+    cold_fields: frozenset[str] = frozenset()
+    auto_start: bool = True
+
+
+@dataclass
+class Observation:
+    """What this replica runs of one plugin (a `plugin_instances` row)."""
+
+    state: str
+    generation: int
+    config_version: int
+    pid: int | None = None
+    health_status: str = "unknown"
+    health_message: str | None = None
+    health_last_check: datetime | None = None
+    health_response_time_ms: float | None = None
+    last_error: str | None = None
+    restarts: int = 0
+    started_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "generation": self.generation,
+            "config_version": self.config_version,
+            "pid": self.pid,
+            "health_status": self.health_status,
+            "health_message": self.health_message,
+            "health_last_check": self.health_last_check,
+            "health_response_time_ms": self.health_response_time_ms,
+            "last_error": self.last_error,
+            "restarts": self.restarts,
+            "started_at": self.started_at,
+        }
+
+
+@dataclass
+class Started:
+    """The outcome of starting an instance: its first health check (None: not started)."""
+
+    healthy: bool | None
+    response_time_ms: float | None
+    message: str | None
+    checked_at: datetime | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        host: PluginHost,
+        *,
+        load_desired: Callable[[], list[Desired]],
+        admit: Callable[[Desired], str | None],
+        report: Callable[[str, Observation | None], None],
+        interval: float,
+        health_timeout: float,
+        load_timeout: float,
+        extra_paths: list[str],
+        max_restarts: int,
+        backoff_base: float,
+        backoff_cap: float,
+        budget_reset: float,
+        graceful_timeout: float = 30.0,
+    ) -> None:
+        self.host = host
+        self.load_desired = load_desired
+        self.admit = admit
+        self.report = report
+        self.interval = interval
+        self.health_timeout = health_timeout
+        self.start_timeout = health_timeout * 6
+        self.load_timeout = load_timeout
+        self.extra_paths = extra_paths
+        self.graceful_timeout = graceful_timeout
+        self.supervisor = Supervisor(
+            max_restarts=max_restarts,
+            backoff_base=backoff_base,
+            backoff_cap=backoff_cap,
+            budget_reset=budget_reset,
+            wake=self.wake,
+        )
+        self._locks: dict[str, threading.RLock] = {}
+        self._locks_guard = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Starting a plugin takes a worker process and a health check: several at once, so
+        # that one slow plugin does not hold the others' changes back.
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlx-reconcile")
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+        self.passes = 0
+
+    # ------------------------------------------------------------------ loop
+
+    def lock(self, plugin_id: str) -> threading.RLock:
+        """Serialises everything done to one plugin's instance on this replica."""
+        with self._locks_guard:
+            lock = self._locks.get(plugin_id)
+            if lock is None:
+                lock = self._locks[plugin_id] = threading.RLock()
+            return lock
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="mlx-reconciler", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.supervisor.close()
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.run_once(wait=False)
+            except Exception:  # noqa: BLE001 - the database may be away: the next pass retries
+                log.warning("reconcile pass failed; retrying", exc_info=True)
+
+    def run_once(self, *, wait: bool = True) -> int:
+        """One pass over the desired state. With `wait`, returns when every plugin has been
+        brought to it (service start); else the work runs on the pool. Returns the number of
+        plugins that needed work."""
+        if self.supervisor.closed:
+            return 0
+        desired = {d.plugin_id: d for d in self.load_desired()}
+        self.passes += 1
+        futures = []
+        for plugin_id, d in desired.items():
+            if self._needs_work(d):
+                futures.append(self._submit(plugin_id, self._converge_quietly, d))
+        for plugin_id in [p for p in list(self.host.instances) if p not in desired]:
+            futures.append(self._submit(plugin_id, self._retire_quietly, plugin_id))
+        submitted = [f for f in futures if f is not None]
+        if wait:
+            for f in submitted:
+                f.result()
+        return len(submitted)
+
+    def _needs_work(self, d: Desired) -> bool:
+        inst = self.host.get(d.plugin_id)
+        if inst is None or inst.generation != d.generation:
+            return self.supervisor.blocked(d.plugin_id, d.generation) is None
+        return bool(inst.config_version != d.config_version)
+
+    def _submit(self, plugin_id: str, func: Callable[..., Any], arg: Any) -> Any:
+        with self._busy_lock:
+            if plugin_id in self._busy:
+                return None  # already being worked on: its task re-checks when done
+            self._busy.add(plugin_id)
+
+        def task() -> None:
+            try:
+                func(arg)
+            finally:
+                with self._busy_lock:
+                    self._busy.discard(plugin_id)
+
+        return self._pool.submit(task)
+
+    def _converge_quietly(self, d: Desired) -> None:
+        try:
+            self.converge(d)
+        except Exception:  # noqa: BLE001 - reported as the observed state; retried later
+            log.warning("plugin %s: could not be brought to its desired state", d.plugin_id)
+
+    def _retire_quietly(self, plugin_id: str) -> None:
+        try:
+            self.retire(plugin_id, graceful_timeout=self.graceful_timeout, force=False)
+        except Exception:  # noqa: BLE001
+            log.warning("plugin %s: stopping failed", plugin_id, exc_info=True)
+
+    # ------------------------------------------------------------------ one plugin
+
+    def converge(self, d: Desired, *, answering: bool = False) -> Started | None:
+        """Bring this replica's instance of `d` to it. Returns the first health check when an
+        instance was started, else None.
+
+        `answering`: the replica that made the change converges it itself: a failure raises
+        PluginHealthCheckFailedError for the caller (who rolls the desired state back) instead
+        of entering the restart policy, and the restart policy never holds it back.
+        """
+        with self.lock(d.plugin_id):
+            inst = self.host.get(d.plugin_id)
+            if inst is not None and inst.generation == d.generation:
+                if inst.config_version == d.config_version:
+                    return None
+                if not any(inst.applied_config.get(k) != d.config.get(k) for k in d.cold_fields):
+                    self._reconfigure(inst, d)
+                    return None
+            if answering:
+                self.supervisor.reset(d.plugin_id)
+            else:
+                if self.supervisor.blocked(d.plugin_id, d.generation) is not None:
+                    return None
+                refusal = self.admit(d)
+                if refusal is not None:
+                    self.report(
+                        d.plugin_id,
+                        Observation(
+                            "error",
+                            d.generation,
+                            d.config_version,
+                            health_status="unhealthy",
+                            last_error=refusal,
+                        ),
+                    )
+                    return None
+            if inst is not None:
+                # Replacing an instance always stops the one it replaces.
+                self.host.remove(d.plugin_id)
+                self.report(
+                    d.plugin_id,
+                    Observation("stopping", inst.generation, inst.config_version, pid=_pid(inst)),
+                )
+                inst.stop(graceful_timeout=self.graceful_timeout, force=False)
+            return self._start(d, answering=answering)
+
+    def _reconfigure(self, inst: Any, d: Desired) -> None:
+        try:
+            inst.configure(d.config, self.start_timeout)
+        except MLXError as exc:
+            # the instance keeps its previous configuration; say so, and try again later
+            log.warning("plugin %s: configure() failed: %s", d.plugin_id, exc.message)
+            self.report(
+                d.plugin_id,
+                Observation(
+                    "running" if inst.started else "not_started",
+                    inst.generation,
+                    inst.config_version,
+                    pid=_pid(inst),
+                    health_status="unhealthy",
+                    last_error=f"configuration {d.config_version} not applied: {exc.message}",
+                ),
+            )
+            raise
+        inst.applied_config = dict(d.config)
+        inst.config_version = d.config_version
+        self.report(d.plugin_id, self._observe(inst))
+
+    def _start(self, d: Desired, *, answering: bool) -> Started | None:
+        self.report(
+            d.plugin_id,
+            Observation(
+                "starting",
+                d.generation,
+                d.config_version,
+                restarts=self.supervisor.attempts(d.plugin_id),
+            ),
+        )
+        try:
+            inst = self._create(d)
+            started = None
+            if d.auto_start:
+                outcome = inst.health(self.health_timeout)
+                started = Started(
+                    outcome.healthy, round(outcome.response_time_ms, 3), outcome.message, _now()
+                )
+                if not outcome.healthy:
+                    inst.stop(graceful_timeout=0, force=True)
+                    raise PluginHealthCheckFailedError(
+                        f"Plugin '{d.name}' failed its first health check: {outcome.message}",
+                        {
+                            "stage": "health_check",
+                            "reason": outcome.message,
+                            "response_time_ms": started.response_time_ms,
+                        },
+                    )
+        except PluginHealthCheckFailedError as exc:
+            if answering:
+                self.report(d.plugin_id, None)
+                raise
+            message, gave_up = self.supervisor.failed(
+                d.plugin_id, d.generation, f"start failed: {exc.message}", ran_for=None
+            )
+            (log.error if gave_up else log.warning)("plugin %s: %s", d.plugin_id, message)
+            self.report(
+                d.plugin_id,
+                Observation(
+                    "error",
+                    d.generation,
+                    d.config_version,
+                    health_status="unhealthy",
+                    health_message=message,
+                    health_last_check=_now(),
+                    last_error=message,
+                    restarts=self.supervisor.attempts(d.plugin_id),
+                ),
+            )
+            return None
+        self.host.put(inst)
+        obs = self._observe(inst)
+        if started is not None:
+            obs.health_status = "healthy"
+            obs.health_message = started.message
+            obs.health_last_check = started.checked_at
+            obs.health_response_time_ms = started.response_time_ms
+        self.report(d.plugin_id, obs)
+        log.info("plugin %s running (generation %d)", d.plugin_id, d.generation)
+        return started or Started(None, None, None, None)
+
+    def _create(self, d: Desired) -> Any:
+        """A configured (and, with auto_start, started) instance, or the reason why not."""
+        try:
+            inst = self.host.create(
+                d.plugin_id,
+                d.class_path,
+                isolation=d.isolation,
+                on_exit=self._on_exit,
+                extra_paths=self.extra_paths,
+                load_timeout=self.load_timeout,
+            )
+        except (ClassLoadError, MLXError) as exc:
+            reason = exc.message if isinstance(exc, MLXError) else str(exc)
+            raise PluginHealthCheckFailedError(
+                f"Plugin '{d.name}' could not be loaded: {reason}",
+                {"stage": "load", "reason": reason},
+            ) from exc
+        try:
+            inst.configure(d.config, self.start_timeout)
+            inst.applied_config = dict(d.config)
+            inst.config_version = d.config_version
+            inst.generation = d.generation
+            if d.auto_start:
+                inst.start(self.start_timeout)
+        except MLXError as exc:
+            inst.stop(graceful_timeout=0, force=True)
+            raise PluginHealthCheckFailedError(
+                f"Plugin '{d.name}' failed to start: {exc.message}",
+                {"stage": "start", "reason": exc.message},
+            ) from exc
+        return inst
+
+    def _observe(self, inst: Any) -> Observation:
+        started_at = inst.started_at
+        return Observation(
+            "running" if inst.started else "not_started",
+            inst.generation,
+            inst.config_version,
+            pid=_pid(inst),
+            restarts=self.supervisor.attempts(inst.plugin_id),
+            started_at=datetime.fromtimestamp(started_at, UTC) if started_at else None,
+        )
+
+    def started(self, inst: Any) -> None:
+        """An instance created with auto_start false was started by its first call."""
+        self.report(inst.plugin_id, self._observe(inst))
+
+    def retire(self, plugin_id: str, *, graceful_timeout: float, force: bool) -> int:
+        """Stop this replica's instance of a plugin nobody wants running any more. Returns the
+        calls still in flight when it stopped."""
+        with self.lock(plugin_id):
+            self.supervisor.reset(plugin_id)
+            inst = self.host.remove(plugin_id)
+            pending = 0
+            if inst is not None:
+                self.report(
+                    plugin_id,
+                    Observation("stopping", inst.generation, inst.config_version, pid=_pid(inst)),
+                )
+                pending = inst.stop(graceful_timeout=graceful_timeout, force=force)
+                log.info("plugin %s stopped on this replica", plugin_id)
+            self.report(plugin_id, None)
+            return int(pending)
+
+    def _on_exit(self, inst: Any, reason: str) -> None:
+        """Called from an instance's watcher thread when its worker ended unexpectedly."""
+        if self.supervisor.closed:
+            return
+        plugin_id = inst.plugin_id
+        with self.lock(plugin_id):
+            if not self.host.remove_if(plugin_id, inst):
+                return  # already replaced or removed
+        ran_for = time.time() - inst.started_at if inst.started_at else None
+        message, gave_up = self.supervisor.failed(
+            plugin_id, inst.generation, reason, ran_for=ran_for
+        )
+        (log.error if gave_up else log.warning)("plugin %s: %s", plugin_id, message)
+        self.report(
+            plugin_id,
+            Observation(
+                "error",
+                inst.generation,
+                inst.config_version,
+                health_status="unhealthy",
+                health_message=message,
+                health_last_check=_now(),
+                last_error=message,
+                restarts=self.supervisor.attempts(plugin_id),
+            ),
+        )
+
+    def stop_all(self, graceful_timeout: float) -> None:
+        """Service shutdown: stop every instance, in parallel."""
+        self.supervisor.close()
+        self.host.stop_all(graceful_timeout)
+
+
+def _pid(inst: Any) -> int | None:
+    pid = getattr(inst, "pid", None)
+    return int(pid) if pid else None

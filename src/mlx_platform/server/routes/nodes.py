@@ -1,0 +1,28 @@
+"""`/v1/nodes`: the replicas sharing the database, and what each runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from mlx_platform.core import replica
+from mlx_platform.server.deps import Admin, CoreDep
+from mlx_platform.server.openapi import errors_for
+from mlx_platform.wire import Envelope, Node
+
+router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
+
+
+@router.get(
+    "",
+    response_model=Envelope[list[Node]],
+    summary="List the service's replicas",
+    description="Scope: `plugins:admin`. Every replica recorded on the shared database, oldest "
+    "first: its heartbeat, capacity and the plugin instances it runs. `alive` is false for a "
+    "replica whose heartbeat is older than MLX_NODE_DEAD_AFTER (its records are cleared at "
+    "the next heartbeat of any replica).",
+    responses=errors_for(401, 403),
+)
+def list_nodes(core: CoreDep, _p: Admin) -> dict[str, Any]:
+    return {"success": True, "data": replica.nodes(core)}
