@@ -267,8 +267,9 @@ def measure(replicas: list[Replica], token: str) -> list[float]:
                 gave_up = True
                 break
         _log(
-            f"{len(samples)} samples, {sum(s >= CAP for s in samples)} at the cap, "
-            f"{failed_patches} PATCH(es) refused"
+            f"{len(samples)} samples, max {max(samples) * 1000:.1f} ms, "
+            f"{sum(s > 0.5 for s in samples)} over 500 ms, {sum(s >= CAP for s in samples)} "
+            f"at the cap, {failed_patches} PATCH(es) refused"
         )
         if not gave_up:
             lifecycle_check(replicas, writers, readers, pool, plugin_id, last=ROUNDS)
