@@ -1,4 +1,4 @@
-"""`mlx plugins ...` run as a user runs it (a subprocess with MLX_API_URL / MLX_API_TOKEN)
+"""`mlx plugins ...` and `mlx nodes` run as a user runs it (a subprocess with MLX_API_URL / MLX_API_TOKEN)
 against a live server: tables, --json, manifests, exit codes, one-line errors."""
 
 from __future__ import annotations
@@ -25,13 +25,25 @@ def mlx(
     stdin: str | None = None,
     **env: str,
 ) -> subprocess.CompletedProcess[str]:
+    """`mlx plugins ARGS`."""
+    return mlx_top(server, "plugins", *args, token=token, stdin=stdin, **env)
+
+
+def mlx_top(
+    server: LiveServer | None,
+    *args: str,
+    token: str | None = None,
+    stdin: str | None = None,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """`mlx ARGS`, with the server's URL and a token (admin unless given) in the environment."""
     variables = {"COLUMNS": "200"}
     if server is not None:
         variables["MLX_API_URL"] = server.url
         variables["MLX_API_TOKEN"] = token or server.token("plugins:admin")
     variables.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "mlx_platform.cli.main", "plugins", *args],
+        [sys.executable, "-m", "mlx_platform.cli.main", *args],
         env=clean_env(**variables),
         input=stdin,
         capture_output=True,
@@ -174,6 +186,73 @@ def test_a_plugin_lifecycle_from_the_command_line(live_server: LiveServer, regis
     metrics = as_json(mlx(live_server, "metrics", registered, "--granularity", "minute", "--json"))
     assert metrics["metrics"]["execution_count"] == 2 and metrics["granularity"] == "minute"
     assert f"{registered} is inactive" in ok(mlx(live_server, "deactivate", registered))
+
+
+def answering_node(server: LiveServer) -> str:
+    """The replica named by the X-MLX-Node header of an answer."""
+    with server.client(scopes=("plugins:read",)) as http:
+        response = http.get("/v1/plugins", params={"limit": 1})
+    assert response.status_code == 200, response.text
+    return response.headers["x-mlx-node"]
+
+
+def test_nodes_shows_the_replica_and_what_it_runs(live_server: LiveServer, registered: str) -> None:
+    ok(mlx(live_server, "activate", registered))
+    node_id = answering_node(live_server)
+    server_pid = str(live_server.process.pid)
+
+    out = ok(mlx_top(live_server, "nodes"))
+    lines = out.splitlines()
+    assert lines[0].split() == ["ID", "HOST", "PID", "ALIVE", "HEARTBEAT", "PLUGINS"]
+    row = next(line for line in lines if line.startswith(node_id + " ")).split()
+    assert row[2:4] == [server_pid, "yes"]
+    assert re.fullmatch(r"\d+s ago", " ".join(row[4:6]))
+    running = re.search(r"(\d+) running", " ".join(row[6:]))
+    assert running and int(running.group(1)) >= 1, row
+    assert lines[-1] == f"1 node(s), 1 alive; answered by {node_id}"
+
+    # The table fits 80 columns.
+    narrow = ok(mlx_top(live_server, "nodes", COLUMNS="80"))
+    assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 80
+    assert f"answered by {node_id}" in narrow
+
+    nodes = as_json(mlx_top(live_server, "nodes", "--json"))
+    assert [(n["id"], n["alive"], n["this_node"]) for n in nodes] == [(node_id, True, True)]
+    instance = next(i for i in nodes[0]["instances"] if i["plugin_id"] == registered)
+    assert instance["state"] == "running" and instance["pid"]
+
+    # The health report shows every replica's view of the plugin, and who answered.
+    health = ok(mlx(live_server, "health", registered))
+    lines = health.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["NODE", "STATE"])
+    assert lines[header].split() == ["NODE", "STATE", "PID", "HEALTH", "LAST", "ERROR"]
+    assert lines[header + 2].split() == [node_id, "running", str(instance["pid"]), "healthy"]
+    assert lines[-1] == f"answered by node {node_id}"
+    report = as_json(mlx(live_server, "health", registered, "--json"))
+    assert report["node_id"] == node_id
+    assert [r["node_id"] for r in report["replicas"]] == [node_id]
+    ok(mlx(live_server, "deactivate", registered))
+
+
+def test_nodes_takes_url_and_token_options_and_needs_the_admin_scope(
+    live_server: LiveServer,
+) -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    proc = mlx_top(
+        None,
+        "nodes",
+        "--url",
+        live_server.url,
+        "--token",
+        live_server.token("plugins:admin"),
+        "--json",
+        MLX_API_URL=unreachable,
+    )
+    assert as_json(proc)[0]["this_node"] is True
+    proc = mlx_top(live_server, "nodes", token=live_server.token("plugins:read"))
+    assert proc.returncode == 5 and "FORBIDDEN" in one_error_line(proc)
+    proc = mlx_top(live_server, "nodes", MLX_API_URL=unreachable)
+    assert proc.returncode == 7 and "could not connect" in one_error_line(proc)
 
 
 def test_discover_scans_each_source_then_shows_one_table(

@@ -4,6 +4,7 @@ as wire models, every error code as its class, connection failures, retries."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import threading
@@ -50,6 +51,7 @@ from mlx_platform.wire import (
     HealthReport,
     InvokeResult,
     MetricsReport,
+    Node,
     PluginDetail,
     PluginSummary,
     RegisterPluginRequest,
@@ -74,14 +76,15 @@ def server(tmp_path_factory: pytest.TempPathFactory, plugin_dir: Path) -> Iterat
 
 
 class AsyncBridge:
-    """`AsyncPlugins` called from sync test code: each call runs on the test's event loop."""
+    """`AsyncPlugins` or `AsyncNodes` called from sync test code: each call runs on the test's
+    event loop."""
 
-    def __init__(self, plugins: Any, loop: asyncio.AbstractEventLoop) -> None:
-        self._plugins = plugins
+    def __init__(self, resource: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self._resource = resource
         self._loop = loop
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
-        method = getattr(self._plugins, name)
+        method = getattr(self._resource, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
             return self._loop.run_until_complete(method(*args, **kwargs))
@@ -98,21 +101,28 @@ class Api:
         self.loop = asyncio.new_event_loop() if mode == "async" else None
         self._closers: list[Callable[[], None]] = []
         self.plugins = self.client_plugins(server.token("plugins:admin"))
+        self.nodes = self.client_nodes(server.token("plugins:admin"))
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         assert self.loop is not None
         return self.loop.run_until_complete(coro)
 
     def client_plugins(self, token: str, **options: Any) -> Any:
+        return self._resource("plugins", token, **options)
+
+    def client_nodes(self, token: str, **options: Any) -> Any:
+        return self._resource("nodes", token, **options)
+
+    def _resource(self, name: str, token: str, **options: Any) -> Any:
         options.setdefault("base_url", self.server.url)
         if self.mode == "sync":
             client = MLXClient(api_token=token, **options)
             self._closers.append(client.close)
-            return client.plugins
+            return getattr(client, name)
         aclient = AsyncMLXClient(api_token=token, **options)
         self._closers.append(lambda: self.run(aclient.aclose()))
         assert self.loop is not None
-        return AsyncBridge(aclient.plugins, self.loop)
+        return AsyncBridge(getattr(aclient, name), self.loop)
 
     def walk(self, page: Any) -> list[Any]:
         """Every item of the listing, from `page` on, the way each client iterates."""
@@ -294,6 +304,57 @@ def test_health_check_reports_checks(api: Api, unique_name: str) -> None:
     assert (health.plugin_id, health.status) == (plugin_id, "healthy")
     assert health.checks.connectivity.status == "pass"
     assert health.checks.dependencies.status == "pass"
+
+
+def answering_node(server: LiveServer) -> str:
+    """The replica named by the X-MLX-Node header of an answer."""
+    with server.client(scopes=("plugins:read",)) as http:
+        response = http.get("/v1/plugins", params={"limit": 1})
+    assert response.status_code == 200, response.text
+    return response.headers["x-mlx-node"]
+
+
+def pid_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def test_nodes_list_names_the_answering_replica_and_what_it_runs(
+    api: Api, unique_name: str
+) -> None:
+    plugin_id = active(api, unique_name)
+    node_id = answering_node(api.server)
+
+    nodes = api.nodes.list()
+    assert isinstance(nodes, list) and [type(n) for n in nodes] == [Node]
+    node = nodes[0]
+    assert (node.id, node.alive, node.this_node) == (node_id, True, True)
+    assert node.pid == api.server.process.pid
+    assert node.started_at <= node.heartbeat_at
+    instance = next(i for i in node.instances if i.plugin_id == plugin_id)
+    assert instance.state == "running"
+    assert instance.pid is not None and instance.pid != node.pid  # isolation "process"
+    assert pid_is_alive(instance.pid)
+
+    # The health report names the same replica, and its view of the plugin.
+    health = api.plugins.health_check(plugin_id)
+    assert health.node_id == node_id
+    assert [(r.node_id, r.state, r.pid) for r in health.replicas] == [
+        (node_id, "running", instance.pid)
+    ]
+
+
+@pytest.mark.parametrize("scope", ["plugins:read", "plugins:write"])
+def test_nodes_need_the_admin_scope(api: Api, scope: str) -> None:
+    nodes = api.client_nodes(api.server.token(scope))
+    with pytest.raises(ForbiddenError) as info:
+        nodes.list()
+    assert_api_error(info.value, ForbiddenError, 403)
 
 
 def test_invoke_returns_the_result(api: Api, unique_name: str) -> None:

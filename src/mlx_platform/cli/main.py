@@ -1,4 +1,4 @@
-"""`mlx`: serve the API, mint tokens."""
+"""`mlx`: serve the API, mint tokens, list the replicas."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ from typing import Annotated
 try:
     import typer
 
-    from mlx_platform.cli.plugins import plugins_app
+    from mlx_platform.cli import output
+    from mlx_platform.cli.plugins import (
+        JsonOption,
+        Target,
+        TokenOption,
+        UrlOption,
+        connect,
+        plugins_app,
+    )
 except ModuleNotFoundError as exc:  # the command line is an extra: say how to get it
     if exc.name not in ("typer", "rich", "click"):
         raise
@@ -146,6 +154,14 @@ def migrate() -> None:
     db.migrate()
     db.dispose()
     typer.echo("database is at the newest migration")
+
+
+@app.command("nodes")
+def nodes(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
+    """List the service's replicas (scope plugins:admin): heartbeat and plugins each runs."""
+    with connect(Target(url, token), as_json) as client:
+        found = client.nodes.list()
+    output.emit(found, as_json, output.render_nodes)
 
 
 def main() -> None:

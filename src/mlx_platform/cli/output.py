@@ -1,4 +1,4 @@
-"""What `mlx plugins` prints: rich tables for people, JSON for scripts, one line per error.
+"""What `mlx plugins` and `mlx nodes` print: rich tables for people, JSON for scripts, one line per error.
 
 Tables and messages go to stdout, progress and errors to stderr, so that `--json` output can
 be piped while a person still sees what went wrong.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -31,6 +32,8 @@ from mlx_platform.wire import (
     HealthReport,
     InvokeResult,
     MetricsReport,
+    Node,
+    NodeInstance,
     Pagination,
     PluginDetail,
     PluginSummary,
@@ -158,6 +161,7 @@ _STATUS_STYLE = {
     "healthy": "green",
     "pass": "green",
     "registered": "cyan",
+    "running": "green",
     "inactive": "dim",
     "skip": "dim",
     "not_started": "dim",
@@ -180,6 +184,19 @@ def when(value: datetime | None) -> str:
     if value.tzinfo is not None:
         value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def ago(value: datetime | None, now: datetime | None = None) -> str:
+    """How long ago, in the largest whole unit: `4s ago`, `12m ago`, `3h ago`, `2d ago`."""
+    if value is None:
+        return "-"
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    seconds = max(((now or datetime.now(UTC)) - value).total_seconds(), 0.0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit} ago"
+    return f"{int(seconds)}s ago"
 
 
 def ms(value: float | None) -> str:
@@ -380,6 +397,21 @@ def render_health(h: HealthReport) -> None:
         f"({m.successful_requests} ok, {m.failed_requests} failed), "
         f"avg {ms(m.avg_response_time_ms)}"
     )
+    if h.replicas:
+        replicas = _table(
+            "NODE", "STATE", "PID", "HEALTH", "LAST ERROR", title="\nReplicas", whole=(0, 1, 2, 3)
+        )
+        for r in h.replicas:
+            replicas.add_row(
+                r.node_id,
+                status_text(r.state),
+                "-" if r.pid is None else str(r.pid),
+                status_text(r.health_status),
+                r.last_error or "",
+            )
+        console.print(replicas)
+    if h.node_id:
+        console.print(f"answered by node {h.node_id}")
 
 
 def render_metrics(m: MetricsReport) -> None:
@@ -475,6 +507,43 @@ def render_composition(c: CompositionResult) -> None:
 def render_invoke(r: InvokeResult) -> None:
     console.print(JSON.from_data(to_jsonable(r.result)))
     console.print(f"{r.plugin_id}.{r.operation}: {ms(r.duration_ms)}")
+
+
+def _instance_states(instances: Sequence[NodeInstance]) -> str:
+    """`2 running, 1 error`: how many plugin instances are in each state, running first."""
+    if not instances:
+        return "none"
+    counts = Counter(i.state for i in instances)
+    running = counts.pop("running", 0)
+    return ", ".join([f"{running} running"] + [f"{n} {s}" for s, n in sorted(counts.items())])
+
+
+def render_nodes(nodes: Sequence[Node]) -> None:
+    table = _table("ID", "HOST", "PID", "ALIVE", "HEARTBEAT", "PLUGINS", whole=(2, 3, 4))
+    # Ids keep the room the other columns leave (HOST and PLUGINS folded to 8 and 10 characters)
+    # so that they stay whole, to be copied; only an id longer than that folds.
+    pid_width = max([3] + [len(str(n.pid)) for n in nodes])
+    others = 5 * 3 + 8 + pid_width + len("ALIVE") + len("HEARTBEAT") + len("2 running,")
+    room = console.width - others
+    if nodes and room >= 12:
+        table.columns[0].width = min(max(len(n.id) for n in nodes), room)
+    now = datetime.now(UTC)
+    for n in nodes:
+        table.add_row(
+            n.id,
+            n.host,
+            str(n.pid),
+            _yes_no(n.alive),
+            ago(n.heartbeat_at, now),
+            _instance_states(n.instances),
+        )
+    console.print(table)
+    alive = sum(1 for n in nodes if n.alive)
+    line = f"{len(nodes)} node(s), {alive} alive"
+    answered = next((n.id for n in nodes if n.this_node), None)
+    if answered:
+        line += f"; answered by {answered}"
+    console.print(line)
 
 
 def emit(value: Any, as_json: bool, render: Callable[[Any], None]) -> None:

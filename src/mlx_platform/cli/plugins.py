@@ -13,7 +13,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,41 +42,48 @@ PluginIdArg = Annotated[str, typer.Argument(help="Plugin id, e.g. plugin_sqlite_
 DryRunOption = Annotated[bool, typer.Option("--dry-run", help="Run every check, change nothing")]
 
 
+# `--url` and `--token`: options of `mlx plugins` (before its command) and of `mlx nodes`.
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar="MLX_API_URL", help="Service root URL", show_default=False),
+]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MLX_API_TOKEN",
+        help="API token (prefer the env var)",
+        show_default=False,
+    ),
+]
+
+
 @dataclass
-class _Target:
-    url: str | None
-    token: str | None
+class Target:
+    """Where the service is and the token to show it (None: the SDK's defaults)."""
+
+    url: str | None = None
+    token: str | None = None
 
 
 @plugins_app.callback()
-def _target(
-    ctx: typer.Context,
-    url: Annotated[
-        str | None,
-        typer.Option("--url", envvar="MLX_API_URL", help="Service root URL", show_default=False),
-    ] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            envvar="MLX_API_TOKEN",
-            help="API token (prefer the env var)",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
-    ctx.obj = _Target(url, token)
+def _target(ctx: typer.Context, url: UrlOption = None, token: TokenOption = None) -> None:
+    ctx.obj = Target(url, token)
 
 
 @contextmanager
-def _api(ctx: typer.Context, as_json: bool) -> Iterator[MLXClient]:
+def connect(target: Target, as_json: bool) -> Iterator[MLXClient]:
     """A client for one command; any error becomes one line and its exit code."""
-    target: _Target = ctx.obj if isinstance(ctx.obj, _Target) else _Target(None, None)
     try:
         with MLXClient(api_token=target.token, base_url=target.url) as client:
             yield client
     except (MLXError, MLXConnectionError, MLXConfigurationError, InputError) as exc:
         raise typer.Exit(output.print_error(exc, as_json=as_json)) from None
+
+
+def _api(ctx: typer.Context, as_json: bool) -> AbstractContextManager[MLXClient]:
+    """`connect` to the service the `mlx plugins` options name."""
+    return connect(ctx.obj if isinstance(ctx.obj, Target) else Target(), as_json)
 
 
 # ---------------------------------------------------------------- input helpers

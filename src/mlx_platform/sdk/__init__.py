@@ -5,6 +5,7 @@ from mlx_platform import MLXClient
 
 client = MLXClient(api_token="...")          # or MLX_API_TOKEN; base URL from MLX_API_URL
 plugin = client.plugins.get("plugin_sqlite_source_001")
+replicas = client.nodes.list()               # the service's replicas (scope plugins:admin)
 ```
 
 Answers are the wire models of `mlx_platform.wire`; errors are the classes of
@@ -21,19 +22,21 @@ from mlx_platform.sdk._base import (
     SyncPage,
 )
 from mlx_platform.sdk._exceptions import InvalidResponseError, MLXConfigurationError
-from mlx_platform.sdk.async_ import AsyncMLXClient, AsyncPlugins
-from mlx_platform.sdk.sync import MLXClient, Plugins
+from mlx_platform.sdk.async_ import AsyncMLXClient, AsyncNodes, AsyncPlugins
+from mlx_platform.sdk.sync import MLXClient, Nodes, Plugins
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "AsyncMLXClient",
+    "AsyncNodes",
     "AsyncPage",
     "AsyncPlugins",
     "InvalidResponseError",
     "MLXClient",
     "MLXConfigurationError",
+    "Nodes",
     "Plugins",
     "RetryPolicy",
     "SyncPage",

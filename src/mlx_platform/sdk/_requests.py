@@ -1,4 +1,5 @@
-"""The `/v1/plugins` calls as `APIRequest`s, built once for the sync and the async resource.
+"""The `/v1/plugins` and `/v1/nodes` calls as `APIRequest`s, built once for the sync and the
+async resource.
 
 Request bodies are sent as given: the service validates them with the wire request models
 and answers a `VALIDATION_ERROR` naming each bad field, so a newer service that accepts a
@@ -7,14 +8,15 @@ new field is not refused by an older client. Answers are read into the wire mode
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from pydantic import BaseModel
 
 from mlx_platform.sdk._base import APIRequest, parse_data, parse_json_object, parse_page
+from mlx_platform.sdk._exceptions import InvalidResponseError
 from mlx_platform.wire import (
     ActivateResult,
     CompositionEntry,
@@ -26,17 +28,21 @@ from mlx_platform.wire import (
     HealthReport,
     InvokeResult,
     MetricsReport,
+    Node,
     Pagination,
     PluginDetail,
     PluginSummary,
     RegisterResult,
+    WireModel,
 )
 
 PREFIX = "/plugins"
+NODES = "/nodes"
 # An invoke waits for the plugin up to its own timeout: the HTTP read waits this much longer.
 INVOKE_TIMEOUT_MARGIN = 10.0
 
 Body = Mapping[str, Any] | BaseModel
+M = TypeVar("M", bound=WireModel)
 
 
 def _path(plugin_id: str, suffix: str = "") -> str:
@@ -61,6 +67,18 @@ def _body(body: Body | None, **overrides: Any) -> dict[str, Any]:
         raise TypeError(f"expected a dict or a request model, not {type(body).__name__}")
     merged.update({k: v for k, v in overrides.items() if v is not None})
     return merged
+
+
+def _parse_list(model: type[M]) -> Callable[[Any], list[M]]:
+    """Read `{"success": true, "data": [...]}`: a listing without pages."""
+
+    def parse(body: Any) -> list[M]:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise InvalidResponseError("the answer is not the API's envelope of a list")
+        return [model.model_validate(item) for item in data]
+
+    return parse
 
 
 def _time(name: str, value: datetime | str | None) -> tuple[str, str] | None:
@@ -277,3 +295,7 @@ def invoke_plugin(
         has_body=True,
         min_read_timeout=timeout + INVOKE_TIMEOUT_MARGIN if timeout is not None else None,
     )
+
+
+def list_nodes() -> APIRequest[list[Node]]:
+    return APIRequest("GET", NODES, _parse_list(Node), idempotent=True)

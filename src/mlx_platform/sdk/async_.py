@@ -6,6 +6,7 @@ only the sending and the waiting differ.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from functools import cached_property
@@ -38,6 +39,7 @@ from mlx_platform.wire import (
     HealthReport,
     InvokeResult,
     MetricsReport,
+    Node,
     PluginDetail,
     PluginSummary,
     RegisterPluginRequest,
@@ -101,6 +103,11 @@ class AsyncMLXClient(BaseClient):
     def plugins(self) -> AsyncPlugins:
         """Register, activate, configure, watch and invoke plugins."""
         return AsyncPlugins(self)
+
+    @cached_property
+    def nodes(self) -> AsyncNodes:
+        """The service's replicas and what each runs (scope plugins:admin)."""
+        return AsyncNodes(self)
 
     # ------------------------------------------------------------ lifetime
 
@@ -313,3 +320,16 @@ class AsyncPlugins:
         return await self._client._request(
             _requests.invoke_plugin(plugin_id, operation, arguments, timeout=timeout)
         )
+
+
+class AsyncNodes:
+    """`client.nodes`: the `/v1/nodes` endpoint, awaited."""
+
+    def __init__(self, client: AsyncMLXClient) -> None:
+        self._client = client
+
+    async def list(self) -> builtins.list[Node]:
+        """Every replica of the service on its database, oldest first: heartbeat, capacity
+        and the plugin instances it runs; `this_node` marks the one that answered. Needs
+        scope plugins:admin (`ForbiddenError` otherwise)."""
+        return await self._client._request(_requests.list_nodes())

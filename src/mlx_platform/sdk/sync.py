@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,7 @@ from mlx_platform.wire import (
     HealthReport,
     InvokeResult,
     MetricsReport,
+    Node,
     PluginDetail,
     PluginSummary,
     RegisterPluginRequest,
@@ -97,6 +99,11 @@ class MLXClient(BaseClient):
     def plugins(self) -> Plugins:
         """Register, activate, configure, watch and invoke plugins."""
         return Plugins(self)
+
+    @cached_property
+    def nodes(self) -> Nodes:
+        """The service's replicas and what each runs (scope plugins:admin)."""
+        return Nodes(self)
 
     # ------------------------------------------------------------ lifetime
 
@@ -309,3 +316,16 @@ class Plugins:
         return self._client._request(
             _requests.invoke_plugin(plugin_id, operation, arguments, timeout=timeout)
         )
+
+
+class Nodes:
+    """`client.nodes`: the `/v1/nodes` endpoint."""
+
+    def __init__(self, client: MLXClient) -> None:
+        self._client = client
+
+    def list(self) -> builtins.list[Node]:
+        """Every replica of the service on its database, oldest first: heartbeat, capacity
+        and the plugin instances it runs; `this_node` marks the one that answered. Needs
+        scope plugins:admin (`ForbiddenError` otherwise)."""
+        return self._client._request(_requests.list_nodes())
