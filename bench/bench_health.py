@@ -10,7 +10,7 @@ from pathlib import Path
 from _common import Figure
 
 from mlx_platform.core.context import Core
-from mlx_platform.core.monitor import check_all
+from mlx_platform.runtime.monitor import check_all
 from mlx_platform.plugins import Plugin
 from mlx_platform.runtime.host import InProcessInstance
 from mlx_platform.settings import Settings
@@ -42,7 +42,7 @@ def run() -> list[Figure]:
             inst._mark_started()
             instances[inst.plugin_id] = inst
         t0 = time.perf_counter()
-        results = check_all(core, instances)
+        results = check_all(instances, TIMEOUT, settings.health_concurrency)
         elapsed = time.perf_counter() - t0
         _RELEASE.set()
         core.db.dispose()

@@ -147,6 +147,7 @@ class Reconciler:
         # that one slow plugin does not hold the others' changes back.
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="mlx-reconcile")
         self._busy: set[str] = set()
+        self._recheck: set[str] = set()
         self._busy_lock = threading.Lock()
         self.passes = 0
 
@@ -215,7 +216,9 @@ class Reconciler:
     def _submit(self, plugin_id: str, func: Callable[..., Any], arg: Any) -> Any:
         with self._busy_lock:
             if plugin_id in self._busy:
-                return None  # already being worked on: its task re-checks when done
+                # already being worked on, maybe towards an older state: look again once done
+                self._recheck.add(plugin_id)
+                return None
             self._busy.add(plugin_id)
 
         def task() -> None:
@@ -224,6 +227,10 @@ class Reconciler:
             finally:
                 with self._busy_lock:
                     self._busy.discard(plugin_id)
+                    again = plugin_id in self._recheck
+                    self._recheck.discard(plugin_id)
+                if again:
+                    self.wake()
 
         return self._pool.submit(task)
 
