@@ -219,16 +219,29 @@ def test_every_conflict_type(registry, entries, kind, names) -> None:
 
 def test_resource_conflict_carries_the_shortfall() -> None:
     data = answer(
-        [plugin("gpu", gpu_required=True, min_cpu_cores=2), plugin("cpu", min_cpu_cores=3)],
+        [plugin("gpu", gpu_required=True, min_cpu_cores=2), plugin("cpu", min_cpu_cores=6)],
         [("gpu", None), ("cpu", None)],
         capacity=Capacity(memory_mb=1000, cpu_cores=4, gpus=0),
     )
 
     conflict = only(data["conflicts"], type="insufficient_resources")
     assert conflict["shortfall"] == {
-        "cpu_cores": {"required": 5.0, "available": 4, "capacity": 4},
+        "cpu_cores": {"required": 6.0, "available": 4, "capacity": 4},
         "gpus": {"required": 1, "available": 0, "capacity": 0},
     }
+
+
+def test_cpu_cores_are_a_minimum_not_a_sum() -> None:
+    """Three plugins that each need a core fit a 2-core replica: they share CPU time
+    (the spec's snowflake + databricks + mlflow composition)."""
+    data = answer(
+        [plugin(f"p{i}", min_cpu_cores=1) for i in range(3)],
+        [(f"p{i}", None) for i in range(3)],
+        capacity=Capacity(memory_mb=100_000, cpu_cores=2, gpus=0),
+    )
+
+    assert data["composition_valid"] is True, data["conflicts"]
+    assert not [c for c in data["conflicts"] if c["type"] == "insufficient_resources"]
 
 
 def test_singleton_conflict_names_every_member_once() -> None:

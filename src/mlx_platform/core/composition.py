@@ -476,8 +476,10 @@ def _singleton_conflicts(
 def _resources(
     index: RegistryIndex, members: Mapping[str, Facts], capacity: Capacity
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    # Memory and GPUs add up on a replica; CPU cores are a minimum each replica must have
+    # (plugins share CPU time), so the composition needs its largest claim, not the sum.
     need_mem = sum(f.memory_mb for f in members.values())
-    need_cpu = round(sum(f.cpu_cores for f in members.values()), 3)
+    need_cpu = max((f.cpu_cores for f in members.values()), default=0.0)
     need_gpu = sum(1 for f in members.values() if f.gpu)
     figures = {
         "memory_mb": (need_mem, capacity.memory_mb),
@@ -515,7 +517,7 @@ def _resources(
     outside = [f for f in index.facts if f.status == "active" and members.get(f.key) is not f]
     used = {
         "memory_mb": sum(f.memory_mb for f in outside),
-        "cpu_cores": round(sum(f.cpu_cores for f in outside), 3),
+        "cpu_cores": 0.0,  # not a claim that adds up: see above
         "gpus": sum(1 for f in outside if f.gpu),
     }
     tight = {
