@@ -62,6 +62,14 @@ class Replica:
         self.loops = Periodic()
         self._stop_listening = threading.Event()
 
+    def start_heartbeat(self) -> None:
+        """First, before the plugins start (which may take long): a replica that says nothing
+        for `node_dead_after` seconds is cleared by the others as dead."""
+        core = self.core
+        self.loops.every(
+            core.settings.node_heartbeat_interval, lambda: replica.heartbeat(core), "heartbeat"
+        )
+
     def start(self) -> None:
         core, s = self.core, self.core.settings
         core.reconciler.start()
@@ -80,7 +88,6 @@ class Replica:
             s.usage_interval, lambda: sample_usage(core.host, core.metrics.sample_usage), "usage"
         )
         self.loops.every(self.METRICS_FLUSH_INTERVAL, core.metrics.flush, "metrics flush")
-        self.loops.every(s.node_heartbeat_interval, lambda: replica.heartbeat(core), "heartbeat")
 
     def stop(self, graceful_timeout: float = 10.0) -> None:
         core = self.core
@@ -101,9 +108,10 @@ def start_core(core: Core) -> Replica:
     plugin the desired state says should run (before the service answers), then the loops."""
     core.db.migrate()
     replica.join(core)
+    running = Replica(core)
+    running.start_heartbeat()
     if core.settings.seed_builtin_plugins:
         seed_builtin_plugins(core)
     core.reconciler.run_once(wait=True)
-    running = Replica(core)
     running.start()
     return running
