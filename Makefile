@@ -30,8 +30,10 @@ test: $(STAMP_TEST)
 
 # The integration and end-to-end suites against PostgreSQL (a server on 127.0.0.1:5432, user
 # postgres, trust auth): each test server gets a database of its own, dropped at the end.
+# (tests/integration/test_replicas.py always runs on PostgreSQL: `make test` runs it.)
 test-postgres: $(STAMP_TEST)
-	MLX_TEST_DATABASE=postgres $(PY) -m pytest -n 2 -q tests/integration tests/e2e
+	MLX_TEST_DATABASE=postgres $(PY) -m pytest -n 2 -q tests/integration tests/e2e \
+		--ignore=tests/integration/test_replicas.py
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests bench

@@ -196,23 +196,21 @@ def heartbeat(core: Core) -> None:
     now = _now()
     with core.db.transaction() as session:
         repo = NodeRepository(session)
-        if not repo.heartbeat(core.node_id, now):
+        rejoined = not repo.heartbeat(core.node_id, now)
+        if rejoined:
             # declared dead while paused (a long stall): join again, and report every instance
             row = _node_row(core)
             row.started_at = now
             repo.upsert(row)
-            rejoined = True
-        else:
-            rejoined = False
-        dead = [n for n in repo.dead(now - timedelta(seconds=core.settings.node_dead_after))]
-        dead = [n for n in dead if n != core.node_id]
-        repo.remove(dead)
-    for node in dead:
-        log.warning("replica %s missed its heartbeats: its records were cleared", node)
     if rejoined:
         log.warning("replica %s was taken for dead; it joined again", core.node_id)
         for inst in list(core.host.instances.values()):
             core.reconciler.started(inst)
+    older = now - timedelta(seconds=core.settings.node_dead_after)
+    with core.db.transaction() as session:
+        dead = NodeRepository(session).remove_dead(older, keep=core.node_id)
+    for node in dead:
+        log.warning("replica %s missed its heartbeats: its records were cleared", node)
 
 
 def leave(core: Core) -> None:

@@ -346,22 +346,8 @@ class Reconciler:
             if answering:
                 self.report(d.plugin_id, None)
                 raise
-            message, gave_up = self.supervisor.failed(
-                d.plugin_id, d.generation, f"start failed: {exc.message}", ran_for=None
-            )
-            (log.error if gave_up else log.warning)("plugin %s: %s", d.plugin_id, message)
-            self.report(
-                d.plugin_id,
-                Observation(
-                    "error",
-                    d.generation,
-                    d.config_version,
-                    health_status="unhealthy",
-                    health_message=message,
-                    health_last_check=_now(),
-                    last_error=message,
-                    restarts=self.supervisor.attempts(d.plugin_id),
-                ),
+            self._count_failure(
+                d.plugin_id, d.generation, d.config_version, f"start failed: {exc.message}", None
             )
             return None
         self.host.put(inst)
@@ -448,16 +434,26 @@ class Reconciler:
             if not self.host.remove_if(plugin_id, inst):
                 return  # already replaced or removed
         ran_for = time.time() - inst.started_at if inst.started_at else None
-        message, gave_up = self.supervisor.failed(
-            plugin_id, inst.generation, reason, ran_for=ran_for
-        )
+        self._count_failure(plugin_id, inst.generation, inst.config_version, reason, ran_for)
+
+    def _count_failure(
+        self,
+        plugin_id: str,
+        generation: int,
+        config_version: int,
+        reason: str,
+        ran_for: float | None,
+    ) -> None:
+        """An instance died (after `ran_for` s) or could not start: the restart policy says
+        what happens next, and the observed state says it."""
+        message, gave_up = self.supervisor.failed(plugin_id, generation, reason, ran_for=ran_for)
         (log.error if gave_up else log.warning)("plugin %s: %s", plugin_id, message)
         self.report(
             plugin_id,
             Observation(
                 "error",
-                inst.generation,
-                inst.config_version,
+                generation,
+                config_version,
                 health_status="unhealthy",
                 health_message=message,
                 health_last_check=_now(),

@@ -29,7 +29,11 @@ from mlx_platform.storage.tables import (
     PluginInstanceRow,
     PluginRow,
     ServiceMeta,
+    utcnow,
 )
+
+# The advisory lock key of clearing dead replicas' records (PostgreSQL; any constant: "mlxr").
+_REAPER_LOCK_KEY = 0x6D6C7872
 
 
 @dataclass(frozen=True)
@@ -349,16 +353,41 @@ class NodeRepository:
         stmt = select(NodeRow.id).where(NodeRow.heartbeat_at < older_than).order_by(NodeRow.id)
         return list(self.session.scalars(stmt))
 
+    def remove_dead(self, older_than: datetime, *, keep: str) -> list[str]:
+        """Forget the nodes whose heartbeat is older than `older_than` (but `keep`), and
+        return their ids. One replica at a time does it: on PostgreSQL the others skip (a
+        transaction-level advisory lock they do not wait for), so that replicas clearing the
+        same dead node at once never deadlock on its rows."""
+        if self.session.get_bind().dialect.name == "postgresql":
+            got = self.session.scalar(text(f"SELECT pg_try_advisory_xact_lock({_REAPER_LOCK_KEY})"))
+            if not got:
+                return []
+        dead = [n for n in self.dead(older_than) if n != keep]
+        self.remove(dead)
+        return dead
+
     # ------------------------------------------------------------------ observed state
 
     def put_instance(self, plugin_id: str, node_id: str, values: dict[str, Any]) -> None:
-        """Insert or update this node's observed state of one plugin."""
-        row = self.session.get(PluginInstanceRow, (plugin_id, node_id))
-        if row is None:
-            row = PluginInstanceRow(plugin_id=plugin_id, node_id=node_id, state="starting")
-            self.session.add(row)
-        for key, value in values.items():
-            setattr(row, key, value)
+        """Insert or update this node's observed state of one plugin, in one statement (two
+        threads of one replica may report the same plugin at once)."""
+        values = {**values, "updated_at": utcnow()}
+        insert = _insert(self.session)
+        if insert is None:  # another database: read, then insert or update
+            row = self.session.get(PluginInstanceRow, (plugin_id, node_id), with_for_update=True)
+            if row is None:
+                row = PluginInstanceRow(plugin_id=plugin_id, node_id=node_id)
+                self.session.add(row)
+            for key, value in values.items():
+                setattr(row, key, value)
+            return
+        table = PluginInstanceRow.__table__
+        stmt = insert(table).values(plugin_id=plugin_id, node_id=node_id, **values)
+        self.session.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[table.c.plugin_id, table.c.node_id], set_=values
+            )
+        )
 
     def set_instance_health(self, node_id: str, results: dict[str, dict[str, Any]]) -> None:
         """Health results of one node's instances, in plugin id order (a fixed lock order)."""
