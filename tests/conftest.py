@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -257,3 +258,55 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     assert err["request_id"] == response.headers["x-request-id"]
     assert "Traceback" not in response.text
     return dict(err)
+
+
+def invoke(
+    client: httpx.Client, plugin_id: str, operation: str, timeout: float | None = None, **args: Any
+) -> httpx.Response:
+    """POST /v1/plugins/{id}/invoke with `args` as the operation's arguments."""
+    body: dict[str, Any] = {"operation": operation, "arguments": args}
+    if timeout is not None:
+        body["timeout"] = timeout
+    return client.post(f"/v1/plugins/{plugin_id}/invoke", json=body)
+
+
+class KeepCalling(threading.Thread):
+    """Invoke `pid` on a plugin again and again until stopped; records every answer (status,
+    body), or (0, the error) when the request itself failed."""
+
+    def __init__(self, client: httpx.Client, plugin_id: str) -> None:
+        super().__init__(daemon=True)
+        self.client = client
+        self.plugin_id = plugin_id
+        self.answers: list[tuple[int, Any]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                r = invoke(self.client, self.plugin_id, "pid")
+                self.answers.append((r.status_code, r.json()))
+            except httpx.HTTPError as exc:
+                self.answers.append((0, repr(exc)))
+            self._stop_event.wait(0.05)
+
+    def finish(self) -> list[tuple[int, Any]]:
+        self._stop_event.set()
+        self.join(30)
+        assert not self.is_alive()
+        return self.answers
+
+
+def process_gone(pid: int) -> bool:
+    """No process with that id runs any more (a zombie left to a reaper that is not the
+    service counts as gone; one the service itself failed to reap does not)."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+        parent = proc.parent()
+        return parent is None or "mlx_platform" not in " ".join(parent.cmdline())
+    except psutil.NoSuchProcess:
+        return True

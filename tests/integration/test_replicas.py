@@ -38,8 +38,11 @@ import pytest
 from tests.conftest import (
     FIXTURE_PLUGINS,
     POSTGRES_SERVER,
+    KeepCalling,
     LiveServer,
     assert_error,
+    invoke,
+    process_gone,
     register,
     start_server,
 )
@@ -164,19 +167,6 @@ def assert_live_within_limit(times: dict[int, float], what: str) -> None:
 # ---------------------------------------------------------------- processes
 
 
-def process_gone(pid: int) -> bool:
-    """No process with that id runs any more (a zombie left to a reaper that is not the
-    service counts as gone; one a service failed to reap does not)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() != psutil.STATUS_ZOMBIE:
-            return False
-        parent = proc.parent()
-        return parent is None or "mlx_platform" not in " ".join(parent.cmdline())
-    except psutil.NoSuchProcess:
-        return True
-
-
 def parent_of(pid: int) -> int | None:
     try:
         return psutil.Process(pid).ppid()
@@ -213,12 +203,6 @@ def wait_all_gone(pids: list[int], timeout: float, what: str) -> float:
 
 
 # ---------------------------------------------------------------- HTTP helpers
-
-
-def invoke(client: httpx.Client, plugin_id: str, operation: str, **args: Any) -> httpx.Response:
-    return client.post(
-        f"/v1/plugins/{plugin_id}/invoke", json={"operation": operation, "arguments": args}
-    )
 
 
 def call(client: httpx.Client, plugin_id: str, operation: str, **args: Any) -> Any:
@@ -283,35 +267,6 @@ class InBackground(threading.Thread):
             self.response = self.func()
         except BaseException as exc:  # noqa: BLE001 - looked at by the test
             self.error = exc
-
-
-class KeepCalling(threading.Thread):
-    """Invoke `pid` on a plugin through one replica again and again until stopped."""
-
-    def __init__(self, url: str, token: str, plugin_id: str) -> None:
-        super().__init__(daemon=True)
-        self.client = httpx.Client(
-            base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30
-        )
-        self.plugin_id = plugin_id
-        self.answers: list[tuple[int, Any]] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            try:
-                r = invoke(self.client, self.plugin_id, "pid")
-                self.answers.append((r.status_code, r.json()))
-            except httpx.HTTPError as exc:
-                self.answers.append((0, repr(exc)))
-            self._stop_event.wait(0.05)
-
-    def finish(self) -> list[tuple[int, Any]]:
-        self._stop_event.set()
-        self.join(30)
-        self.client.close()
-        assert not self.is_alive()
-        return self.answers
 
 
 # ---------------------------------------------------------------- the cluster
@@ -1211,7 +1166,7 @@ def test_a_replica_killed_mid_activation_comes_back_clean_and_the_others_keep_se
     slow = track(replicas, register(clients[0], f"{unique_name}_slow", class_path=SLOW_START))
     victim_pid = replicas.pid(victim)
     victim_node = replicas.node_ids[victim]
-    keep = [KeepCalling(replicas.servers[i].url, replicas.token, bystander) for i in others]
+    keep = [KeepCalling(replicas.client(i), bystander) for i in others]
     for k in keep:
         k.start()
 
@@ -1309,7 +1264,7 @@ def test_a_replica_restarted_with_a_slow_plugin_is_never_taken_for_dead_once_it_
     activate(clients[0], slow, {"start_delay": 4})
     pids_everywhere(replicas, clients, slow, timeout=20)
     old_id = replicas.node_ids[victim]
-    keep = KeepCalling(replicas.servers[0].url, replicas.token, slow)
+    keep = KeepCalling(replicas.client(0), slow)
     keep.start()
 
     replicas.servers[victim].stop()

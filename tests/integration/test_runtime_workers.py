@@ -27,7 +27,7 @@ import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import LiveServer, assert_error, register
+from tests.conftest import KeepCalling, LiveServer, assert_error, invoke, process_gone, register
 
 PROBE = "mlx_test_plugins.WorkerProbePlugin"
 CRASH_ON_START = "mlx_test_plugins.CrashOnStartPlugin"
@@ -58,15 +58,6 @@ def poll(
         if time.monotonic() >= deadline:
             raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {value!r}")
         time.sleep(interval)
-
-
-def invoke(
-    client: httpx.Client, plugin_id: str, operation: str, timeout: float | None = None, **args: Any
-) -> httpx.Response:
-    body: dict[str, Any] = {"operation": operation, "arguments": args}
-    if timeout is not None:
-        body["timeout"] = timeout
-    return client.post(f"/v1/plugins/{plugin_id}/invoke", json=body)
 
 
 def call(client: httpx.Client, plugin_id: str, operation: str, **args: Any) -> Any:
@@ -126,19 +117,6 @@ def is_worker_of(pid: int, server: LiveServer) -> bool:
         return False
 
 
-def process_gone(pid: int) -> bool:
-    """No process with that id runs any more (a zombie left to a reaper that is not the
-    service counts as gone; one the service itself failed to reap does not)."""
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() != psutil.STATUS_ZOMBIE:
-            return False
-        parent = proc.parent()
-        return parent is None or "mlx_platform" not in " ".join(parent.cmdline())
-    except psutil.NoSuchProcess:
-        return True
-
-
 def wait_gone(pid: int, timeout: float = 5.0) -> None:
     poll(lambda: process_gone(pid), bool, timeout=timeout, what=f"worker process {pid} ended")
 
@@ -171,32 +149,6 @@ class InBackground(threading.Thread):
         assert self.error is None, repr(self.error)
         assert self.response is not None
         return self.response
-
-
-class KeepCalling(threading.Thread):
-    """Invoke `pid` on a plugin again and again until stopped; records every answer."""
-
-    def __init__(self, client: httpx.Client, plugin_id: str) -> None:
-        super().__init__(daemon=True)
-        self.client = client
-        self.plugin_id = plugin_id
-        self.answers: list[tuple[int, Any]] = []
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            try:
-                r = invoke(self.client, self.plugin_id, "pid")
-                self.answers.append((r.status_code, r.json()))
-            except httpx.HTTPError as exc:
-                self.answers.append((0, repr(exc)))
-            self._stop_event.wait(0.05)
-
-    def finish(self) -> list[tuple[int, Any]]:
-        self._stop_event.set()
-        self.join(15)
-        assert not self.is_alive()
-        return self.answers
 
 
 def assert_served_throughout(answers: list[tuple[int, Any]], expected_pid: int) -> None:
