@@ -10,9 +10,9 @@ from pathlib import Path
 from _common import Figure
 
 from mlx_platform.core.context import Core
-from mlx_platform.runtime.monitor import check_all
 from mlx_platform.plugins import Plugin
 from mlx_platform.runtime.host import InProcessInstance
+from mlx_platform.runtime.monitor import check_all
 from mlx_platform.settings import Settings
 
 TIMEOUT = 1.0
