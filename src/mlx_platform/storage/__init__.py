@@ -2,10 +2,18 @@
 
 from mlx_platform.storage.db import Database
 from mlx_platform.storage.tables import (
+    AuditEventRow,
     MetricBucketRow,
     NodeRow,
     PluginInstanceRow,
     PluginRow,
 )
 
-__all__ = ["Database", "MetricBucketRow", "NodeRow", "PluginInstanceRow", "PluginRow"]
+__all__ = [
+    "AuditEventRow",
+    "Database",
+    "MetricBucketRow",
+    "NodeRow",
+    "PluginInstanceRow",
+    "PluginRow",
+]

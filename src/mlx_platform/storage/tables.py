@@ -86,6 +86,9 @@ class PluginRow(Base):
     # activated with auto_start false: replicas load and configure it, the first call starts it
     auto_start: Mapped[bool] = mapped_column(Boolean, default=True)
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What the plugin's code was when it was registered: {"files": {path: sha256}, "root": ...}
+    # (activation refuses code that changed since, until the plugin is registered again)
+    code_digest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     documentation_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     repository_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     # The plugin's type while it is active and that type is a singleton, else NULL. A unique
@@ -190,3 +193,27 @@ class PluginInstanceRow(Base):
     restarts: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditEventRow(Base):
+    """One state change: who asked for what, when, through which request, and how it ended.
+    Never a secret (configuration values are not recorded, only the names of fields)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at", "id"),
+        Index("ix_audit_events_plugin", "plugin_id", "at"),
+        Index("ix_audit_events_actor", "actor", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(255))
+    # register, activate, deactivate, configure, delete, auto_register
+    action: Mapped[str] = mapped_column(String(64))
+    plugin_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | failure
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    node_id: Mapped[str | None] = mapped_column(String(80), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
