@@ -369,6 +369,23 @@ class HealthReport(WireModel):
     )
 
 
+class AuditEvent(WireModel):
+    """One state change in the audit trail."""
+
+    id: int
+    at: datetime
+    actor: str = Field(description="The token's subject, or `service` for the service itself")
+    action: str = Field(
+        description="register, activate, deactivate, configure, delete or auto_register"
+    )
+    plugin_id: str | None = None
+    outcome: str = Field(description="success or failure")
+    error_code: str | None = None
+    request_id: str | None = None
+    node_id: str | None = Field(default=None, description="The replica that made the change")
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
 class NodeInstance(WireModel):
     plugin_id: str
     state: str

@@ -30,11 +30,13 @@ from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError as PydanticValidationError
 
 from mlx_platform.core import rules
+from mlx_platform.core.audit import Origin
 from mlx_platform.core.context import Core
 from mlx_platform.core.discovery_common import Found, Scan, check_manifest, manifest_folders
 from mlx_platform.core.discovery_git import parse_repos, scan_repo
 from mlx_platform.core.discovery_index import scan_index
 from mlx_platform.core.discovery_namespace import check_namespace_name, scan_namespace
+from mlx_platform.core.registry import register_plugin
 from mlx_platform.errors import MLXError
 from mlx_platform.plugins import ManifestError, load_manifest
 from mlx_platform.plugins._manifest import MANIFEST_FILENAME
@@ -191,9 +193,13 @@ def collect(
 
 
 def discover(
-    core: Core, sources: list[str], *, include_namespace: str | None, auto_register: bool
+    core: Core,
+    sources: list[str],
+    *,
+    include_namespace: str | None,
+    auto_register: bool,
+    origin: Origin | None = None,
 ) -> dict[str, Any]:
-    from mlx_platform.core.registry import register_plugin
 
     found, errors = collect(core, sources, include_namespace)
 
@@ -239,7 +245,7 @@ def discover(
                 req = RegisterPluginRequest.model_validate(
                     {k: v for k, v in manifest.items() if k in _REGISTER_FIELDS}
                 )
-                result = register_plugin(core, req)
+                result = register_plugin(core, req, origin=origin, action="auto_register")
                 item["auto_registered"] = True
                 item["plugin_id"] = result["id"]
                 known[key] = result["id"]

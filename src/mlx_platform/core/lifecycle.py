@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import config_schema, replica, rules
+from mlx_platform.core import audit, config_schema, replica, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import get_row
 from mlx_platform.core.resources import resource_shortfall
@@ -222,7 +222,7 @@ def _singleton_conflict(core: Core, row: PluginRow) -> PluginConflictError:
     return PluginConflictError(message, {**conflict, "conflicts": [conflict]})
 
 
-def activate_plugin(
+def _activate_plugin(
     core: Core,
     plugin_id: str,
     configuration: dict[str, Any],
@@ -352,7 +352,7 @@ def _roll_back(
     core.reconciler.wake()
 
 
-def deactivate_plugin(
+def _deactivate_plugin(
     core: Core, plugin_id: str, *, force: bool = False, graceful_timeout: float = 30
 ) -> dict[str, Any]:
     """Write the desired state (inactive), then stop this replica's instance; the others stop
@@ -389,7 +389,7 @@ def deactivate_plugin(
     }
 
 
-def update_configuration(
+def _update_configuration(
     core: Core,
     plugin_id: str,
     configuration: dict[str, Any],
@@ -494,6 +494,65 @@ def _not_found(plugin_id: str) -> PluginNotFoundError:
 
 
 # ---------------------------------------------------------------- health and calls
+
+
+# ---------------------------------------------------------------- audited entry points
+
+
+def activate_plugin(
+    core: Core,
+    plugin_id: str,
+    configuration: dict[str, Any],
+    *,
+    auto_start: bool = True,
+    dry_run: bool = False,
+    origin: audit.Origin | None = None,
+) -> dict[str, Any]:
+    with audit.audited(core, origin, "activate", plugin_id, skip=dry_run) as event:
+        # the names of the fields sent, never their values (they may be secrets)
+        event.details.update(configuration_fields=sorted(configuration), auto_start=auto_start)
+        return _activate_plugin(
+            core, plugin_id, configuration, auto_start=auto_start, dry_run=dry_run
+        )
+
+
+def deactivate_plugin(
+    core: Core,
+    plugin_id: str,
+    *,
+    force: bool = False,
+    graceful_timeout: float = 30,
+    origin: audit.Origin | None = None,
+) -> dict[str, Any]:
+    with audit.audited(core, origin, "deactivate", plugin_id) as event:
+        event.details["force"] = force
+        result = _deactivate_plugin(core, plugin_id, force=force, graceful_timeout=graceful_timeout)
+        event.details["pending_operations"] = result["pending_operations"]
+        return result
+
+
+def update_configuration(
+    core: Core,
+    plugin_id: str,
+    configuration: dict[str, Any],
+    *,
+    allow_restart: bool,
+    dry_run: bool = False,
+    origin: audit.Origin | None = None,
+) -> dict[str, Any]:
+    with audit.audited(core, origin, "configure", plugin_id, skip=dry_run) as event:
+        event.details.update(
+            configuration_fields=sorted(configuration), restart_required=allow_restart
+        )
+        result = _update_configuration(
+            core, plugin_id, configuration, allow_restart=allow_restart, dry_run=dry_run
+        )
+        event.details.update(
+            updated_fields=result["updated_fields"],
+            restarted=result["restarted"],
+            pending_restart=result.get("pending_restart", []),
+        )
+        return result
 
 
 def _replica_views(core: Core, plugin_id: str) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import config_schema, replica, rules
+from mlx_platform.core import audit, config_schema, replica, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.views import plugin_detail, plugin_summary
 from mlx_platform.errors import (
@@ -56,7 +56,7 @@ def _refuse_duplicate(req: RegisterPluginRequest, existing: PluginRow | None) ->
         )
 
 
-def register_plugin(
+def _register_plugin(
     core: Core, req: RegisterPluginRequest, *, dry_run: bool = False
 ) -> dict[str, Any]:
     """Validate and record a plugin. An unloadable class is recorded with status `error`."""
@@ -261,7 +261,7 @@ def configuration_json_schema(core: Core, plugin_id: str) -> dict[str, Any]:
     return schema
 
 
-def delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]:
+def _delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]:
     """Remove the plugin from the desired state (and its metrics) in one guarded transaction,
     then stop this replica's instance; the others stop theirs when they hear of it."""
     with core.plugin_lock(plugin_id):
@@ -297,3 +297,33 @@ def delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]:
         core.metrics.forget(plugin_id)
     log.info("unregistered plugin %s", plugin_id)
     return {"id": plugin_id, "deleted": True, "deactivated": deactivated}
+
+
+# ---------------------------------------------------------------- audited entry points
+
+
+def register_plugin(
+    core: Core,
+    req: RegisterPluginRequest,
+    *,
+    dry_run: bool = False,
+    origin: audit.Origin | None = None,
+    action: str = "register",
+) -> dict[str, Any]:
+    """Validate and record a plugin (see `_register_plugin`), with an audit record."""
+    with audit.audited(core, origin, action, None, skip=dry_run) as event:
+        event.details.update(name=req.name, version=req.version, class_path=req.class_path)
+        result = _register_plugin(core, req, dry_run=dry_run)
+        event.plugin_id = result["id"]
+        event.details["status"] = result["status"]
+        return result
+
+
+def delete_plugin(
+    core: Core, plugin_id: str, *, force: bool, origin: audit.Origin | None = None
+) -> dict[str, Any]:
+    with audit.audited(core, origin, "delete", plugin_id) as event:
+        event.details["force"] = force
+        result = _delete_plugin(core, plugin_id, force=force)
+        event.details["deactivated"] = result["deactivated"]
+        return result

@@ -19,7 +19,7 @@ from mlx_platform.core.prometheus import render as render_prometheus
 from mlx_platform.server.errors import error_response, install_error_handlers
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import RequestContextMiddleware
-from mlx_platform.server.routes import nodes, plugins
+from mlx_platform.server.routes import audit, nodes, plugins
 from mlx_platform.settings import Settings
 
 log = logging.getLogger("mlx_platform.server")
@@ -65,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, node_id=core.node_id)
     app.include_router(plugins.router)
     app.include_router(nodes.router)
+    app.include_router(audit.router)
 
     @app.get("/healthz", tags=["service"], summary="Liveness and readiness (no auth)")
     def healthz() -> Any:

@@ -14,6 +14,7 @@ from mlx_platform.errors import ValidationError
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
 from mlx_platform.server.openapi import errors_for
+from mlx_platform.server.routes.audit import origin_of
 from mlx_platform.storage.repositories import PluginFilter
 from mlx_platform.wire import (
     ActivateRequest,
@@ -87,14 +88,14 @@ def list_plugins(
 )
 def register_plugin(
     core: CoreDep,
-    _p: Admin,
+    principal: Admin,
     body: RegisterPluginRequest,
     response: Response,
     dry_run: DryRun = False,
 ) -> dict[str, Any]:
     if dry_run:
         response.status_code = 200  # nothing was created
-    return ok(registry.register_plugin(core, body, dry_run=dry_run))
+    return ok(registry.register_plugin(core, body, dry_run=dry_run, origin=origin_of(principal)))
 
 
 @router.get(
@@ -137,7 +138,11 @@ def discover_plugins(
             chosen.append(part)
     return ok(
         discovery.discover(
-            core, chosen, include_namespace=include_namespace, auto_register=auto_register
+            core,
+            chosen,
+            include_namespace=include_namespace,
+            auto_register=auto_register,
+            origin=origin_of(principal),
         )
     )
 
@@ -175,9 +180,9 @@ def get_plugin(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]
     responses=errors_for(401, 403, 404, 409),
 )
 def delete_plugin(
-    core: CoreDep, _p: Admin, plugin_id: PluginId, force: Annotated[bool, Query()] = False
+    core: CoreDep, principal: Admin, plugin_id: PluginId, force: Annotated[bool, Query()] = False
 ) -> dict[str, Any]:
-    return ok(registry.delete_plugin(core, plugin_id, force=force))
+    return ok(registry.delete_plugin(core, plugin_id, force=force, origin=origin_of(principal)))
 
 
 @router.get(
@@ -200,7 +205,7 @@ def configuration_schema(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict
 )
 def activate_plugin(
     core: CoreDep,
-    _p: Writer,
+    principal: Writer,
     plugin_id: PluginId,
     body: Annotated[ActivateRequest | None, Body()] = None,
     dry_run: DryRun = False,
@@ -208,7 +213,12 @@ def activate_plugin(
     req = body or ActivateRequest()
     return ok(
         lifecycle.activate_plugin(
-            core, plugin_id, req.configuration, auto_start=req.auto_start, dry_run=dry_run
+            core,
+            plugin_id,
+            req.configuration,
+            auto_start=req.auto_start,
+            dry_run=dry_run,
+            origin=origin_of(principal),
         )
     )
 
@@ -223,14 +233,18 @@ def activate_plugin(
 )
 def deactivate_plugin(
     core: CoreDep,
-    _p: Writer,
+    principal: Writer,
     plugin_id: PluginId,
     body: Annotated[DeactivateRequest | None, Body()] = None,
 ) -> dict[str, Any]:
     req = body or DeactivateRequest()
     return ok(
         lifecycle.deactivate_plugin(
-            core, plugin_id, force=req.force, graceful_timeout=req.graceful_shutdown_timeout
+            core,
+            plugin_id,
+            force=req.force,
+            graceful_timeout=req.graceful_shutdown_timeout,
+            origin=origin_of(principal),
         )
     )
 
@@ -245,7 +259,7 @@ def deactivate_plugin(
 )
 def update_configuration(
     core: CoreDep,
-    _p: Writer,
+    principal: Writer,
     plugin_id: PluginId,
     body: ConfigurationUpdateRequest,
     dry_run: DryRun = False,
@@ -257,6 +271,7 @@ def update_configuration(
             body.configuration,
             allow_restart=body.restart_required,
             dry_run=dry_run,
+            origin=origin_of(principal),
         )
     )
 
