@@ -20,7 +20,6 @@ ROOT = sys.argv[1] if len(sys.argv) > 1 else str(Path(__file__).resolve().parent
 sys.path.insert(0, ROOT)
 
 import psycopg  # noqa: E402
-
 from tests.conftest import _pg_admin_connect, register, start_server  # noqa: E402
 
 ECHO = {"operation": "echo", "arguments": {"value": 1}}
