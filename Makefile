@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP_SERVE := $(VENV)/.installed-serve
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: serve test test-postgres lint bench clean install
+.PHONY: serve test test-postgres lint bench soak clean install
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ lint: $(STAMP_TEST)
 
 bench: $(STAMP_TEST)
 	$(PY) bench/run.py
+
+# Five minutes of mixed reads, writes and invocations against one fresh `mlx serve` (issue 11):
+# throughput, p50/p99, errors (target 0), service memory at start and end (growth < 10%).
+# Options pass through: make soak ARGS="--duration 60 --clients 4 --postgres"
+soak: $(STAMP_TEST)
+	$(PY) bench/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
