@@ -9,6 +9,7 @@
      ├── DependencyMissingError         DEPENDENCY_MISSING          409
      ├── PluginAlreadyExistsError       PLUGIN_ALREADY_EXISTS       409
      ├── InvalidStateError              INVALID_STATE               409
+     ├── PluginCodeChangedError         PLUGIN_CODE_CHANGED         409
      ├── OperationNotFoundError         OPERATION_NOT_FOUND         404
      ├── InvalidArgumentsError          INVALID_ARGUMENTS           422
      ├── OperationTimeoutError          OPERATION_TIMEOUT           504
@@ -110,6 +111,14 @@ class InvalidStateError(MLXError):
     http_status = 409
 
 
+class PluginCodeChangedError(MLXError):
+    """The plugin's files differ from those pinned when it was registered: activation is
+    refused until it is registered again (details name the changed, added, removed files)."""
+
+    code = "PLUGIN_CODE_CHANGED"
+    http_status = 409
+
+
 class OperationNotFoundError(MLXError):
     """The plugin has no `@operation` of that name."""
 
@@ -190,6 +199,7 @@ ERROR_CLASSES: dict[str, type[MLXError]] = {
         DependencyMissingError,
         PluginAlreadyExistsError,
         InvalidStateError,
+        PluginCodeChangedError,
         OperationNotFoundError,
         InvalidArgumentsError,
         OperationTimeoutError,

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import audit, config_schema, replica, rules
+from mlx_platform.core import audit, config_schema, integrity, replica, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import get_row
 from mlx_platform.core.resources import resource_shortfall
@@ -27,6 +27,7 @@ from mlx_platform.errors import (
     InvalidConfigurationError,
     InvalidStateError,
     MLXError,
+    PluginCodeChangedError,
     PluginConflictError,
     PluginHealthCheckFailedError,
     PluginNotFoundError,
@@ -253,6 +254,7 @@ def _activate_plugin(
                         f"with a loadable class: {row.status_reason}",
                         {"plugin_id": plugin_id, "status": row.status, "reason": row.status_reason},
                     )
+                _refuse_changed_code(row)
                 merged, _changed = merged_configuration(core, row, configuration)
                 _validate_configuration(core, row, merged)
                 _check_activation(core, row, repo.all())
@@ -314,6 +316,29 @@ def _activate_plugin(
     }
 
 
+def _refuse_changed_code(row: PluginRow) -> None:
+    """The plugin's files as pinned at registration, or PLUGIN_CODE_CHANGED naming what
+    differs (the files are hashed by reading them: nothing is imported)."""
+    diff = integrity.changes(row.code_digest)
+    if not diff:
+        return
+    raise PluginCodeChangedError(
+        f"Plugin '{row.name}' {row.version} ({row.id}) cannot be activated: its code changed "
+        f"since it was registered ({diff.describe()}): register the plugin again to accept "
+        "the new code, or restore the registered files",
+        {
+            "plugin_id": row.id,
+            "root": (row.code_digest or {}).get("root"),
+            **diff.as_details(),
+            "resolution_options": [
+                "Register the plugin again (POST /v1/plugins, same name and version) to pin "
+                "the code now on disk, then activate it",
+                "Restore the files the plugin was registered with",
+            ],
+        },
+    )
+
+
 def _first_health(started: Any, auto_start: bool) -> dict[str, Any]:
     if not auto_start or started is None or started.healthy is None:
         return {
@@ -326,7 +351,8 @@ def _first_health(started: Any, auto_start: bool) -> dict[str, Any]:
         "status": "healthy",
         "response_time_ms": started.response_time_ms,
         "last_check": started.checked_at,
-        "message": started.message,
+        # written by the plugin: it may quote its own secret
+        "message": REDACTOR.redact(started.message) if started.message else started.message,
     }
 
 
@@ -334,7 +360,9 @@ def _roll_back(
     core: Core, plugin_id: str, generation: int, before: dict[str, Any], reason: str
 ) -> None:
     """Undo an activation whose first start failed: the desired state as it was, unless a
-    later change overtook it (then that change stands), and the reason kept."""
+    later change overtook it (then that change stands), and the reason kept (masked: the
+    plugin's own words may quote its secret)."""
+    reason = REDACTOR.redact(reason)
     with core.db.state_change() as session:
         row = PluginRepository(session).get(plugin_id)
         if row is None:
@@ -628,7 +656,7 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
             "status": "pass" if outcome.healthy else "fail",
             "response_time_ms": round(outcome.response_time_ms, 3),
             "last_check": now,
-            "message": outcome.message,
+            "message": REDACTOR.redact(outcome.message) if outcome.message else outcome.message,
         }
     else:
         outcome = None
@@ -657,13 +685,13 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
                     "status": status,
                     "last_check": now,
                     "response_time_ms": connectivity["response_time_ms"],
-                    "message": outcome.message,
+                    "message": connectivity["message"],
                 }
             },
         )
         for view in replicas:
             if view["node_id"] == core.node_id:
-                view.update(health_status=status, message=outcome.message, last_check=now)
+                view.update(health_status=status, message=connectivity["message"], last_check=now)
     uptime = time.time() - instance.started_at if instance.started_at else 0.0
     ok = instance.total - instance.failed
     return {

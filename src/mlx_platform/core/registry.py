@@ -8,7 +8,7 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import audit, config_schema, replica, rules
+from mlx_platform.core import audit, config_schema, integrity, replica, rules
 from mlx_platform.core.context import Core
 from mlx_platform.core.views import plugin_detail, plugin_summary
 from mlx_platform.errors import (
@@ -47,13 +47,26 @@ def _check_definition(req: RegisterPluginRequest) -> None:
         raise ValidationError(f"Invalid plugin definition: {first} {problems[first]}", problems)
 
 
-def _refuse_duplicate(req: RegisterPluginRequest, existing: PluginRow | None) -> None:
-    """Same name and version: refused, unless the stored one never loaded (it may be replaced)."""
-    if existing is not None and not (existing.status == "error" and not existing.loadable):
-        raise PluginAlreadyExistsError(
-            f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}",
-            {"existing_id": existing.id, "name": req.name, "version": req.version},
-        )
+def _refuse_duplicate(
+    req: RegisterPluginRequest, existing: PluginRow | None, digest: dict[str, Any] | None = None
+) -> None:
+    """Same name and version: refused, unless the stored one never loaded (it may be
+    replaced), or its code changed on disk since it was registered (`digest`, the code now:
+    registering again pins the new code; refused while the plugin is active)."""
+    if existing is None or (existing.status == "error" and not existing.loadable):
+        return
+    if digest and not integrity.same_code(existing.code_digest, digest):
+        if existing.status == "active":
+            raise InvalidStateError(
+                f"Plugin '{req.name}' version {req.version} ({existing.id}) is active: "
+                "deactivate it before registering it again with its new code",
+                {"plugin_id": existing.id, "status": existing.status},
+            )
+        return
+    raise PluginAlreadyExistsError(
+        f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}",
+        {"existing_id": existing.id, "name": req.name, "version": req.version},
+    )
 
 
 def _register_plugin(
@@ -63,8 +76,8 @@ def _register_plugin(
     _check_definition(req)
     with core.db.read() as session:
         repo = PluginRepository(session)
+        # a duplicate is told after the probe: whether its code changed decides
         existing = repo.get_by_name_version(req.name, req.version)
-        _refuse_duplicate(req, existing)
         registered = repo.all()
         active = [r for r in registered if r.status == "active"]
 
@@ -74,6 +87,7 @@ def _register_plugin(
         extra_paths=[str(p) for p in core.settings.plugin_dirs],
     )
     if existing is not None and not probe.loadable:
+        _refuse_duplicate(req, existing)  # a loadable one stands, whatever broke since
         # A stored plugin whose class could not be loaded is replaced only by a registration
         # that fixes that; the same unloadable definition again is a duplicate like any other.
         raise PluginAlreadyExistsError(
@@ -81,6 +95,9 @@ def _register_plugin(
             f"and its class still cannot be loaded: {probe.error}",
             {"existing_id": existing.id, "name": req.name, "version": req.version},
         )
+    # the files of the class's code, hashed here by reading them (the probe imported it)
+    digest = integrity.pin(probe.origin) if probe.loadable else {}
+    _refuse_duplicate(req, existing, digest)
     meta = req.metadata.model_dump(exclude_none=True)
     if req.category and not meta.get("category"):
         meta["category"] = req.category
@@ -116,13 +133,13 @@ def _register_plugin(
         }
 
     try:
-        plugin_id = _store(core, req, probe, meta, schema, status, isolation)
+        plugin_id = _store(core, req, probe, meta, schema, status, isolation, digest)
     except IntegrityError:
         # Two registrations of the same name and version at once, on two replicas: the
         # unique constraint let one win.
         with core.db.read() as session:
             _refuse_duplicate(
-                req, PluginRepository(session).get_by_name_version(req.name, req.version)
+                req, PluginRepository(session).get_by_name_version(req.name, req.version), digest
             )
         raise
     log.info("registered plugin %s (%s %s): status %s", plugin_id, req.name, req.version, status)
@@ -145,11 +162,13 @@ def _store(
     schema: dict[str, Any],
     status: str,
     isolation: str,
+    digest: dict[str, Any],
 ) -> str:
     with core.db.state_change() as session:
         repo = PluginRepository(session)
         row = repo.get_by_name_version(req.name, req.version)
-        _refuse_duplicate(req, row)  # again: another registration may have won meanwhile
+        # again: another registration may have won meanwhile
+        _refuse_duplicate(req, row, digest)
         if row is None:
             row = PluginRow(id=repo.next_id(req.name), name=req.name, version=req.version)
             session.add(row)
@@ -162,6 +181,7 @@ def _store(
         row.status_reason = None if probe.loadable else f"class not loadable: {probe.error}"
         row.loadable = probe.loadable
         row.class_info = probe.info
+        row.code_digest = digest
         row.configuration_schema = core.box.seal_schema(schema)
         row.plugin_metadata = meta
         row.configuration = row.configuration or {}

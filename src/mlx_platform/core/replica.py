@@ -16,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlx_platform import __version__
-from mlx_platform.core import config_schema
+from mlx_platform.core import config_schema, integrity
 from mlx_platform.core.resources import resource_shortfall
+from mlx_platform.core.secrets import REDACTOR
 from mlx_platform.runtime.reconciler import Desired, Observation, Reconciler
 from mlx_platform.storage import NodeRow, PluginInstanceRow, PluginRow
 from mlx_platform.storage.repositories import NodeRepository, PluginRepository
@@ -62,6 +63,7 @@ class _DesiredSource:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.claims: dict[str, dict[str, Any]] = {}
+        self.digests: dict[str, dict[str, Any]] = {}  # the code each was registered with
         self._cache: dict[str, tuple[int, int, Desired]] = {}
 
     def __call__(self) -> list[Desired]:
@@ -70,6 +72,7 @@ class _DesiredSource:
         out: list[Desired] = []
         claims: dict[str, dict[str, Any]] = {}
         cache: dict[str, tuple[int, int, Desired]] = {}
+        digests: dict[str, dict[str, Any]] = {}
         for row in rows:
             if not row.loadable:
                 continue
@@ -78,12 +81,21 @@ class _DesiredSource:
             d = hit[2] if hit is not None and hit[:2] == key else desired_of(self.core, row)
             cache[row.id] = (*key, d)
             claims[row.id] = row.requirements
+            digests[row.id] = row.code_digest or {}
             out.append(d)
-        self._cache, self.claims = cache, claims
+        self._cache, self.claims, self.digests = cache, claims, digests
         return out
 
     def admit(self, d: Desired) -> str | None:
-        """Why this replica cannot run `d` beside what it already runs, or None."""
+        """Why this replica cannot run `d` beside what it already runs, or None. Every start
+        that is not an activation (a restart, another replica, a service start) checks the
+        plugin's files against those pinned at registration (core/integrity.py)."""
+        changed = integrity.changes(self.digests.get(d.plugin_id))
+        if changed:
+            return (
+                f"its code changed since it was registered ({changed.describe()}): deactivate "
+                "it, register it again and activate it to run the new code"
+            )
         mine = [self.claims.get(pid, {}) for pid in self.core.host.instances if pid != d.plugin_id]
         need = self.claims.get(d.plugin_id, {})
         short = resource_shortfall(self.core.capacity(), mine, need)
@@ -125,9 +137,21 @@ def report(core: Core, plugin_id: str, obs: Observation | None) -> None:
             if obs is None:
                 repo.drop_instance(plugin_id, core.node_id)
             elif PluginRepository(session).get(plugin_id) is not None:
-                repo.put_instance(plugin_id, core.node_id, obs.values())
+                repo.put_instance(plugin_id, core.node_id, _masked(obs.values()))
     except Exception as exc:  # noqa: BLE001 - the next pass or heartbeat reports again
         log.warning("could not record the state of plugin %s: %s", plugin_id, exc)
+
+
+_PLUGIN_WORDS = ("health_message", "last_error", "message")
+
+
+def _masked(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` with every known secret masked in what the plugin wrote (its health message,
+    the errors it raised): never stored in clear, never shown."""
+    return {
+        k: (REDACTOR.redact(v) if k in _PLUGIN_WORDS and isinstance(v, str) else v)
+        for k, v in values.items()
+    }
 
 
 def store_health(core: Core, results: dict[str, dict[str, Any]]) -> None:
@@ -136,6 +160,7 @@ def store_health(core: Core, results: dict[str, dict[str, Any]]) -> None:
     this replica's own view (its observed rows)."""
     if not results:
         return
+    results = {pid: _masked(r) for pid, r in results.items()}
     with core.db.transaction() as session:
         plugins = PluginRepository(session)
         nodes = NodeRepository(session)

@@ -7,7 +7,9 @@ mask it, should it ever reach a log record through a plugin's own message.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import threading
 from typing import Any
 
@@ -25,25 +27,40 @@ class SecretRedactor(logging.Filter):
         super().__init__()
         self._values: set[str] = set()
         self._lock = threading.Lock()
+        self._pattern: re.Pattern[str] | None = None
+        self._bytes_pattern: re.Pattern[bytes] | None = None
 
     def remember(self, value: Any) -> None:
         text = str(value)
-        if len(text) >= 3:  # masking "1" or "" would garble every log line
-            with self._lock:
-                self._values.add(text)
+        if len(text) < 3:  # masking "1" or "" would garble every log line
+            return
+        with self._lock:
+            if text in self._values:
+                return
+            self._values.add(text)
+            # One alternation, longest first, so a secret that contains another is masked
+            # whole, and a large text is scanned once whatever the number of secrets.
+            ordered = sorted(self._values, key=len, reverse=True)
+            self._pattern = re.compile("|".join(re.escape(v) for v in ordered))
+            self._bytes_pattern = re.compile(
+                b"|".join(re.escape(v.encode("utf-8", "surrogatepass")) for v in ordered)
+            )
 
     @property
     def has_values(self) -> bool:
         return bool(self._values)
 
     def redact(self, text: str) -> str:
-        if not self._values:
+        pattern = self._pattern
+        if pattern is None:
             return text
-        # Longest first, so a secret that contains another is masked whole.
-        for value in sorted(self._values, key=len, reverse=True):
-            if value in text:
-                text = text.replace(value, SECRET_MASK)
-        return text
+        return pattern.sub(SECRET_MASK, text)
+
+    def redact_bytes(self, data: bytes) -> bytes:
+        pattern = self._bytes_pattern
+        if pattern is None:
+            return data
+        return pattern.sub(SECRET_MASK.encode(), data)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._values:
@@ -61,16 +78,37 @@ REDACTOR = SecretRedactor()
 
 
 def redact_value(value: Any) -> Any:
-    """`value` with every known secret masked in every string inside it."""
+    """`value` with every known secret masked in every string inside it: values and keys,
+    at any depth, str and bytes alike (what a plugin returns or raises may be anything)."""
     if not REDACTOR.has_values:
         return value
+    return _redact(value)
+
+
+def _redact(value: Any) -> Any:
     if isinstance(value, str):
         return REDACTOR.redact(value)
+    if isinstance(value, bytes | bytearray):
+        return REDACTOR.redact_bytes(bytes(value))
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, dict):
-        return {k: redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_value(v) for v in value]
-    return value
+        return {_redact(k): _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _redact(dataclasses.asdict(value))
+    dump = getattr(value, "model_dump", None)  # a pydantic model
+    if callable(dump):
+        try:
+            return _redact(dump(mode="json"))
+        except Exception:  # noqa: BLE001 - not a pydantic model after all: judged below
+            pass
+    # Anything else is shown through its text (what the JSON encoders fall back to): masked
+    # there if a secret is in it.
+    text = str(value)
+    redacted = REDACTOR.redact(text)
+    return redacted if redacted != text else value
 
 
 class SecretBox:

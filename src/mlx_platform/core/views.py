@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from mlx_platform.core import config_schema
+from mlx_platform.core import config_schema, integrity
 from mlx_platform.core.context import Core
 from mlx_platform.core.metrics import recent_performance
-from mlx_platform.core.secrets import mask
+from mlx_platform.core.secrets import REDACTOR, mask
 from mlx_platform.storage import PluginRow
 
 _META_DEFAULTS: dict[str, Any] = {
@@ -23,6 +23,12 @@ _META_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _words(text: str | None) -> str | None:
+    """A message a plugin may have written (masked when stored; masked again here for rows
+    written before that, or by a replica that did not know the secret yet)."""
+    return REDACTOR.redact(text) if text else text
+
+
 def health_summary(row: PluginRow, shown: tuple[str, str | None]) -> dict[str, Any]:
     """The last health check; for a plugin shown in `error` (no replica runs it), unhealthy
     with the reason."""
@@ -31,13 +37,13 @@ def health_summary(row: PluginRow, shown: tuple[str, str | None]) -> dict[str, A
             "status": "unhealthy",
             "last_check": row.health_last_check,
             "response_time_ms": row.health_response_time_ms,
-            "message": shown[1],
+            "message": _words(shown[1]),
         }
     return {
         "status": row.health_status,
         "last_check": row.health_last_check,
         "response_time_ms": row.health_response_time_ms,
-        "message": row.health_message,
+        "message": _words(row.health_message),
     }
 
 
@@ -72,7 +78,7 @@ def plugin_detail(core: Core, row: PluginRow, shown: tuple[str, str | None]) -> 
         "type": row.type,
         "version": row.version,
         "status": shown[0],
-        "status_reason": shown[1],
+        "status_reason": _words(shown[1]),
         "description": row.description,
         "category": row.category,
         "class_path": row.class_path,
@@ -81,6 +87,8 @@ def plugin_detail(core: Core, row: PluginRow, shown: tuple[str, str | None]) -> 
         "configuration_schema": config_schema.public_schema(schema),
         "configuration": mask(row.configuration or {}, config_schema.secret_fields(schema)),
         "operations": sorted((row.class_info or {}).get("operations", {})),
+        # the code pinned at registration: how many files, where (not every file)
+        "code_digest": integrity.summary(row.code_digest),
         "performance_metrics": recent_performance(core.metrics, row.id, timedelta(hours=24)),
         "health": health_summary(row, shown),
         "documentation_url": row.documentation_url,

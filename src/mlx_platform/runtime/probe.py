@@ -19,6 +19,8 @@ class ProbeResult:
     loadable: bool
     error: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # where the class's code lives (runtime/origin.py), for registration to pin its files
+    origin: dict[str, Any] | None = None
 
 
 def probe_class(
@@ -30,7 +32,13 @@ def probe_class(
         )
     except ThrowawayFailed as exc:
         return ProbeResult(False, f"importing the class failed: {exc}")
-    return ProbeResult(bool(data["loadable"]), data.get("error"), data.get("info") or {})
+    origin = data.get("origin")
+    return ProbeResult(
+        bool(data["loadable"]),
+        data.get("error"),
+        data.get("info") or {},
+        origin if isinstance(origin, dict) else None,
+    )
 
 
 def _main(class_path: str) -> int:
@@ -39,10 +47,20 @@ def _main(class_path: str) -> int:
     try:
         cls = import_plugin_class(class_path)
         payload: dict[str, Any] = {"loadable": True, "info": describe_class(cls)}
+        payload["origin"] = _origin(cls)
     except ClassLoadError as exc:
         payload = {"loadable": False, "error": str(exc)}
     answer(payload)
     return 0
+
+
+def _origin(cls: type) -> dict[str, Any] | None:
+    from mlx_platform.runtime.origin import origin_of
+
+    try:
+        return origin_of(cls)
+    except Exception:  # noqa: BLE001 - odd metadata on the path: the class still loads
+        return None
 
 
 if __name__ == "__main__":
