@@ -56,6 +56,15 @@ class MLXError(Exception):
         suffix = f" (request_id={self.request_id})" if self.request_id else ""
         return f"{self.code}: {self.message}{suffix}"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the envelope: `Retry-After` (seconds) when
+        `details.retry_after` says how long to wait (RATE_LIMITED, SERVICE_UNAVAILABLE)."""
+        wait = self.details.get("retry_after")
+        if isinstance(wait, int) and not isinstance(wait, bool) and wait >= 0:
+            return {"Retry-After": str(wait)}
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,

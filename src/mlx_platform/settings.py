@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,25 @@ def _write_private(path: Path, content: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(content)
+
+
+_RATE = re.compile(r"^(\d+)\s*/\s*(\d*)\s*(s|sec|second|m|min|minute|h|hour)s?$")
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0}
+_RATE_UNITS.update({"h": 3600.0, "hour": 3600.0})
+
+
+def _parse_rate(text: str) -> tuple[int, float] | None:
+    """'60/minute' -> (60, 60.0), '2/5s' -> (2, 5.0); 'off' -> None."""
+    value = text.strip().lower()
+    if value in ("off", "none", ""):
+        return None
+    match = _RATE.match(value)
+    if not match or int(match[1]) < 1 or (match[2] and int(match[2]) < 1):
+        raise ValueError(
+            "must be N/second, N/minute, N/hour or N/<k>s|m|h (e.g. 60/minute, 10/5s) "
+            "with N >= 1, or 'off'"
+        )
+    return int(match[1]), int(match[2] or 1) * _RATE_UNITS[match[3]]
 
 
 class Settings(BaseSettings):
@@ -33,6 +53,33 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         default=None,
         description="Fernet key encrypting secret configuration fields; default: in MLX_HOME",
+    )
+    jwt_algorithms: str = Field(
+        default="HS256,RS256,ES256",
+        description="Token algorithms accepted (comma-separated; never 'none'). HS* tokens are "
+        "checked with MLX_JWT_SECRET only, the others with MLX_JWT_PUBLIC_KEY/MLX_JWKS_FILE only",
+    )
+    jwt_public_key: str | None = Field(
+        default=None,
+        description="Public key (PEM text, or the path of a PEM file: key or certificate) "
+        "verifying RS*/ES*/EdDSA tokens from an identity provider",
+    )
+    jwks_file: Path | None = Field(
+        default=None,
+        description="JWKS file of an identity provider's public keys (the token's kid picks "
+        "one); read again when it changes",
+    )
+    jwt_issuer: str | None = Field(
+        default=None, description="Required `iss` of identity-provider tokens (when set)"
+    )
+    jwt_audience: str | None = Field(
+        default=None, description="Required `aud` of identity-provider tokens (when set)"
+    )
+    write_rate_limit: str = Field(
+        default="600/minute",
+        description="Writes (POST, PATCH, DELETE) one token subject may make, as N/second, "
+        "N/minute, N/hour or N/<k>s|m|h (a token bucket per subject in each replica: N at "
+        "once, refilled evenly); 'off': no limit",
     )
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -127,6 +174,45 @@ class Settings(BaseSettings):
             raise ValueError("must be 'process' or 'inprocess'")
         return value or None
 
+    @field_validator("jwt_algorithms", mode="after")
+    @classmethod
+    def _check_jwt_algorithms(cls, value: str) -> str:
+        from mlx_platform.jwt_keys import parse_algorithms
+
+        return ",".join(parse_algorithms(value))
+
+    @field_validator("jwt_public_key", mode="after")
+    @classmethod
+    def _check_jwt_public_key(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from mlx_platform.jwt_keys import load_public_key
+
+        load_public_key(value)  # refuse at start what could never verify a token
+        return value
+
+    @field_validator("jwks_file", mode="after")
+    @classmethod
+    def _check_jwks_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        from mlx_platform.jwt_keys import load_jwks
+
+        value = value.expanduser().resolve()
+        load_jwks(value)
+        return value
+
+    @field_validator("jwt_public_key", "jwks_file", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("write_rate_limit", mode="after")
+    @classmethod
+    def _check_write_rate_limit(cls, value: str) -> str:
+        _parse_rate(value)
+        return value.strip()
+
     # ------------------------------------------------------------------ derived values
 
     def ensure_home(self) -> Path:
@@ -138,6 +224,15 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / 'mlx.db'}"
+
+    @property
+    def jwt_algorithm_list(self) -> tuple[str, ...]:
+        return tuple(self.jwt_algorithms.split(","))
+
+    @property
+    def write_rate(self) -> tuple[int, float] | None:
+        """(writes, per seconds) of MLX_WRITE_RATE_LIMIT; None: no limit."""
+        return _parse_rate(self.write_rate_limit)
 
     @property
     def singleton_type_set(self) -> frozenset[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -10,7 +12,13 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from mlx_platform.core.context import Core
 from mlx_platform.errors import UnauthorizedError
-from mlx_platform.server.auth import Principal, require, verify_token
+from mlx_platform.server.auth import (
+    WRITE_METHODS,
+    Principal,
+    TokenVerifier,
+    WriteRateLimiter,
+    require,
+)
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT from `mlx token create`")
 
@@ -23,19 +31,52 @@ def get_core(request: Request) -> Core:
 CoreDep = Annotated[Core, Depends(get_core)]
 
 
+@dataclass(frozen=True)
+class _Guards:
+    verifier: TokenVerifier
+    limiter: WriteRateLimiter | None
+
+
+_guards_lock = threading.Lock()
+
+
+def _guards(request: Request) -> _Guards:
+    """This app's token verifier and write rate limiter, made once from its settings."""
+    state = request.app.state
+    guards: _Guards | None = getattr(state, "auth_guards", None)
+    if guards is None:
+        with _guards_lock:
+            guards = getattr(state, "auth_guards", None)
+            if guards is None:
+                settings = request.app.state.core.settings
+                rate = settings.write_rate
+                guards = _Guards(
+                    TokenVerifier.from_settings(settings),
+                    WriteRateLimiter(rate[0], rate[1], text=settings.write_rate_limit)
+                    if rate
+                    else None,
+                )
+                state.auth_guards = guards
+    return guards
+
+
 def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None or not credentials.credentials:
         raise UnauthorizedError("Authentication required: send 'Authorization: Bearer <token>'")
-    core: Core = request.app.state.core
-    return verify_token(core.settings.resolved_jwt_secret, credentials.credentials)
+    return _guards(request).verifier.verify(credentials.credentials)
 
 
 def scope(name: str) -> Callable[..., Principal]:
-    def checker(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    def checker(
+        request: Request, principal: Annotated[Principal, Depends(get_principal)]
+    ) -> Principal:
         require(principal, name)
+        limiter = _guards(request).limiter
+        if limiter is not None and request.method in WRITE_METHODS:
+            limiter.take(principal.subject)  # 429 RATE_LIMITED with Retry-After
         return principal
 
     checker.__name__ = f"require_{name.replace(':', '_')}"
@@ -64,8 +105,7 @@ def authorize(request: Request, route: object) -> None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise UnauthorizedError("Authentication required: send 'Authorization: Bearer <token>'")
-    core: Core = request.app.state.core
-    require(verify_token(core.settings.resolved_jwt_secret, token.strip()), name)
+    require(_guards(request).verifier.verify(token.strip()), name)
 
 
 Reader = Annotated[Principal, Depends(scope("plugins:read"))]

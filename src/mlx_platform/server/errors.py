@@ -94,7 +94,9 @@ def _allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MLXError)
     async def _mlx_error(_request: Request, exc: MLXError) -> JSONResponse:
-        return error_response(exc.http_status, exc.code, exc.message, exc.details)
+        return error_response(
+            exc.http_status, exc.code, exc.message, exc.details, headers=exc.headers or None
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
