@@ -21,6 +21,7 @@ from mlx_platform.core.resources import resource_shortfall
 from mlx_platform.core.secrets import REDACTOR
 from mlx_platform.runtime.reconciler import Desired, Observation, Reconciler
 from mlx_platform.storage import NodeRow, PluginInstanceRow, PluginRow
+from mlx_platform.storage.availability import classify, reason_of
 from mlx_platform.storage.repositories import NodeRepository, PluginRepository
 
 if TYPE_CHECKING:
@@ -139,7 +140,10 @@ def report(core: Core, plugin_id: str, obs: Observation | None) -> None:
             elif PluginRepository(session).get(plugin_id) is not None:
                 repo.put_instance(plugin_id, core.node_id, _masked(obs.values()))
     except Exception as exc:  # noqa: BLE001 - the next pass or heartbeat reports again
-        log.warning("could not record the state of plugin %s: %s", plugin_id, exc)
+        # a database outage is logged once, where it is noticed (storage.availability)
+        (log.debug if classify(exc) else log.warning)(
+            "could not record the state of plugin %s: %s", plugin_id, reason_of(exc)
+        )
 
 
 _PLUGIN_WORDS = ("health_message", "last_error", "message")
@@ -161,6 +165,16 @@ def store_health(core: Core, results: dict[str, dict[str, Any]]) -> None:
     if not results:
         return
     results = {pid: _masked(r) for pid, r in results.items()}
+    try:
+        _store_health(core, results)
+    except Exception as exc:
+        if classify(exc) is None:
+            raise  # not the database being away: the loop logs it
+        # away (logged once, by storage): the next round's results replace these anyway
+        log.debug("health results not stored: %s", reason_of(exc))
+
+
+def _store_health(core: Core, results: dict[str, dict[str, Any]]) -> None:
     with core.db.transaction() as session:
         plugins = PluginRepository(session)
         nodes = NodeRepository(session)
@@ -217,8 +231,19 @@ def join(core: Core) -> None:
 
 
 def heartbeat(core: Core) -> None:
-    """Say this replica is alive, and clear the records of replicas that stopped saying so."""
+    """Say this replica is alive, and clear the records of replicas that stopped saying so.
+    Says nothing while the database is known to be away (that is logged once, by storage):
+    it tries again every round, and the first that works ends the outage."""
     now = _now()
+    try:
+        _heartbeat(core, now)
+    except Exception as exc:
+        if classify(exc) is None:
+            raise  # not the database being away: the loop logs it
+        log.debug("heartbeat not written: %s", reason_of(exc))
+
+
+def _heartbeat(core: Core, now: datetime) -> None:
     with core.db.transaction() as session:
         repo = NodeRepository(session)
         rejoined = not repo.heartbeat(core.node_id, now)

@@ -177,6 +177,7 @@ class Reconciler:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _loop(self) -> None:
+        failing = False  # one line per failure streak (a database outage fails every pass)
         while not self._stop.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()
@@ -184,8 +185,20 @@ class Reconciler:
                 return
             try:
                 self.run_once(wait=False)
-            except Exception:  # noqa: BLE001 - the database may be away: the next pass retries
-                log.warning("reconcile pass failed; retrying", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - the database may be away: retried next pass
+                if not failing:
+                    first = (str(exc).strip().splitlines() or [""])[0][:300]
+                    log.warning(
+                        "reconcile pass failed (%s: %s); retrying every %g s",
+                        type(exc).__name__,
+                        first,
+                        self.interval,
+                    )
+                failing = True
+            else:
+                if failing:
+                    log.info("reconcile passes work again")
+                failing = False
 
     def run_once(self, *, wait: bool = True) -> int:
         """One pass over the desired state. With `wait`, returns when every plugin has been

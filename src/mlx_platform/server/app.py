@@ -21,6 +21,8 @@ from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import RequestContextMiddleware
 from mlx_platform.server.routes import audit, nodes, plugins
 from mlx_platform.settings import Settings
+from mlx_platform.storage.availability import RETRY_AFTER_OUTAGE_S
+from mlx_platform.wire import ErrorEnvelope
 
 log = logging.getLogger("mlx_platform.server")
 
@@ -67,11 +69,57 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(nodes.router)
     app.include_router(audit.router)
 
-    @app.get("/healthz", tags=["service"], summary="Liveness and readiness (no auth)")
+    @app.get(
+        "/healthz",
+        tags=["service"],
+        summary="Liveness (no auth)",
+        description="200 while the process runs and serves, whatever the state of the "
+        "database (a restart would not bring that back): for a liveness probe. Whether this "
+        "replica can serve requests is `/readyz`.",
+    )
     def healthz() -> Any:
         if not state["ready"]:
             return error_response(503, "SERVICE_UNAVAILABLE", "The service is starting")
         return {"status": "ok", "version": __version__, "database": core.db.dialect}
+
+    @app.get(
+        "/readyz",
+        tags=["service"],
+        summary="Readiness (no auth)",
+        description="200 when this replica can serve requests: started, and its database "
+        "answers (`SELECT 1`, probed at most once a second whoever asks, answered within "
+        "2 s). Else 503 `SERVICE_UNAVAILABLE` with `Retry-After`: for a load balancer's "
+        "readiness check.",
+        responses={
+            200: {
+                "description": "Ready",
+                "content": {
+                    "application/json": {
+                        "example": {"status": "ready", "version": __version__, "database": "sqlite"}
+                    }
+                },
+            },
+            503: {
+                "model": ErrorEnvelope,
+                "description": "SERVICE_UNAVAILABLE: starting, or the database cannot be reached",
+            },
+        },
+    )
+    def readyz() -> Any:
+        if not state["ready"]:
+            return error_response(
+                503, "SERVICE_UNAVAILABLE", "The service is starting", headers={"Retry-After": "1"}
+            )
+        problem = core.db.readiness()
+        if problem is not None:
+            return error_response(
+                503,
+                "SERVICE_UNAVAILABLE",
+                f"Not ready: {problem}",
+                {"database": problem, "retry_after_seconds": RETRY_AFTER_OUTAGE_S},
+                headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)},
+            )
+        return {"status": "ready", "version": __version__, "database": core.db.dialect}
 
     @app.get(
         "/metrics",

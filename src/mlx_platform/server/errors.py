@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
@@ -15,6 +16,12 @@ from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import MLXError
 from mlx_platform.server.deps import authorize
 from mlx_platform.server.request_context import current_request_id
+from mlx_platform.storage.availability import (
+    RETRY_AFTER_BUSY_S,
+    RETRY_AFTER_OUTAGE_S,
+    classify,
+    reason_of,
+)
 
 log = logging.getLogger("mlx_platform.server")
 
@@ -43,6 +50,20 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     return JSONResponse(envelope(code, message, details), status_code=status, headers=headers)
+
+
+def unavailable_response(kind: str, what: str = "The database") -> JSONResponse:
+    """503 SERVICE_UNAVAILABLE with Retry-After: `kind` "outage" (cannot be reached) or
+    "busy" (could not serve this now). Nothing of the driver's message reaches the client."""
+    seconds = RETRY_AFTER_OUTAGE_S if kind == "outage" else RETRY_AFTER_BUSY_S
+    state = "cannot be reached" if kind == "outage" else "is busy"
+    return error_response(
+        503,
+        "SERVICE_UNAVAILABLE",
+        f"{what} {state}: try again in {seconds} s",
+        {"retry_after_seconds": seconds},
+        headers={"Retry-After": str(seconds)},
+    )
 
 
 def _field_name(loc: tuple[Any, ...]) -> str:
@@ -97,6 +118,23 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(
             exc.http_status, exc.code, exc.message, exc.details, headers=exc.headers or None
         )
+
+    @app.exception_handler(SQLAlchemyError)
+    async def _database(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        # The database away or refusing this request now: 503 with Retry-After, and no
+        # traceback (the outage is logged once, by storage.availability). Anything else is
+        # a fault of the service: the last-resort 500, logged with its traceback.
+        kind = classify(exc)
+        if kind is None:
+            raise exc
+        if kind == "busy":
+            log.warning(
+                "database busy in %s %s (%s): answered 503",
+                request.method,
+                request.url.path,
+                reason_of(exc),
+            )
+        return unavailable_response(kind)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

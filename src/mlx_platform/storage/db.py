@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+
+from mlx_platform.storage.availability import Availability, classify, reason_of
 
 log = logging.getLogger("mlx_platform.storage")
 
@@ -21,6 +26,12 @@ _MIGRATION_LOCK_KEY = 0x6D6C786D
 _STATE_LOCK_KEY = 0x6D6C7873
 # The channel replicas hear desired-state changes on (PostgreSQL LISTEN/NOTIFY).
 STATE_CHANNEL = "mlx_state"
+# A PostgreSQL server that does not answer a connect in this many seconds is unreachable
+# (without it a connect to a host that drops packets waits for the kernel, minutes).
+CONNECT_TIMEOUT_S = 5
+# /readyz: one probe (SELECT 1) at most this often, whoever asks; an answer within this long.
+READY_MAX_AGE_S = 1.0
+READY_TIMEOUT_S = 2.0
 
 
 def _make_engine(url: str, *, immediate: bool = False) -> Engine:
@@ -29,6 +40,8 @@ def _make_engine(url: str, *, immediate: bool = False) -> Engine:
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
     else:
         kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        if "connect_timeout" not in url:
+            kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
         # pysqlite's own transaction handling defers BEGIN and cannot say IMMEDIATE; take it
@@ -72,6 +85,62 @@ class Database:
         )
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
+        # Outage tracking from the engines' own events: every failed connect or statement
+        # (`handle_error`) and every statement that worked (`after_cursor_execute`).
+        self.availability = Availability()
+        for engine in {self.engine, self.write_engine}:
+            event.listen(engine, "handle_error", self._on_error)
+            event.listen(engine, "after_cursor_execute", self._on_statement)
+        self._probe_lock = threading.Lock()
+        self._probe_last: tuple[float, str | None] = (float("-inf"), None)
+        self._probe_running: Future[str | None] | None = None
+        self._probe_pool: ThreadPoolExecutor | None = None
+
+    def _on_error(self, context: Any) -> None:
+        # A pooled connection found dead by the pre-ping is replaced at once: only the
+        # replacement's connect failing (reported here too) says the database is away.
+        if not context.is_pre_ping:
+            self.availability.saw(context.original_exception)
+
+    def _on_statement(self, *_args: Any) -> None:
+        self.availability.up()
+
+    def readiness(self) -> str | None:
+        """None when the database answers `SELECT 1`, else why not. Probed at most once per
+        `READY_MAX_AGE_S` whoever asks (a load balancer polling /readyz cannot overload the
+        database), and answered within `READY_TIMEOUT_S` even when the probe hangs."""
+        with self._probe_lock:
+            at, result = self._probe_last
+            if time.monotonic() - at < READY_MAX_AGE_S:
+                return result
+            running = self._probe_running
+            if running is None or running.done():
+                if self._probe_pool is None:
+                    self._probe_pool = ThreadPoolExecutor(1, thread_name_prefix="mlx-readyz")
+                running = self._probe_running = self._probe_pool.submit(self._probe)
+        try:
+            return running.result(timeout=READY_TIMEOUT_S)
+        except FutureTimeout:
+            return f"the database did not answer within {READY_TIMEOUT_S:g} s"
+
+    def _probe(self) -> str | None:
+        result: str | None = None
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"; said why
+            kind = classify(exc)
+            result = (
+                "the database cannot be reached"
+                if kind == "outage"
+                else "the database is busy"
+                if kind == "busy"
+                else "the database failed a probe"
+            )
+            if kind is None and self._probe_last[1] is None:  # once, not once a second
+                log.warning("readiness probe failed: %s", reason_of(exc))
+        self._probe_last = (time.monotonic(), result)
+        return result
 
     @property
     def dialect(self) -> str:
@@ -124,16 +193,35 @@ class Database:
 
         url = self.engine.url.set(drivername="postgresql")
         dsn = url.render_as_string(hide_password=False)
+        warned = False  # one log line per failure streak, not one a second
         while not stop.is_set():
+            listening = False
             try:
-                with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(
+                    dsn, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+                ) as conn:
                     conn.execute(f"LISTEN {STATE_CHANNEL}")
+                    listening = True
+                    self.availability.up()
+                    if warned:
+                        log.info("change notifications heard again")
+                    warned = False
                     on_message("")  # anything committed before LISTEN was heard of now
                     while not stop.is_set():
                         for note in conn.notifies(timeout=0.5):
                             on_message(note.payload)
-            except Exception:  # noqa: BLE001 - the database went away: poll until it is back
-                log.warning("change notifications lost; reconnecting", exc_info=False)
+            except Exception as exc:  # noqa: BLE001 - the database went away: poll until back
+                if listening:
+                    # A listening connection dropped (a restart, a terminated backend): no
+                    # outage yet, the reconnect tells (and catches up on what was missed).
+                    log.debug("change notifications connection dropped: %s", reason_of(exc))
+                    stop.wait(0.2)
+                    continue
+                # A failed connect: an outage is the tracker's one line; anything else
+                # (a refused login...) is said here, once.
+                if self.availability.saw(exc) != "outage" and not warned:
+                    log.warning("change notifications lost (%s); reconnecting", reason_of(exc))
+                    warned = True
                 stop.wait(1.0)
 
     def migrate(self) -> None:
@@ -156,6 +244,8 @@ class Database:
             conn.commit()
 
     def dispose(self) -> None:
+        if self._probe_pool is not None:
+            self._probe_pool.shutdown(wait=False, cancel_futures=True)
         self.engine.dispose()
         if self.write_engine is not self.engine:
             self.write_engine.dispose()
