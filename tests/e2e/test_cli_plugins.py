@@ -1,5 +1,6 @@
-"""`mlx plugins ...` and `mlx nodes` run as a user runs it (a subprocess with MLX_API_URL / MLX_API_TOKEN)
-against a live server: tables, --json, manifests, exit codes, one-line errors."""
+"""`mlx plugins ...`, `mlx nodes` and `mlx audit` run as a user runs it (a subprocess with
+MLX_API_URL / MLX_API_TOKEN) against a live server: tables, --json, manifests, exit codes,
+one-line errors."""
 
 from __future__ import annotations
 
@@ -412,3 +413,151 @@ def test_without_typer_the_command_says_how_to_install_it() -> None:
     assert proc.returncode == 1
     assert 'pip install "mlx-platform[cli]"' in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------- mlx audit
+
+AUDIT_HEADERS = ["WHEN", "ACTOR", "ACTION", "PLUGIN", "OUTCOME", "CODE", "REQUEST"]
+
+
+def audit_table(out: str) -> list[tuple[str, ...]]:
+    """The rows of `mlx audit`'s table, each cell whole again: the pieces a folded cell left
+    on the lines below are joined (the time, which wraps at its space, with a space)."""
+    lines = out.splitlines()
+    header = lines[0]
+    assert header.split() == AUDIT_HEADERS, out
+    starts = [header.index(name) for name in AUDIT_HEADERS] + [None]
+    cells: list[list[list[str]]] = []
+    for line in lines[2:-1]:  # below the rule, above the `page ...` line
+        pieces = [line[a:b].strip() for a, b in zip(starts, starts[1:], strict=False)]
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}.*", pieces[0]):
+            cells.append([[p] for p in pieces])
+        else:
+            for column, piece in zip(cells[-1], pieces, strict=True):
+                column.append(piece)
+    return [
+        (" ".join(p for p in row[0] if p), *("".join(column) for column in row[1:]))
+        for row in cells
+    ]
+
+
+def audit_rows(events: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """What the table should show for these events of the API's answer."""
+    return [
+        (
+            e["at"][:10] + " " + e["at"][11:19] + "Z",
+            e["actor"],
+            e["action"],
+            e["plugin_id"] or "-",
+            e["outcome"],
+            e["error_code"] or "",
+            e["request_id"] or "-",
+        )
+        for e in events
+    ]
+
+
+def test_audit_shows_who_changed_a_plugin_and_how_it_ended(
+    live_server: LiveServer, registered: str
+) -> None:
+    refused = mlx(live_server, "activate", registered, "-c", "pool_size=999")  # maximum 50
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    match = ERROR_LINE.match(one_error_line(refused))
+    assert match and "INVALID_CONFIGURATION" in match.group(0)
+    refused_request = match.group(1)
+    ok(mlx(live_server, "activate", registered))
+    ok(mlx(live_server, "deactivate", registered))
+
+    # --json prints the API's answer as it came.
+    answer = as_json(mlx_top(live_server, "audit", "--plugin", registered, "--json"))
+    with live_server.client() as http:
+        direct = http.get("/v1/audit", params={"plugin_id": registered})
+    assert answer == direct.json()
+    events = answer["data"]
+    assert [(e["actor"], e["action"], e["outcome"], e["error_code"]) for e in events] == [
+        ("tester", "deactivate", "success", None),
+        ("tester", "activate", "success", None),
+        ("tester", "activate", "failure", "INVALID_CONFIGURATION"),
+        ("tester", "register", "success", None),
+    ]
+    assert events[2]["request_id"] == refused_request
+    assert answer["pagination"] == {"page": 1, "limit": 50, "total": 4, "has_next": False}
+
+    out = ok(mlx_top(live_server, "audit", "--plugin", registered))
+    assert audit_table(out) == audit_rows(events)
+    assert out.splitlines()[-1] == "page 1: 4 of 4 event(s), newest first (50 per page)"
+    # At 80 columns the table still fits, with nothing cut: cells fold onto more lines.
+    narrow = ok(mlx_top(live_server, "audit", "--plugin", registered, COLUMNS="80"))
+    assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 80, narrow
+    assert len(registered) > 20 and registered not in narrow  # the id did have to fold
+    assert "…" not in narrow
+    assert audit_table(narrow) == audit_rows(events)
+
+
+def test_audit_filters_pass_through(live_server: LiveServer, registered: str) -> None:
+    refused = mlx(live_server, "activate", registered, "-c", "pool_size=999")
+    assert refused.returncode == 2
+    ok(mlx(live_server, "activate", registered))
+    someone = live_server.token("plugins:write", subject=f"someone_{registered}")
+    ok(mlx(live_server, "deactivate", registered, token=someone))
+    every = as_json(mlx_top(live_server, "audit", "--plugin", registered, "--json"))["data"]
+    assert [e["action"] for e in every] == ["deactivate", "activate", "activate", "register"]
+
+    def ids(*options: str) -> list[int]:
+        answer = as_json(mlx_top(live_server, "audit", "--plugin", registered, *options, "--json"))
+        return [e["id"] for e in answer["data"]]
+
+    assert ids("--action", "activate") == [every[1]["id"], every[2]["id"]]
+    assert ids("--outcome", "failure") == [every[2]["id"]]
+    assert ids("--actor", f"someone_{registered}") == [every[0]["id"]]
+    assert ids("--actor", "tester", "--action", "register") == [every[3]["id"]]
+    assert ids("--since", every[0]["at"]) == [every[0]["id"]]
+    assert ids("--until", every[-1]["at"]) == []
+    assert ids("--since", every[-1]["at"], "--until", every[0]["at"]) == [
+        e["id"] for e in every[1:]
+    ]
+    assert ids("--limit", "1", "--page", "2") == [every[1]["id"]]
+    page = as_json(mlx_top(live_server, "audit", "--plugin", registered, "--limit", "3", "--json"))[
+        "pagination"
+    ]
+    assert page == {"page": 1, "limit": 3, "total": 4, "has_next": True}
+    out = ok(mlx_top(live_server, "audit", "--plugin", registered, "--limit", "3"))
+    assert out.splitlines()[-1] == (
+        "page 1: 3 of 4 event(s), newest first (3 per page); more with --page 2"
+    )
+
+    # What the service refuses exits 2 with its one line; so do options out of range.
+    proc = mlx_top(live_server, "audit", "--action", "explode")
+    assert proc.returncode == 2 and "VALIDATION_ERROR" in one_error_line(proc)
+    assert "action" in proc.stderr
+    proc = mlx_top(live_server, "audit", "--since", "yesterday-ish")
+    assert proc.returncode == 2 and "VALIDATION_ERROR" in one_error_line(proc)
+    proc = mlx_top(live_server, "audit", "--limit", "101")
+    assert proc.returncode == 2 and proc.stdout == ""
+
+
+def test_audit_takes_url_and_token_options_and_needs_the_admin_scope(
+    live_server: LiveServer,
+) -> None:
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    proc = mlx_top(
+        None,
+        "audit",
+        "--url",
+        live_server.url,
+        "--token",
+        live_server.token("plugins:admin"),
+        "--limit",
+        "1",
+        "--json",
+        MLX_API_URL=unreachable,
+    )
+    assert as_json(proc)["success"] is True
+    for scope in ("plugins:read", "plugins:write"):
+        proc = mlx_top(live_server, "audit", token=live_server.token(scope))
+        assert proc.returncode == 5 and "FORBIDDEN" in one_error_line(proc)
+        assert proc.stdout == ""
+    proc = mlx_top(live_server, "audit", "--json", token=live_server.token("plugins:read"))
+    assert proc.returncode == 5 and json.loads(proc.stdout)["error"]["code"] == "FORBIDDEN"
+    proc = mlx_top(live_server, "audit", MLX_API_URL=unreachable)
+    assert proc.returncode == 7 and "could not connect" in one_error_line(proc)

@@ -43,6 +43,7 @@ from mlx_platform.errors import (
 from mlx_platform.sdk import SyncPage
 from mlx_platform.wire import (
     ActivateResult,
+    AuditEvent,
     CompositionResult,
     ConfigurationUpdateResult,
     DeactivateResult,
@@ -76,7 +77,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, plugin_dir: Path) -> Iterat
 
 
 class AsyncBridge:
-    """`AsyncPlugins` or `AsyncNodes` called from sync test code: each call runs on the test's
+    """`AsyncPlugins`, `AsyncNodes` or `AsyncAudit` called from sync test code: each call runs on the test's
     event loop."""
 
     def __init__(self, resource: Any, loop: asyncio.AbstractEventLoop) -> None:
@@ -102,6 +103,7 @@ class Api:
         self._closers: list[Callable[[], None]] = []
         self.plugins = self.client_plugins(server.token("plugins:admin"))
         self.nodes = self.client_nodes(server.token("plugins:admin"))
+        self.audit = self.client_audit(server.token("plugins:admin"))
 
     def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
         assert self.loop is not None
@@ -112,6 +114,9 @@ class Api:
 
     def client_nodes(self, token: str, **options: Any) -> Any:
         return self._resource("nodes", token, **options)
+
+    def client_audit(self, token: str, **options: Any) -> Any:
+        return self._resource("audit", token, **options)
 
     def _resource(self, name: str, token: str, **options: Any) -> Any:
         options.setdefault("base_url", self.server.url)
@@ -831,3 +836,87 @@ def test_the_sdk_imports_nothing_of_the_server() -> None:
 
 def test_the_package_ships_py_typed() -> None:
     assert resources.files("mlx_platform").joinpath("py.typed").is_file()
+
+
+# ---------------------------------------------------------------- audit
+
+
+def test_audit_list_shows_each_change_with_who_made_it_and_how_it_ended(
+    api: Api, unique_name: str
+) -> None:
+    plugin_id = register(api, unique_name, configuration_schema={"size": {"type": "integer"}})
+    with pytest.raises(InvalidConfigurationError) as refused:
+        api.plugins.activate(plugin_id, configuration={"size": "big"})
+    api.plugins.activate(plugin_id)
+    api.plugins.deactivate(plugin_id)
+
+    page = api.audit.list(plugin_id=plugin_id)
+    assert isinstance(page, SyncPage if api.mode == "sync" else AsyncPage)
+    assert all(type(e) is AuditEvent for e in page.data)
+    assert [(e.action, e.outcome, e.error_code) for e in page.data] == [  # newest first
+        ("deactivate", "success", None),
+        ("activate", "success", None),
+        ("activate", "failure", "INVALID_CONFIGURATION"),
+        ("register", "success", None),
+    ]
+    assert {(e.actor, e.plugin_id) for e in page.data} == {("tester", plugin_id)}
+    # The request id the SDK sent is the one recorded.
+    assert page.data[2].request_id == refused.value.request_id
+    assert all(e.request_id and e.request_id.startswith("req_") for e in page.data)
+    assert all(e.node_id for e in page.data)
+    assert page.data[2].details["configuration_fields"] == ["size"]
+    assert (page.pagination.page, page.pagination.total, page.pagination.has_next) == (1, 4, False)
+
+    # One event a page: iterating the first page walks on to the last.
+    ids = [e.id for e in page.data]
+    first = api.audit.list(plugin_id=plugin_id, limit=1)
+    assert [e.id for e in first.data] == ids[:1] and first.has_next_page()
+    assert [e.id for e in api.walk(first)] == ids
+    assert [e.id for e in api.audit.list(plugin_id=plugin_id, page=2, limit=3).data] == ids[3:]
+
+
+def test_audit_list_filters_pass_through(api: Api, unique_name: str) -> None:
+    plugin_id = register(api, unique_name, configuration_schema={"size": {"type": "integer"}})
+    with pytest.raises(InvalidConfigurationError) as refused:
+        api.plugins.activate(plugin_id, configuration={"size": "big"})
+    api.plugins.activate(plugin_id)
+    # Someone else's change, under a subject no other test uses.
+    other = api.client_plugins(api.server.token("plugins:write", subject=unique_name))
+    other.deactivate(plugin_id)
+    trail = api.audit.list(plugin_id=plugin_id).data
+    assert [e.action for e in trail] == ["deactivate", "activate", "activate", "register"]
+
+    def ids(**filters: Any) -> list[int]:
+        return [e.id for e in api.audit.list(**filters).data]
+
+    assert ids(plugin_id=plugin_id, action="activate") == [trail[1].id, trail[2].id]
+    failed = api.audit.list(plugin_id=plugin_id, outcome="failure").data
+    assert [(e.action, e.request_id) for e in failed] == [("activate", refused.value.request_id)]
+    assert ids(actor=unique_name) == [trail[0].id]  # every plugin, one actor
+    assert ids(plugin_id=plugin_id, actor="tester", outcome="success") == [
+        trail[1].id,
+        trail[3].id,
+    ]
+    # `since` is inclusive and `until` exclusive; datetimes (naive ones are UTC) or strings.
+    newest, oldest = trail[0].at, trail[-1].at
+    assert ids(plugin_id=plugin_id, since=newest) == [trail[0].id]
+    assert ids(plugin_id=plugin_id, until=oldest) == []
+    assert ids(plugin_id=plugin_id, since=oldest, until=newest) == [e.id for e in trail[1:]]
+    naive = newest.astimezone(UTC).replace(tzinfo=None)
+    assert ids(plugin_id=plugin_id, since=naive) == [trail[0].id]
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert ids(plugin_id=plugin_id, since=later) == []
+    # What the service refuses is a ValidationError naming the field.
+    for bad in ({"action": "explode"}, {"outcome": "maybe"}, {"limit": 101}, {"since": "soon"}):
+        with pytest.raises(ValidationError) as info:
+            api.audit.list(**bad)
+        assert_api_error(info.value, ValidationError, 422)
+        assert next(iter(bad)) in str(info.value.details) + info.value.message
+
+
+@pytest.mark.parametrize("scope", ["plugins:read", "plugins:write"])
+def test_audit_needs_the_admin_scope(api: Api, scope: str) -> None:
+    audit = api.client_audit(api.server.token(scope))
+    with pytest.raises(ForbiddenError) as info:
+        audit.list()
+    assert_api_error(info.value, ForbiddenError, 403)

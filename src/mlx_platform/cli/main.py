@@ -1,4 +1,4 @@
-"""`mlx`: serve the API, mint tokens, list the replicas."""
+"""`mlx`: serve the API, mint tokens, list the replicas, read the audit trail."""
 
 from __future__ import annotations
 
@@ -162,6 +162,49 @@ def nodes(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption 
     with connect(Target(url, token), as_json) as client:
         found = client.nodes.list()
     output.emit(found, as_json, output.render_nodes)
+
+
+AUDIT_ACTIONS = "register, activate, deactivate, configure, delete or auto_register"
+
+
+@app.command("audit")
+def audit(
+    plugin: Annotated[
+        str | None, typer.Option("--plugin", help="Only this plugin id", show_default=False)
+    ] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option(help="Only this token subject (`service`: the service itself)"),
+    ] = None,
+    action: Annotated[str | None, typer.Option(help=AUDIT_ACTIONS)] = None,
+    outcome: Annotated[str | None, typer.Option(help="success or failure")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO 8601 time, inclusive, e.g. 2026-01-31T08:00:00Z")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="ISO 8601 time, exclusive")] = None,
+    page: Annotated[int, typer.Option(min=1)] = 1,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="Per page")] = 50,
+    url: UrlOption = None,
+    token: TokenOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The audit trail (scope plugins:admin): every state change, refused ones too, newest
+    first, with who made it, when, its outcome and the request id."""
+    with connect(Target(url, token), as_json) as client:
+        found = client.audit.list(
+            plugin_id=plugin,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            since=since,
+            until=until,
+            page=page,
+            limit=limit,
+        )
+    if as_json:  # the API's answer as it came
+        output.print_json({"success": True, "data": found.data, "pagination": found.pagination})
+    else:
+        output.render_audit(found.data, found.pagination)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""What `mlx plugins` and `mlx nodes` print: rich tables for people, JSON for scripts, one line per error.
+"""What `mlx plugins`, `mlx nodes` and `mlx audit` print: rich tables for people, JSON for
+scripts, one line per error.
 
 Tables and messages go to stdout, progress and errors to stderr, so that `--json` output can
 be piped while a person still sees what went wrong.
@@ -25,6 +26,7 @@ from mlx_platform.errors import MLXConnectionError, MLXError, MLXTimeoutError
 from mlx_platform.sdk import InvalidResponseError, MLXConfigurationError
 from mlx_platform.wire import (
     ActivateResult,
+    AuditEvent,
     CompositionResult,
     ConfigurationUpdateResult,
     DeactivateResult,
@@ -544,6 +546,76 @@ def render_nodes(nodes: Sequence[Node]) -> None:
     answered = next((n.id for n in nodes if n.this_node), None)
     if answered:
         line += f"; answered by {answered}"
+    console.print(line)
+
+
+_OUTCOME_STYLE = {"success": "green", "failure": "red"}
+
+
+def _share(widths: Sequence[int], minimums: Sequence[int], room: int) -> list[int]:
+    """Narrow the widest columns first, down to a common width, until they fit `room`; a
+    column never goes below its minimum (its header), nor above its own width."""
+
+    def at(level: int) -> list[int]:
+        return [max(min(w, level), m) for w, m in zip(widths, minimums, strict=True)]
+
+    level = max(widths, default=0)
+    while level > 0 and sum(at(level)) > room:
+        level -= 1
+    shared = at(level)
+    spare = room - sum(shared)
+    for i in sorted(range(len(shared)), key=lambda i: -widths[i]):  # what is left: widest first
+        extra = min(spare, widths[i] - shared[i])
+        if extra > 0:
+            shared[i] += extra
+            spare -= extra
+    return shared
+
+
+def render_audit(events: Sequence[AuditEvent], pagination: Pagination) -> None:
+    headers = ("WHEN", "ACTOR", "ACTION", "PLUGIN", "OUTCOME", "CODE", "REQUEST")
+    rows = [
+        (
+            when(e.at),
+            e.actor,
+            e.action,
+            e.plugin_id or "-",
+            e.outcome,
+            e.error_code or "",
+            e.request_id or "-",
+        )
+        for e in events
+    ]
+    table = _table(*headers, whole=(2, 4))
+    for row in rows:
+        table.add_row(*row[:4], Text(row[4], style=_OUTCOME_STYLE.get(row[4], "")), *row[5:])
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    gaps = len(headers) - 1
+    if sum(widths) + 3 * gaps > console.width:
+        # Too wide: two spaces between columns rather than three; then, if still too wide,
+        # the time under its date, ACTION and OUTCOME (one short word each) whole, and the
+        # widest of ACTOR, PLUGIN, CODE and REQUEST fold first, evenly. Nothing is cut.
+        table.padding = (0, 1, 0, 0)
+        if sum(widths) + 2 * gaps > console.width:
+            widths[0] = min(widths[0], len("2026-12-02"))
+            flexible = (1, 3, 5, 6)
+            fixed = sum(w for i, w in enumerate(widths) if i not in flexible)
+            shared = _share(
+                [widths[i] for i in flexible],
+                [len(headers[i]) for i in flexible],
+                console.width - 2 * gaps - fixed,
+            )
+            for i, width in zip(flexible, shared, strict=True):
+                widths[i] = width
+            for column, width in zip(table.columns, widths, strict=True):
+                column.width = width
+    console.print(table)
+    line = (
+        f"page {pagination.page}: {len(events)} of {pagination.total} event(s), newest first"
+        f" ({pagination.limit} per page)"
+    )
+    if pagination.has_next:
+        line += f"; more with --page {pagination.page + 1}"
     console.print(line)
 
 

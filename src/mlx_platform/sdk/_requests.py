@@ -1,5 +1,5 @@
-"""The `/v1/plugins` and `/v1/nodes` calls as `APIRequest`s, built once for the sync and the
-async resource.
+"""The `/v1/plugins`, `/v1/nodes` and `/v1/audit` calls as `APIRequest`s, built once for the
+sync and the async resource.
 
 Request bodies are sent as given: the service validates them with the wire request models
 and answers a `VALIDATION_ERROR` naming each bad field, so a newer service that accepts a
@@ -19,6 +19,7 @@ from mlx_platform.sdk._base import APIRequest, parse_data, parse_json_object, pa
 from mlx_platform.sdk._exceptions import InvalidResponseError
 from mlx_platform.wire import (
     ActivateResult,
+    AuditEvent,
     CompositionEntry,
     CompositionResult,
     ConfigurationUpdateResult,
@@ -38,6 +39,7 @@ from mlx_platform.wire import (
 
 PREFIX = "/plugins"
 NODES = "/nodes"
+AUDIT = "/audit"
 # An invoke waits for the plugin up to its own timeout: the HTTP read waits this much longer.
 INVOKE_TIMEOUT_MARGIN = 10.0
 
@@ -299,3 +301,31 @@ def invoke_plugin(
 
 def list_nodes() -> APIRequest[list[Node]]:
     return APIRequest("GET", NODES, _parse_list(Node), idempotent=True)
+
+
+def list_audit(
+    *,
+    plugin_id: str | None,
+    actor: str | None,
+    action: str | None,
+    outcome: str | None,
+    since: datetime | str | None,
+    until: datetime | str | None,
+    page: int,
+    limit: int | None,
+) -> APIRequest[tuple[list[AuditEvent], Pagination]]:
+    params = [
+        (key, str(value))
+        for key, value in (
+            ("plugin_id", plugin_id),
+            ("actor", actor),
+            ("action", action),
+            ("outcome", outcome),
+        )
+        if value is not None
+    ]
+    params += [p for p in (_time("since", since), _time("until", until)) if p is not None]
+    params.append(("page", str(page)))
+    if limit is not None:
+        params.append(("limit", str(limit)))
+    return APIRequest("GET", AUDIT, parse_page(AuditEvent), params=tuple(params), idempotent=True)

@@ -30,6 +30,7 @@ from mlx_platform.sdk._base import (
 from mlx_platform.wire import (
     ActivateRequest,
     ActivateResult,
+    AuditEvent,
     CompositionEntry,
     CompositionResult,
     ConfigurationUpdateResult,
@@ -108,6 +109,11 @@ class AsyncMLXClient(BaseClient):
     def nodes(self) -> AsyncNodes:
         """The service's replicas and what each runs (scope plugins:admin)."""
         return AsyncNodes(self)
+
+    @cached_property
+    def audit(self) -> AsyncAudit:
+        """The audit trail of state changes: who, what, when, how it ended (scope plugins:admin)."""
+        return AsyncAudit(self)
 
     # ------------------------------------------------------------ lifetime
 
@@ -333,3 +339,49 @@ class AsyncNodes:
         and the plugin instances it runs; `this_node` marks the one that answered. Needs
         scope plugins:admin (`ForbiddenError` otherwise)."""
         return await self._client._request(_requests.list_nodes())
+
+
+class AsyncAudit:
+    """`client.audit`: the `/v1/audit` endpoint, awaited."""
+
+    def __init__(self, client: AsyncMLXClient) -> None:
+        self._client = client
+
+    async def list(
+        self,
+        *,
+        plugin_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        page: int = 1,
+        limit: int = 50,
+    ) -> AsyncPage[AuditEvent]:
+        """One page of the audit trail, newest first (`limit` per page, at most 100).
+
+        Every state change, refused ones included: register, activate, deactivate,
+        configure, delete, auto_register; who made it (the token's subject), when, through
+        which request, and its `outcome` (success, or failure with its `error_code`).
+        Filters combine: `action` is one of those names, `outcome` success or failure,
+        `since` (inclusive) and `until` (exclusive) datetimes or ISO 8601 strings (a naive
+        datetime is UTC). `async for` over the page walks every following page too; `.data` is this
+        page only. Needs scope plugins:admin (`ForbiddenError` otherwise).
+        """
+
+        async def fetch(number: int) -> AsyncPage[AuditEvent]:
+            request = _requests.list_audit(
+                plugin_id=plugin_id,
+                actor=actor,
+                action=action,
+                outcome=outcome,
+                since=since,
+                until=until,
+                page=number,
+                limit=limit,
+            )
+            items, pagination = await self._client._request(request)
+            return AsyncPage(items, pagination, fetch)
+
+        return await fetch(page)
