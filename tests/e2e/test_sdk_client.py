@@ -713,7 +713,8 @@ def test_a_retry_reaches_a_server_that_started_after_the_first_attempt(
     options: dict[str, Any] = {
         "api_token": token,
         "base_url": f"http://127.0.0.1:{port}",
-        "max_retries": 10,
+        # enough tries for a loaded machine, where the late server may take 30 s to answer
+        "max_retries": 30,
         "retry_delay": 0.25,
         "max_retry_delay": 2.0,
         "http_client": http,
