@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     )
     write_rate_limit: str = Field(
         default="600/minute",
-        description="Writes (POST, PATCH, DELETE) one token subject may make, as N/second, "
+        description="Writes (POST, PATCH, DELETE; not invocations) one token subject may make, as N/second, "
         "N/minute, N/hour or N/<k>s|m|h (a token bucket per subject in each replica: N at "
         "once, refilled evenly); 'off': no limit",
     )

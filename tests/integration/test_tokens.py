@@ -467,12 +467,15 @@ def test_writes_over_the_limit_answer_429_with_retry_after_then_pass_again(
     assert post(limited, alice, WRITE_PATH, WRITE_BODY).status_code == 200
 
 
-def test_every_write_method_counts_and_reads_never_do(limited: LiveServer) -> None:
+def test_every_write_method_counts_and_reads_and_invocations_never_do(limited: LiveServer) -> None:
     carol = own(sub="carol", scopes=["plugins:admin"])
     headers = {"Authorization": f"Bearer {carol}"}
     with httpx.Client(base_url=limited.url, headers=headers, timeout=30) as c:
         for _ in range(20):
             assert c.get("/v1/plugins").status_code == 200
+        for _ in range(5):  # invocations are the data plane, not writes: never limited
+            r = c.post("/v1/plugins/plugin_missing_001/invoke", json={"operation": "echo"})
+            assert r.status_code == 404, r.text
         assert c.delete("/v1/plugins/plugin_missing_001").status_code == 404
         assert (
             c.patch(

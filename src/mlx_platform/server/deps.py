@@ -69,13 +69,22 @@ def get_principal(
     return _guards(request).verifier.verify(credentials.credentials)
 
 
+def _is_write(request: Request) -> bool:
+    """Counted by MLX_WRITE_RATE_LIMIT: POST, PUT, PATCH, DELETE, except invocations (the
+    data plane, bounded by MLX_CALLS_PER_PLUGIN and their timeouts, not a change of state)."""
+    if request.method not in WRITE_METHODS:
+        return False
+    template = str(getattr(request.scope.get("route"), "path", ""))
+    return not template.endswith("/invoke")
+
+
 def scope(name: str) -> Callable[..., Principal]:
     def checker(
         request: Request, principal: Annotated[Principal, Depends(get_principal)]
     ) -> Principal:
         require(principal, name)
         limiter = _guards(request).limiter
-        if limiter is not None and request.method in WRITE_METHODS:
+        if limiter is not None and _is_write(request):
             limiter.take(principal.subject)  # 429 RATE_LIMITED with Retry-After
         return principal
 
