@@ -15,6 +15,8 @@
      ├── OperationTimeoutError          OPERATION_TIMEOUT           504
      ├── PluginExecutionError           PLUGIN_EXECUTION_ERROR      424
      ├── ValidationError                VALIDATION_ERROR            422
+     ├── PayloadTooLargeError           PAYLOAD_TOO_LARGE           413
+     ├── HeadersTooLargeError           HEADERS_TOO_LARGE           431
      ├── UnauthorizedError              UNAUTHORIZED                401
      ├── ForbiddenError                 FORBIDDEN                   403
      ├── RateLimitedError               RATE_LIMITED                429
@@ -159,6 +161,21 @@ class ValidationError(MLXError):
     http_status = 422
 
 
+class PayloadTooLargeError(MLXError):
+    """The request body is larger than the service accepts (`MLX_MAX_BODY_BYTES`); refused
+    before any of it is read."""
+
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
+class HeadersTooLargeError(MLXError):
+    """The request's headers (with its target) are larger than the service accepts."""
+
+    code = "HEADERS_TOO_LARGE"
+    http_status = 431
+
+
 class UnauthorizedError(MLXError):
     code = "UNAUTHORIZED"
     http_status = 401
@@ -214,6 +231,8 @@ ERROR_CLASSES: dict[str, type[MLXError]] = {
         OperationTimeoutError,
         PluginExecutionError,
         ValidationError,
+        PayloadTooLargeError,
+        HeadersTooLargeError,
         UnauthorizedError,
         ForbiddenError,
         RateLimitedError,

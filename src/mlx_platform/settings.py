@@ -161,6 +161,20 @@ class Settings(BaseSettings):
         description="A replica whose last heartbeat is older than this many seconds is dead",
     )
     admin_token_ttl: int = Field(default=30 * 86400, gt=0)
+    max_body_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest request body accepted (bytes); a larger one is refused with 413 "
+        "before it is read, from its Content-Length or while it streams",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=8 * 1024,
+        le=512 * 1024,
+        description="Largest request head accepted (target and headers, bytes); a larger one "
+        "is refused with 431. Heads over 1 MiB are refused by the HTTP server itself (a "
+        "plain-text 400, before the service sees them)",
+    )
 
     @field_validator("home", mode="after")
     @classmethod

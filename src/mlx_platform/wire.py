@@ -9,10 +9,12 @@ fields, so a typo in a request is answered with a ``VALIDATION_ERROR`` naming it
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 SECRET_MASK = "********"
 
@@ -25,6 +27,60 @@ CLASS_PATH_PATTERN = (
 )
 
 
+# ---------------------------------------------------------------- size limits of requests
+# The body as a whole is capped by the service before it is read (MLX_MAX_BODY_BYTES, 1 MiB);
+# these keep what is stored, and shown in every list page, small.
+MAX_JSON_DEPTH = 32
+MAX_METADATA_BYTES = 64 * 1024
+MAX_SCHEMA_BYTES = 64 * 1024
+MAX_CONFIGURATION_BYTES = 64 * 1024
+MAX_LIST_ITEMS = 50
+
+ShortStr = Annotated[str, StringConstraints(max_length=200)]
+ShortList = Annotated[list[ShortStr], Field(max_length=MAX_LIST_ITEMS)]
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """True when `value` nests lists and objects deeper than `limit` levels. Iterative: a
+    recursive walk would itself overflow the stack on the input it is meant to refuse."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _json_size(value: Any) -> int:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    return len(json.dumps(value, default=str, ensure_ascii=False).encode())
+
+
+def _check_depth(value: Any) -> Any:
+    if _too_deep(value, MAX_JSON_DEPTH):
+        raise PydanticCustomError(
+            "too_deep", "is nested deeper than {limit} levels", {"limit": MAX_JSON_DEPTH}
+        )
+    return value
+
+
+def _check_size(value: Any, limit: int) -> Any:
+    _check_depth(value)  # before json.dumps walks it recursively
+    if _json_size(value) > limit:
+        raise PydanticCustomError(
+            "too_large", "is larger than {limit} KiB as JSON", {"limit": limit // 1024}
+        )
+    return value
+
+
 class WireModel(BaseModel):
     """A response model: unknown fields are kept, so newer servers never break older clients."""
 
@@ -32,9 +88,15 @@ class WireModel(BaseModel):
 
 
 class RequestModel(BaseModel):
-    """A request model: unknown fields are refused, naming the field."""
+    """A request model: unknown fields are refused, naming the field; no field's value nests
+    deeper than `MAX_JSON_DEPTH` levels."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _limit_depth(cls, value: Any) -> Any:
+        return _check_depth(value)
 
 
 # ---------------------------------------------------------------- plugin definitions
@@ -49,11 +111,11 @@ class ConfigField(BaseModel):
     required: bool = False
     default: Any = None
     secret: bool = False
-    description: str | None = None
-    enum: list[Any] | None = None
+    description: str | None = Field(default=None, max_length=4000)
+    enum: list[Any] | None = Field(default=None, max_length=1000)
     minimum: int | float | None = None
     maximum: int | float | None = None
-    pattern: str | None = None
+    pattern: str | None = Field(default=None, max_length=1000)
     items: dict[str, Any] | None = Field(
         default=None, description="JSON Schema of the items, for `array` fields"
     )
@@ -68,24 +130,26 @@ class PluginMetadata(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    category: str | None = None
-    capabilities: list[str] = Field(default_factory=list)
-    data_formats: list[str] = Field(default_factory=list)
-    integration_points: list[str] = Field(default_factory=list)
-    conflicts_with: list[str] = Field(default_factory=list)
-    requires: list[str] = Field(default_factory=list)
-    optional_deps: list[str] = Field(default_factory=list)
-    supported_platforms: list[str] = Field(default_factory=list)
-    min_python_version: str | None = None
+    category: str | None = Field(default=None, max_length=100)
+    capabilities: ShortList = Field(default_factory=list)
+    data_formats: ShortList = Field(default_factory=list)
+    integration_points: ShortList = Field(default_factory=list)
+    conflicts_with: ShortList = Field(default_factory=list)
+    requires: ShortList = Field(default_factory=list)
+    optional_deps: ShortList = Field(default_factory=list)
+    supported_platforms: ShortList = Field(default_factory=list)
+    min_python_version: str | None = Field(default=None, max_length=32)
     platform_api: str | None = Field(
-        default=None, description="PEP 440 specifier of the platform API the plugin supports"
+        default=None,
+        max_length=200,
+        description="PEP 440 specifier of the platform API the plugin supports",
     )
-    python_requirements: list[str] = Field(
+    python_requirements: ShortList = Field(
         default_factory=list,
         description="PEP 508 requirements on Python packages (`pyarrow>=15`); health checks them",
     )
-    recommends: dict[str, str] = Field(default_factory=dict)
-    synergies: list[dict[str, Any]] = Field(default_factory=list)
+    recommends: dict[ShortStr, ShortStr] = Field(default_factory=dict, max_length=MAX_LIST_ITEMS)
+    synergies: list[dict[str, Any]] = Field(default_factory=list, max_length=MAX_LIST_ITEMS)
     min_memory_mb: int = Field(default=0, ge=0)
     min_cpu_cores: float = Field(default=0, ge=0)
     gpu_required: bool = False
@@ -131,28 +195,52 @@ class RegisterPluginRequest(RequestModel):
     version: str = Field(min_length=1, max_length=64, description="PEP 440 version")
     description: str = Field(default="", max_length=4000)
     class_path: str = Field(
+        max_length=300,
         pattern=CLASS_PATH_PATTERN,
         description="Dotted path of the Plugin subclass: `package.module.Class`",
     )
-    configuration_schema: dict[str, ConfigField] = Field(default_factory=dict)
-    metadata: PluginMetadata = Field(default_factory=PluginMetadata)
-    category: str | None = None
+    configuration_schema: dict[Annotated[str, StringConstraints(max_length=100)], ConfigField] = (
+        Field(
+            default_factory=dict,
+            max_length=200,
+            description=f"At most 200 fields, {MAX_SCHEMA_BYTES // 1024} KiB as JSON",
+        )
+    )
+    metadata: PluginMetadata = Field(
+        default_factory=PluginMetadata,
+        description=f"At most {MAX_METADATA_BYTES // 1024} KiB as JSON",
+    )
+    category: str | None = Field(default=None, max_length=100)
     isolation: IsolationMode | None = None
-    documentation_url: str | None = None
-    repository_url: str | None = None
-    author: str | None = None
-    license: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    documentation_url: str | None = Field(default=None, max_length=2000)
+    repository_url: str | None = Field(default=None, max_length=2000)
+    author: str | None = Field(default=None, max_length=200)
+    license: str | None = Field(default=None, max_length=200)
+    tags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_LIST_ITEMS
+    )
 
     @field_validator("configuration_schema", mode="before")
     @classmethod
     def _accept_json_schema(cls, value: Any) -> Any:
-        return _from_json_schema(value)
+        return _from_json_schema(_check_size(value, MAX_SCHEMA_BYTES))
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _limit_metadata(cls, value: Any) -> Any:
+        return _check_size(value, MAX_METADATA_BYTES)
 
 
 class ActivateRequest(RequestModel):
-    configuration: dict[str, Any] = Field(default_factory=dict)
+    configuration: dict[str, Any] = Field(
+        default_factory=dict, description=f"At most {MAX_CONFIGURATION_BYTES // 1024} KiB as JSON"
+    )
     auto_start: bool = True
+
+    @field_validator("configuration", mode="before")
+    @classmethod
+    def _limit_configuration(cls, value: Any) -> Any:
+        return _check_size(value, MAX_CONFIGURATION_BYTES)
 
 
 class DeactivateRequest(RequestModel):
@@ -161,12 +249,19 @@ class DeactivateRequest(RequestModel):
 
 
 class ConfigurationUpdateRequest(RequestModel):
-    configuration: dict[str, Any]
+    configuration: dict[str, Any] = Field(
+        description=f"At most {MAX_CONFIGURATION_BYTES // 1024} KiB as JSON"
+    )
     restart_required: bool = Field(
         default=False,
         description="True allows the service to restart the instance when a changed field "
         "cannot be applied hot",
     )
+
+    @field_validator("configuration", mode="before")
+    @classmethod
+    def _limit_configuration(cls, value: Any) -> Any:
+        return _check_size(value, MAX_CONFIGURATION_BYTES)
 
 
 class CompositionEntry(RequestModel):

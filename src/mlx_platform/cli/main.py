@@ -81,6 +81,7 @@ def serve(
         import uvicorn
 
         from mlx_platform.server.app import create_app
+        from mlx_platform.server.limits import SERVER_HEAD_LIMIT
         from mlx_platform.settings import Settings
     except ModuleNotFoundError as exc:
         typer.echo(
@@ -115,6 +116,11 @@ def serve(
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=30,
+        # h11 (not httptools, which ignores the limit below): heads up to SERVER_HEAD_LIMIT
+        # reach the service, which refuses those over MLX_MAX_HEADER_BYTES in the envelope
+        # (431); h11 would answer a plain-text 400 above its default 16 KiB.
+        http="h11",
+        h11_max_incomplete_event_size=SERVER_HEAD_LIMIT,
     )
 
 

@@ -55,7 +55,8 @@ class ExitCode(IntEnum):
 
     OK = 0
     ERROR = 1  # anything else: an internal error of the service, an unexpected answer
-    INVALID_INPUT = 2  # bad arguments or file, missing token, VALIDATION_ERROR, INVALID_*
+    INVALID_INPUT = 2  # bad arguments or file, missing token, VALIDATION_ERROR, INVALID_*,
+    # PAYLOAD_TOO_LARGE, HEADERS_TOO_LARGE
     NOT_FOUND = 3  # PLUGIN_NOT_FOUND, OPERATION_NOT_FOUND
     CONFLICT = 4  # PLUGIN_CONFLICT, PLUGIN_ALREADY_EXISTS, INVALID_STATE, DEPENDENCY_MISSING,
     # INSUFFICIENT_RESOURCES, PLUGIN_CODE_CHANGED; also `validate` when the composition is not valid
@@ -68,6 +69,8 @@ _EXIT_BY_CODE: dict[str, ExitCode] = {
     "VALIDATION_ERROR": ExitCode.INVALID_INPUT,
     "INVALID_CONFIGURATION": ExitCode.INVALID_INPUT,
     "INVALID_ARGUMENTS": ExitCode.INVALID_INPUT,
+    "PAYLOAD_TOO_LARGE": ExitCode.INVALID_INPUT,
+    "HEADERS_TOO_LARGE": ExitCode.INVALID_INPUT,
     "PLUGIN_NOT_FOUND": ExitCode.NOT_FOUND,
     "OPERATION_NOT_FOUND": ExitCode.NOT_FOUND,
     "NOT_FOUND": ExitCode.NOT_FOUND,

@@ -3,17 +3,28 @@
 For everything that must import plugin code without the service importing it: a broken or
 hostile module can crash, hang or pollute only that process. The answer is the line that
 starts with the marker, so whatever the plugin prints on import does not confuse it.
+
+What the process prints is read as it comes and dropped, except the answer line (at most
+`MAX_ANSWER_BYTES`): a plugin that prints 300 MB at import costs the service a 64 KiB buffer,
+not 300 MB. Its stderr is not read at all. The process runs in a session of its own, and
+whatever it started is ended with it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import selectors
+import signal
 import subprocess
 import sys
-from typing import Any
+import time
+from typing import IO, Any
 
 MARK = "@@mlx-answer@@"
+_MARK = MARK.encode()
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
+_CHUNK = 64 * 1024
 
 
 class ThrowawayFailed(Exception):
@@ -33,19 +44,95 @@ def run_module(
     paths = [p for p in (extra_paths or []) if p]
     if paths:
         env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    deadline = time.monotonic() + timeout
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", module, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ThrowawayFailed(f"took longer than {timeout:g} s") from None
-    for line in proc.stdout.splitlines():
-        if line.startswith(MARK):
-            return json.loads(line[len(MARK) :])
+        assert proc.stdout is not None
+        reader = _AnswerReader()
+        finished = _read_until(proc.stdout, reader, deadline)
+        if finished:
+            try:
+                proc.wait(max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                finished = False
+        if not finished:
+            raise ThrowawayFailed(f"took longer than {timeout:g} s")
+    finally:
+        _end_session(proc)
+    if reader.answer is not None:
+        return json.loads(reader.answer)
+    if reader.oversize:
+        raise ThrowawayFailed(f"its answer was larger than {MAX_ANSWER_BYTES // 1024} KiB")
     raise ThrowawayFailed(f"the process ended with exit code {proc.returncode} before answering")
+
+
+class _AnswerReader:
+    """Keeps the last complete line that starts with the marker; drops everything else as
+    it streams. Searches chunks for newline + marker (in C, by `bytes.find`), not line by
+    line: 300 MB of short lines take a second, not twenty."""
+
+    _START = b"\n" + _MARK
+
+    def __init__(self) -> None:
+        self.carry = b"\n"  # the stream's start counts as the start of a line
+        self.line: bytearray | None = None  # the answer line being read, if any
+        self.answer: bytes | None = None
+        self.oversize = False
+
+    def feed(self, data: bytes) -> None:
+        buf = self.carry + data if self.line is None else data
+        self.carry = b""
+        pos = 0
+        while pos < len(buf):
+            if self.line is not None:
+                end = buf.find(b"\n", pos)
+                self.line += buf[pos : len(buf) if end < 0 else end]
+                if len(self.line) > MAX_ANSWER_BYTES:
+                    self.oversize, self.line = True, None  # drop it; look for another
+                elif end >= 0:
+                    self.answer, self.line = bytes(self.line), None
+                if end < 0:
+                    return
+                pos = end  # the newline may start the next answer line
+                continue
+            found = buf.find(self._START, pos)
+            if found < 0:
+                # keep what could be the beginning of a marker cut by the chunk's end
+                self.carry = buf[max(pos, len(buf) - len(self._START) + 1) :]
+                return
+            self.line = bytearray()
+            pos = found + len(self._START)
+
+
+def _read_until(stream: IO[bytes], reader: _AnswerReader, deadline: float) -> bool:
+    """Feed the stream to `reader` until it ends (True) or the deadline passes (False)."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if not selector.select(remaining):
+                continue
+            data = os.read(stream.fileno(), _CHUNK)
+            if not data:
+                return True
+            reader.feed(data)
+
+
+def _end_session(proc: subprocess.Popen[bytes]) -> None:
+    """End the process and anything it started (its session), and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()

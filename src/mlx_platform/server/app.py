@@ -17,6 +17,7 @@ from mlx_platform.core.bootstrap import start_core
 from mlx_platform.core.context import Core
 from mlx_platform.core.prometheus import render as render_prometheus
 from mlx_platform.server.errors import error_response, install_error_handlers
+from mlx_platform.server.limits import RequestLimitsMiddleware
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import RequestContextMiddleware
 from mlx_platform.server.routes import audit, nodes, plugins
@@ -64,6 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.core = core
     install_error_handlers(app)
+    # Added first, so it runs inside the request context (request id, access log) and before
+    # everything else: sizes are refused before a token is checked or a body read.
+    app.add_middleware(
+        RequestLimitsMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(RequestContextMiddleware, node_id=core.node_id)
     app.include_router(plugins.router)
     app.include_router(nodes.router)

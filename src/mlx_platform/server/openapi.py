@@ -17,8 +17,14 @@ _DESCRIPTIONS = {
     424: "PLUGIN_HEALTH_CHECK_FAILED (could not load, start or pass a health check) or "
     "PLUGIN_EXECUTION_ERROR (the plugin's code raised)",
     504: "OPERATION_TIMEOUT",
+    413: "PAYLOAD_TOO_LARGE: the body is over MLX_MAX_BODY_BYTES (refused before it is read)",
+    431: "HEADERS_TOO_LARGE: the headers are over MLX_MAX_HEADER_BYTES",
 }
 
 
 def errors_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {s: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[s]} for s in (*statuses, 500)}
+    # every request may meet the size limits (server/limits.py) and the last-resort 500
+    return {
+        s: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[s]}
+        for s in (*statuses, 413, 431, 500)
+    }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response
+from pydantic import AfterValidator
+from pydantic_core import PydanticCustomError
 
 from mlx_platform.core import composition, discovery, lifecycle, registry
 from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
@@ -41,8 +44,23 @@ from mlx_platform.wire import (
 
 router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
 
+# C0 and C1 control characters and DEL: never part of a name, a type or a search, and
+# PostgreSQL refuses NUL in text outright.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _no_control_characters(value: str | None) -> str | None:
+    if value is not None and _CONTROL.search(value):
+        raise PydanticCustomError("control_character", "must not contain control characters")
+    return value
+
+
+Text = AfterValidator(_no_control_characters)
+
 PluginId = Annotated[
-    str, Path(min_length=1, max_length=160, description="Plugin id, e.g. plugin_snowflake_001")
+    str,
+    Path(min_length=1, max_length=160, description="Plugin id, e.g. plugin_snowflake_001"),
+    Text,
 ]
 DryRun = Annotated[
     bool, Query(description="Run every check and answer what would happen; change nothing")
@@ -64,12 +82,12 @@ def ok(data: Any) -> dict[str, Any]:
 def list_plugins(
     core: CoreDep,
     _p: Reader,
-    type: Annotated[str | None, Query(max_length=64, description="e.g. data_source")] = None,
+    type: Annotated[str | None, Query(max_length=64, description="e.g. data_source"), Text] = None,
     status: Annotated[Literal["registered", "active", "inactive", "error"] | None, Query()] = None,
-    category: Annotated[str | None, Query(max_length=100)] = None,
+    category: Annotated[str | None, Query(max_length=100), Text] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    search: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    search: Annotated[str | None, Query(min_length=1, max_length=200), Text] = None,
 ) -> dict[str, Any]:
     flt = PluginFilter(type=type, status=status, category=category, search=search)
     items, pagination = registry.list_plugins(core, flt, page=page, limit=limit)
@@ -287,6 +305,12 @@ def plugin_health(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, A
     return ok(lifecycle.plugin_health(core, plugin_id))
 
 
+# Metrics are recorded in UTC from the service's clock: a date outside these is a mistake,
+# and one near datetime's own ends (year 1 or 9999) would overflow the range arithmetic.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(3000, 1, 1, tzinfo=UTC)
+
+
 def _parse_time(name: str, value: str | None) -> datetime | None:
     if value is None:
         return None
@@ -297,7 +321,13 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
             f"Invalid query parameter '{name}': not an ISO 8601 date-time (e.g. 2024-01-15T09:00:00Z)",
             {name: "not an ISO 8601 date-time"},
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not EARLIEST_TIME <= parsed < LATEST_TIME:  # compared in UTC, without overflow
+        raise ValidationError(
+            f"Invalid query parameter '{name}': must be from 1970-01-01 to 2999-12-31 (UTC)",
+            {name: "must be from 1970-01-01 to 2999-12-31 (UTC)"},
+        )
+    return parsed
 
 
 @router.get(

@@ -1,0 +1,158 @@
+"""Size limits applied before anything of a request is read: its head and its body.
+
+A pure ASGI middleware, inside `RequestContextMiddleware` (so its answers carry the request
+id and reach the access log) and outside everything else: a request over a limit is refused
+before the token is checked and before the body is parsed.
+
+- The head (target and headers) over `MLX_MAX_HEADER_BYTES`: 431 `HEADERS_TOO_LARGE`.
+  The HTTP server (uvicorn with h11) refuses heads over `SERVER_HEAD_LIMIT` itself, with a
+  plain-text 400 this service cannot reword; `mlx serve` sets that limit above ours so that
+  every head between the two gets the envelope.
+- A body whose Content-Length is over `MLX_MAX_BODY_BYTES`: 413 `PAYLOAD_TOO_LARGE` at once,
+  none of it read. A body without a Content-Length (chunked) is counted while the
+  application reads it; the chunk that crosses the limit gets the 413 and the application
+  is told the client went away. Nothing beyond the limit is ever held in memory.
+
+Written by hand, not Starlette's `RequestBodyLimitMiddleware`: that one answers in plain
+text, raises an `HTTPException` through the application's handlers (which would answer
+it as a generic error) and lets the application run (token check included) before it
+refuses a declared Content-Length.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mlx_platform.server.errors import envelope
+
+# The head size above which uvicorn (h11) refuses a request itself (`h11_max_incomplete_event_size`).
+SERVER_HEAD_LIMIT = 1024 * 1024
+
+
+def _size(n: int) -> str:
+    if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)} MiB"
+    if n >= 1024 and n % 1024 == 0:
+        return f"{n // 1024} KiB"
+    return f"{n} bytes"
+
+
+def head_size(scope: Scope) -> int:
+    """The request head's size as it came on the wire, near enough: target and headers."""
+    target = len(scope.get("raw_path") or scope.get("path", "").encode()) + len(
+        scope.get("query_string", b"")
+    )
+    return target + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The Content-Length header as a number (the HTTP server has refused a malformed one)."""
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _answer(
+    send: Send, status: int, code: str, message: str, details: dict[str, Any]
+) -> None:
+    body = json.dumps(envelope(code, message, details)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                # The rest of the body is not wanted: the server may close rather than read it.
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestLimitsMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, max_header_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if head_size(scope) > self.max_header_bytes:
+            limit = _size(self.max_header_bytes)
+            await _answer(
+                send,
+                431,
+                "HEADERS_TOO_LARGE",
+                f"The request headers are too large: the limit is {limit} for the target and "
+                "headers together",
+                {"headers": f"larger than {limit}", "limit_bytes": self.max_header_bytes},
+            )
+            return
+        declared = declared_length(scope)
+        if declared is not None and declared > self.max_body_bytes:
+            await self._too_large(send)
+            return
+        await _LimitedRequest(self, send)(scope, receive)
+
+    async def _too_large(self, send: Send) -> None:
+        limit = _size(self.max_body_bytes)
+        await _answer(
+            send,
+            413,
+            "PAYLOAD_TOO_LARGE",
+            f"The request body is too large: the limit is {limit}",
+            {"body": f"larger than {limit}", "limit_bytes": self.max_body_bytes},
+        )
+
+
+class _LimitedRequest:
+    """One request whose body is counted as the application reads it."""
+
+    def __init__(self, limits: RequestLimitsMiddleware, send: Send) -> None:
+        self.limits = limits
+        self.send = send
+        self.received = 0
+        self.started = False
+        self.refused = False  # the body went over the limit: no more of it is read
+        self.answered = False  # ...and the 413 went out (the application had not answered yet)
+
+    async def __call__(self, scope: Scope, receive: Receive) -> None:
+        async def receive_limited() -> Message:
+            if self.refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                self.received += len(message.get("body", b""))
+                if self.received > self.limits.max_body_bytes:
+                    self.refused = True
+                    if not self.started:
+                        self.answered = True
+                        await self.limits._too_large(self.send)
+                    # The application stops reading: to it, the client has gone.
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message: Message) -> None:
+            if self.answered:
+                return  # the client has its 413; the application's answer is dropped
+            if message["type"] == "http.response.start":
+                self.started = True
+            await self.send(message)
+
+        try:
+            await self.limits.app(scope, receive_limited, send_unless_refused)
+        except Exception:
+            if self.answered:
+                return  # the application failed on the body it was denied: already answered
+            raise
