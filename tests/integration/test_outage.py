@@ -336,6 +336,14 @@ def test_healthz_and_readyz_are_documented_in_the_openapi(
     assert "503" in readyz["responses"] and "200" in readyz["responses"]
     assert "database" in readyz["description"]
     assert "Liveness" in doc["paths"]["/healthz"]["get"]["summary"]
+    # every endpoint that needs the database documents the outage answer
+    for path, methods in doc["paths"].items():
+        if path.startswith("/v1/"):
+            for method, op in methods.items():
+                assert "SERVICE_UNAVAILABLE" in op["responses"]["503"]["description"], (
+                    path,
+                    method,
+                )
     r = httpx.get(f"{server.url}/readyz", timeout=10)
     assert r.status_code == 200, r.text
     assert r.json() == {

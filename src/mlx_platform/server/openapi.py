@@ -19,12 +19,15 @@ _DESCRIPTIONS = {
     504: "OPERATION_TIMEOUT",
     413: "PAYLOAD_TOO_LARGE: the body is over MLX_MAX_BODY_BYTES (refused before it is read)",
     431: "HEADERS_TOO_LARGE: the headers are over MLX_MAX_HEADER_BYTES",
+    503: "SERVICE_UNAVAILABLE: the database cannot be reached (or is busy): try again after "
+    "the Retry-After header's seconds",
 }
 
 
 def errors_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    # every request may meet the size limits (server/limits.py) and the last-resort 500
+    # every request may meet the size limits (server/limits.py), the last-resort 500 and a
+    # database outage (503, server/errors.py)
     return {
         s: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[s]}
-        for s in (*statuses, 413, 431, 500)
+        for s in (*statuses, 413, 431, 500, 503)
     }
