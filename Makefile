@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP_SERVE := $(VENV)/.installed-serve
 STAMP_TEST := $(VENV)/.installed-test
+STAMP_FUZZ := $(VENV)/.installed-fuzz
 
-.PHONY: serve test test-postgres lint bench soak clean install
+.PHONY: serve test test-postgres lint bench soak clean install fuzz
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,16 @@ test: $(STAMP_TEST)
 test-postgres: $(STAMP_TEST)
 	MLX_TEST_DATABASE=postgres $(PY) -m pytest -n 2 -q tests/integration tests/e2e \
 		--ignore=tests/integration/test_replicas.py
+
+$(STAMP_FUZZ): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[server,fuzz]"
+	touch $@ $(STAMP_SERVE)
+
+# schemathesis over the whole OpenAPI of a real service (fresh MLX_HOME, free port, admin
+# token); fails on any server error. More cases: make fuzz FUZZ_ARGS="--max-examples 500"
+FUZZ_ARGS ?=
+fuzz: $(STAMP_FUZZ)
+	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
 
 lint: $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests bench
