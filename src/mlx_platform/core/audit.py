@@ -20,6 +20,7 @@ from sqlalchemy import Select, func, select
 
 from mlx_platform.errors import MLXError
 from mlx_platform.storage import AuditEventRow
+from mlx_platform.storage.availability import classify, reason_of
 
 if TYPE_CHECKING:
     from mlx_platform.core.context import Core
@@ -93,13 +94,15 @@ def _write(
                 )
             )
     except Exception as exc:  # noqa: BLE001 - the change itself stands; say what was not kept
-        log.warning(
+        # during an outage the storage layer has logged it once already: one short line here
+        # (never SQLAlchemy's text, which carries the statement and its parameters)
+        (log.info if classify(exc) else log.warning)(
             "audit record not written (%s %s by %s, %s): %s",
             action,
             event.plugin_id,
             who.actor,
             outcome,
-            exc,
+            reason_of(exc),
         )
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from mlx_platform.core.sketch import LatencySketch
 from mlx_platform.storage import Database, MetricBucketRow
+from mlx_platform.storage.availability import reason_of
 from mlx_platform.storage.repositories import MetricRepository
 
 log = logging.getLogger("mlx_platform.metrics")
@@ -102,6 +103,7 @@ class MetricsRecorder:
         # plugins forgotten while a flush was writing: its batch must not bring them back
         self._forgotten: set[str] = set()
         self._flush_lock = threading.Lock()
+        self._failing = False  # the last flush failed (log once per failure streak)
 
     def record(
         self, plugin_id: str, duration_ms: float, ok: bool, now: float | None = None
@@ -187,14 +189,19 @@ class MetricsRecorder:
                             m.merge(later)
                         self._unwritten[key] = m
                     kept = len(self._unwritten)
-                first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-                log.warning(
-                    "metrics flush failed (%s: %s); %d plugin-minutes kept for the next flush",
-                    type(exc).__name__,
-                    first_line,
-                    kept,
-                )
+                # once per failure streak: an outage (already logged by the storage layer
+                # when it starts) must not add a line every flush interval
+                if not self._failing:
+                    log.warning(
+                        "metrics flush failed (%s); %d plugin-minutes kept for the next flush",
+                        reason_of(exc),
+                        kept,
+                    )
+                self._failing = True
                 return 0
+            if self._failing:
+                log.info("metrics flush works again: the kept plugin-minutes were written")
+            self._failing = False
             return len(batch)
 
     def _write(self, batch: dict[tuple[str, int], _Minute]) -> None:
