@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import LiveServer, assert_error, plugin_body, register
+from tests.conftest import LiveServer, assert_error, plugin_body, register, start_server
 
 MiB = 1024 * 1024
 
@@ -379,3 +379,24 @@ def test_a_plugin_printing_300_mb_at_import_registers_without_costing_the_servic
     assert r.status_code == 201, r.text
     assert r.json()["data"]["validation_results"]["class_loadable"] is True
     assert growth < 40 * MiB, f"service grew by {growth / MiB:.0f} MiB"
+
+
+def test_the_import_process_of_a_registration_sees_none_of_the_services_settings(
+    tmp_path,
+) -> None:
+    report = tmp_path / "env.txt"
+    srv = start_server(
+        tmp_path / "home",
+        MLX_JWT_SECRET="s3cret-signing-key-for-this-test-only",
+        ENV_REPORT_FILE=str(report),
+    )
+    try:
+        with srv.client() as c:
+            body = plugin_body("env_probe", class_path="mlx_env_probe_plugin.EnvProbePlugin")
+            r = c.post("/v1/plugins", json=body)
+            assert r.status_code == 201, r.text
+    finally:
+        srv.stop()
+    seen = set(report.read_text().split())
+    assert "ENV_REPORT_FILE" in seen  # the module did run and report
+    assert not {name for name in seen if name.startswith("MLX_")}, sorted(seen)

@@ -40,7 +40,9 @@ def answer(payload: Any) -> None:
 def run_module(
     module: str, *args: str, timeout: float, extra_paths: list[str] | None = None
 ) -> Any:
-    env = dict(os.environ)
+    # The service's settings (MLX_JWT_SECRET, MLX_SECRET_KEY, MLX_DATABASE_URL...) are not the
+    # imported module's business: it could mint tokens or decrypt every secret with them.
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("MLX_")}
     paths = [p for p in (extra_paths or []) if p]
     if paths:
         env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
