@@ -133,6 +133,29 @@ class Settings(BaseSettings):
     calls_per_plugin: int = Field(
         default=16, ge=1, description="Invocations of one plugin that run at once (more queue)"
     )
+    worker_max_memory_mb: int = Field(
+        default=2048,
+        ge=0,
+        description="Address-space cap of a plugin's worker process in MB (RLIMIT_AS), unless "
+        "its metadata sets max_memory_mb; 0: none",
+    )
+    worker_user: str | None = Field(
+        default=None,
+        description="Run worker processes as this unprivileged user (the service must run as "
+        "root), so plugins cannot read the keys in MLX_HOME",
+    )
+    max_invoke_result_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=1024,
+        description="Largest invoke result, JSON-encoded, in bytes; larger answers "
+        "PLUGIN_EXECUTION_ERROR",
+    )
+    timed_out_call_grace: float = Field(
+        default=5.0,
+        ge=0,
+        description="Seconds a timed-out invocation may keep running in its worker before the "
+        "worker is replaced to stop it",
+    )
     health_interval: float = Field(
         default=30.0, ge=0, description="Seconds between background health rounds (0: off)"
     )

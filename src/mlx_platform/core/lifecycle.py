@@ -713,11 +713,21 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
 
 
 def invoke_plugin(
-    core: Core, plugin_id: str, operation: str, arguments: dict[str, Any], timeout: float | None
+    core: Core,
+    plugin_id: str,
+    operation: str,
+    arguments: dict[str, Any],
+    timeout: float | None,
+    *,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """Run an operation on this replica's instance (every replica runs every active plugin:
     nothing is forwarded). An instance this replica has not started yet (a change it has not
-    heard of) is started now."""
+    heard of) is started now. `deadline` (time.monotonic()) is when the request's `timeout`
+    ends, counted from its arrival: the time it waited for a free call slot, or for the
+    instance to start, is not given again."""
+    from mlx_platform.errors import OperationTimeoutError
+
     row = get_row(core, plugin_id)
     if row.status != "active":
         raise InvalidStateError(
@@ -744,11 +754,27 @@ def invoke_plugin(
                 f"Plugin '{row.name}' failed to start: {exc.message}"
             ) from exc
         core.reconciler.started(instance)
+    left = timeout
+    if deadline is not None and timeout is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise OperationTimeoutError(
+                f"operation '{operation}' did not start within its {timeout:g} s timeout: the "
+                "plugin's call slots were busy (MLX_CALLS_PER_PLUGIN) or it was starting",
+                {"operation": operation, "timeout": timeout},
+            )
     t0 = time.perf_counter()
     ok = False
     try:
-        result = instance.invoke(operation, arguments, timeout)
+        result = instance.invoke(operation, arguments, left)
         ok = True
+    except OperationTimeoutError:
+        if timeout is None:
+            raise
+        raise OperationTimeoutError(
+            f"operation '{operation}' did not finish within its {timeout:g} s timeout",
+            {"operation": operation, "timeout": timeout},
+        ) from None
     finally:
         elapsed = (time.perf_counter() - t0) * 1000
         core.metrics.record(plugin_id, elapsed, ok)

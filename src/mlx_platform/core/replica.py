@@ -19,6 +19,7 @@ from mlx_platform import __version__
 from mlx_platform.core import config_schema, integrity
 from mlx_platform.core.resources import resource_shortfall
 from mlx_platform.core.secrets import REDACTOR
+from mlx_platform.runtime.instance import WorkerOptions
 from mlx_platform.runtime.reconciler import Desired, Observation, Reconciler
 from mlx_platform.storage import NodeRow, PluginInstanceRow, PluginRow
 from mlx_platform.storage.availability import classify, reason_of
@@ -54,6 +55,27 @@ def desired_of(core: Core, row: PluginRow) -> Desired:
         generation=row.generation or 0,
         cold_fields=frozenset(config_schema.cold_fields(schema)),
         auto_start=row.auto_start if row.auto_start is not None else True,
+        worker=worker_options(core, row),
+    )
+
+
+def worker_options(core: Core, row: PluginRow) -> WorkerOptions:
+    """How `row`'s worker is started: metadata `max_memory_mb` (else the setting) and
+    `environment` (names of variables passed through), the service-wide user and caps."""
+    s = core.settings
+    meta = row.plugin_metadata or {}
+    cap = meta.get("max_memory_mb")
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+        cap = s.worker_max_memory_mb
+    declared = meta.get("environment")
+    return WorkerOptions(
+        max_memory_mb=cap or None,
+        environment=tuple(
+            v for v in (declared if isinstance(declared, list) else []) if isinstance(v, str)
+        ),
+        user=s.worker_user or None,
+        max_result_bytes=s.max_invoke_result_bytes,
+        timeout_grace=s.timed_out_call_grace,
     )
 
 

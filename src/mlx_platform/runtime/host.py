@@ -29,6 +29,7 @@ from mlx_platform.runtime.instance import (
     CallAccounting,
     HealthOutcome,
     OperationSpec,
+    WorkerOptions,
     outcome_from_result,
 )
 from mlx_platform.runtime.loading import import_plugin_class
@@ -215,8 +216,11 @@ class PluginHost:
         on_exit: Callable[[Any, str], None] | None = None,
         extra_paths: list[str] | None = None,
         load_timeout: float = 30.0,
+        options: WorkerOptions | None = None,
     ) -> Instance:
-        """A new, not yet configured instance of the plugin class, in the isolation asked for."""
+        """A new, not yet configured instance of the plugin class, in the isolation asked for.
+        `options` (environment, memory cap, user, result cap) apply to a worker process; an
+        in-process plugin shares the service's process and can be bounded by none of them."""
         if isolation == "process":
             from mlx_platform.runtime.process import ProcessInstance
 
@@ -226,6 +230,7 @@ class PluginHost:
                 extra_paths=extra_paths,
                 on_exit=on_exit,
                 load_timeout=load_timeout,
+                options=options,
             )
         cls = import_plugin_class(class_path)
         try:

@@ -10,6 +10,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# A worker that ran out of memory under its cap answers the call that failed, then ends
+# with this exit code, so that the service can say why it ended.
+EXIT_OVER_MEMORY = 86
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How a plugin's worker process is started and bounded (isolation ``process``)."""
+
+    max_memory_mb: int | None = 2048  # address-space cap (RLIMIT_AS); None or 0: none
+    environment: tuple[str, ...] = ()  # variables passed through from the service's environment
+    user: str | None = None  # run the worker as this user (the service runs as root)
+    max_result_bytes: int = 16 * 1024 * 1024  # an invoke answer larger than this is refused
+    timeout_grace: float = 5.0  # a timed-out call still running after this: recycle the worker
+
 
 @dataclass
 class HealthOutcome:

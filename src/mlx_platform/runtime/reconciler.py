@@ -33,6 +33,7 @@ from typing import Any
 
 from mlx_platform.errors import MLXError, PluginHealthCheckFailedError
 from mlx_platform.runtime.host import PluginHost
+from mlx_platform.runtime.instance import WorkerOptions
 from mlx_platform.runtime.loading import ClassLoadError
 from mlx_platform.runtime.supervisor import Supervisor
 
@@ -54,6 +55,7 @@ class Desired:
     generation: int
     cold_fields: frozenset[str] = frozenset()
     auto_start: bool = True
+    worker: WorkerOptions = WorkerOptions()  # how its worker process is started and bounded
 
 
 @dataclass
@@ -384,6 +386,7 @@ class Reconciler:
                 on_exit=self._on_exit,
                 extra_paths=self.extra_paths,
                 load_timeout=self.load_timeout,
+                options=d.worker,
             )
         except (ClassLoadError, MLXError) as exc:
             reason = exc.message if isinstance(exc, MLXError) else str(exc)

@@ -4,19 +4,31 @@ Started by the service as ``python -m mlx_platform.runtime.worker FD``, FD being
 a socket pair. Requests are read and handled by a set of threads in turn (see `run`), so a
 long invocation does not hold up a health check; answers are written under a lock. The
 process ends when the service closes the socket or sends ``stop``.
+
+The service starts it in a process group of its own with a scrubbed environment (no service
+secret, no database URL). Before the plugin is imported the worker caps its own address space
+(RLIMIT_AS, the plugin's ``max_memory_mb``); a MemoryError under that cap is answered, then
+the worker ends with `EXIT_OVER_MEMORY` so the service can say why. What the plugin prints
+and logs goes to stdout and stderr, which the service reads and forwards to its log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import resource
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from mlx_platform.runtime.instance import OperationSpec
+from mlx_platform.runtime.instance import EXIT_OVER_MEMORY, OperationSpec
 from mlx_platform.runtime.protocol import decode, encode
+
+# A line of stderr that starts with this came from the plugin's `logging`: the level follows,
+# so that the service logs it at that level (plain stderr lines are warnings, stdout info).
+LOG_MARK = "\x1f"
 
 
 def _describe(exc: BaseException) -> str:
@@ -38,28 +50,59 @@ class WorkerHost:
         self.operations: dict[str, Any] = {}
         self.specs: dict[str, OperationSpec] = {}
         self.stopping = False
+        self.max_memory_mb: int | None = None
+        self.max_result_bytes: int | None = None
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], *, what: str = "the call") -> None:
         try:
             data = encode(message)
         except (TypeError, ValueError) as exc:
-            data = encode(
-                {
-                    "i": message.get("i"),
-                    "ok": False,
-                    "e": {
-                        "code": "PLUGIN_EXECUTION_ERROR",
-                        "message": f"the plugin returned a value that is not JSON: {exc}",
-                        "details": {},
-                    },
-                }
+            data = _failure(
+                message.get("i"),
+                "PLUGIN_EXECUTION_ERROR",
+                f"the plugin returned a value that is not JSON: {exc}",
+            )
+        cap = self.max_result_bytes
+        if cap is not None and len(data) > cap:
+            # measured before sending: the service never reads an oversize answer
+            data = _failure(
+                message.get("i"),
+                "PLUGIN_EXECUTION_ERROR",
+                f"the result of {what} is {len(data)} bytes, over the cap of {cap} bytes "
+                "(MLX_MAX_INVOKE_RESULT_BYTES): return less, or a reference to the data",
+                {"result_bytes": len(data), "max_result_bytes": cap},
             )
         with self.write_lock:
             self.conn.send_bytes(data)
 
+    def out_of_memory(self, rid: Any, what: str) -> None:
+        """Answer the call that ran out of memory, then end: a worker that hit its cap is
+        replaced, not left to fail at random places."""
+        cap = f"its cap of {self.max_memory_mb} MB" if self.max_memory_mb else "no memory left"
+        try:
+            with self.write_lock:
+                self.conn.send_bytes(
+                    _failure(
+                        rid,
+                        "PLUGIN_EXECUTION_ERROR",
+                        f"{what} ran out of memory ({cap}, max_memory_mb): the worker was ended",
+                        {"max_memory_mb": self.max_memory_mb},
+                    )
+                )
+        except BaseException:  # noqa: BLE001 - ending anyway
+            pass
+        _exit_over_memory()
+
     # ------------------------------------------------------------------ handlers
 
     def do_load(self, req: dict[str, Any]) -> Any:
+        cap = req.get("max_memory_mb")
+        if isinstance(cap, int) and cap > 0:
+            _cap_memory(cap)
+            self.max_memory_mb = cap
+        limit = req.get("max_result_bytes")
+        if isinstance(limit, int) and limit > 0:
+            self.max_result_bytes = limit
         from mlx_platform.plugins import operations_of
         from mlx_platform.runtime.loading import ClassLoadError, import_plugin_class
 
@@ -69,17 +112,31 @@ class WorkerHost:
             raise _Failure("CLASS_NOT_LOADABLE", str(exc)) from None
         try:
             self.plugin = cls()
+        except MemoryError:
+            raise
         except Exception as exc:
             raise _Failure(
                 "PLUGIN_EXECUTION_ERROR", f"creating the plugin instance failed: {_describe(exc)}"
             ) from None
         self.operations = operations_of(cls)
         self.specs = {n: OperationSpec.of(f) for n, f in self.operations.items()}
-        return {"operations": sorted(self.operations), "pid": os.getpid()}
+        return {
+            "operations": sorted(self.operations),
+            "pid": os.getpid(),
+            "threads": self._MAX_THREADS,
+        }
+
+    def do_busy(self, req: dict[str, Any]) -> Any:
+        """The ids of the requests being handled now (the service asks after a call timed
+        out, to learn whether it still runs)."""
+        with self._state:
+            return sorted(r for r in self._rids.values() if isinstance(r, int))
 
     def _call(self, what: str, func: Any, *args: Any) -> Any:
         try:
             return func(*args)
+        except MemoryError:
+            raise
         except Exception as exc:
             raise _Failure("PLUGIN_EXECUTION_ERROR", f"{what} failed: {_describe(exc)}") from None
 
@@ -121,6 +178,8 @@ class WorkerHost:
             )
         try:
             return getattr(self.plugin, name)(**args)
+        except MemoryError:
+            raise
         except Exception as exc:
             raise _Failure(
                 "PLUGIN_EXECUTION_ERROR",
@@ -132,12 +191,16 @@ class WorkerHost:
 
     def handle(self, req: dict[str, Any]) -> None:
         rid = req.get("i")
-        handler = getattr(self, f"do_{req.get('k')}", None)
+        kind = req.get("k")
+        what = f"operation '{req.get('op')}'" if kind == "invoke" else f"{kind}"
+        handler = getattr(self, f"do_{kind}", None)
         try:
             if handler is None:
-                raise _Failure("INTERNAL_ERROR", f"unknown request kind {req.get('k')!r}")
+                raise _Failure("INTERNAL_ERROR", f"unknown request kind {kind!r}")
             value = handler(req)
-            self.send({"i": rid, "ok": True, "v": value})
+            self.send({"i": rid, "ok": True, "v": value}, what=what)
+        except MemoryError:
+            self.out_of_memory(rid, what)
         except _Failure as f:
             self.send(
                 {
@@ -171,6 +234,7 @@ class WorkerHost:
         self._readers = 0
         self._threads = 0
         self._handling: dict[int, float] = {}
+        self._rids: dict[int, Any] = {}
         self._start_reader()
         while not self._done.wait(self._SLOW):
             now = time.monotonic()
@@ -191,7 +255,12 @@ class WorkerHost:
                 return
             self._threads += 1
             self._readers += 1
-        threading.Thread(target=self._read_and_handle, daemon=True, name="mlx-worker").start()
+        try:
+            threading.Thread(target=self._read_and_handle, daemon=True, name="mlx-worker").start()
+        except RuntimeError:  # no memory left for a thread stack (under the cap): not now
+            with self._state:
+                self._threads -= 1
+                self._readers -= 1
 
     def _read_and_handle(self) -> None:
         me = threading.get_ident()
@@ -202,24 +271,82 @@ class WorkerHost:
                 except (EOFError, OSError):
                     self._done.set()  # the service went away: end quietly
                     return
+            req = decode(data)
             with self._state:
                 self._readers -= 1
                 self._handling[me] = time.monotonic()
-            req = decode(data)
+                self._rids[me] = req.get("i")
             self.handle(req)
             if req.get("k") == "stop":
                 self._done.set()
                 return
             with self._state:
                 del self._handling[me]
+                del self._rids[me]
                 if self._readers > 0:  # another thread took over reading meanwhile
                     self._threads -= 1
                     return
                 self._readers += 1
 
 
+def _failure(rid: Any, code: str, message: str, details: dict[str, Any] | None = None) -> bytes:
+    return encode(
+        {"i": rid, "ok": False, "e": {"code": code, "message": message, "details": details or {}}}
+    )
+
+
+def _cap_memory(megabytes: int) -> None:
+    """Cap this process's address space. RLIMIT_AS counts what is mapped, not only what is
+    touched: a cap well above the plugin's working set is needed (thread stacks, arenas)."""
+    limit = megabytes * 1024 * 1024
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
+def _exit_over_memory() -> None:
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:  # noqa: BLE001
+        pass
+    os._exit(EXIT_OVER_MEMORY)
+
+
+class _LevelPerLine(logging.Formatter):
+    """Every line of a record (a traceback too) carries the mark and the level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        head = f"{LOG_MARK}{record.levelname} "
+        return head + text.replace("\n", "\n" + head)
+
+
+def _setup_output() -> None:
+    """Line-buffered stdout/stderr (each line reaches the service log when printed, also if the
+    worker is killed), and the plugin's `logging` to stderr with its level."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(line_buffering=True, errors="backslashreplace")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LevelPerLine("%(name)s: %(message)s"))
+    logging.root.addHandler(handler)
+    logging.root.setLevel(logging.INFO)
+    default_hook = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        default_hook(args)
+        if issubclass(args.exc_type, MemoryError):  # in a thread the plugin started
+            _exit_over_memory()
+
+    threading.excepthook = hook
+
+
 def main(argv: list[str]) -> int:
     fd = int(argv[1])
+    _setup_output()
     conn = Connection(fd)
     code = WorkerHost(conn).run()
     conn.close()

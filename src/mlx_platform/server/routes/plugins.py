@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi.encoders import jsonable_encoder
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
 from mlx_platform.core import composition, discovery, lifecycle, registry
 from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
-from mlx_platform.errors import ValidationError
+from mlx_platform.errors import OperationTimeoutError, PluginExecutionError, ValidationError
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
 from mlx_platform.server.openapi import errors_for
@@ -377,9 +381,76 @@ def plugin_metrics(
 )
 async def invoke_plugin(
     core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest
-) -> dict[str, Any]:
+) -> Response:
+    """The call runs on the plugin's own threads (a stuck plugin holds only those), and its
+    answer is encoded there too: nothing the size of a result is handled on the event loop.
+    The timeout counts from here, the wait for one of those threads included."""
     timeout = body.timeout if body.timeout is not None else core.settings.invoke_timeout
+    deadline = time.monotonic() + timeout
     future = core.host.executor_for(plugin_id).submit(
-        lifecycle.invoke_plugin, core, plugin_id, body.operation, body.arguments, timeout
+        _invoke_encoded, core, plugin_id, body.operation, body.arguments, timeout, deadline
     )
-    return ok(await asyncio.wrap_future(future))
+    waiting = asyncio.wrap_future(future)
+    try:
+        content = await asyncio.wait_for(
+            asyncio.shield(waiting), max(0.0, deadline - time.monotonic())
+        )
+    except TimeoutError:
+        if future.cancel():  # still queued: it never runs
+            raise OperationTimeoutError(
+                f"operation '{body.operation}' did not start within its {timeout:g} s timeout: "
+                "the plugin's call slots were busy (MLX_CALLS_PER_PLUGIN)",
+                {"operation": body.operation, "timeout": timeout},
+            ) from None
+        try:  # running: its own timeout ends at the same deadline, so its answer is due now
+            content = await asyncio.wait_for(waiting, _LATE_ANSWER_S)
+        except TimeoutError:
+            raise OperationTimeoutError(
+                f"operation '{body.operation}' did not finish within its {timeout:g} s timeout",
+                {"operation": body.operation, "timeout": timeout},
+            ) from None
+    return Response(content, media_type="application/json")
+
+
+# How long past its deadline a running invocation's own timeout answer is awaited.
+_LATE_ANSWER_S = 2.0
+# The envelope around a result (plugin id, operation, duration): allowed on top of the cap.
+_ENVELOPE_BYTES = 1024
+
+
+def _invoke_encoded(
+    core: Any,
+    plugin_id: str,
+    operation: str,
+    arguments: dict[str, Any],
+    timeout: float,
+    deadline: float,
+) -> bytes:
+    data = lifecycle.invoke_plugin(
+        core, plugin_id, operation, arguments, timeout, deadline=deadline
+    )
+    content = _encode(ok(data))
+    cap = core.settings.max_invoke_result_bytes
+    if len(content) > cap + _ENVELOPE_BYTES:
+        # a worker refuses an oversize result itself; this measures in-process plugins
+        raise PluginExecutionError(
+            f"the result of operation '{operation}' is {len(content)} bytes, over the cap of "
+            f"{cap} bytes (MLX_MAX_INVOKE_RESULT_BYTES): return less, or a reference to the data",
+            {"operation": operation, "result_bytes": len(content), "max_result_bytes": cap},
+        )
+    return content
+
+
+def _encode(value: Any) -> bytes:
+    """JSON as FastAPI would write it (types orjson does not know go through FastAPI's own
+    encoder), with orjson's speed; NaN and infinities become null."""
+    try:
+        return orjson.dumps(value, default=jsonable_encoder, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # an integer beyond 64 bits, say: the standard library takes it
+        pass
+    try:
+        return json.dumps(jsonable_encoder(value), separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:  # an in-process plugin returned an object
+        raise PluginExecutionError(
+            f"the plugin returned a value that is not JSON: {type(exc).__name__}"
+        ) from None
