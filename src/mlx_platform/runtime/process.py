@@ -81,6 +81,8 @@ KEPT_VARIABLES = frozenset(
         "LD_LIBRARY_PATH",
         "SSL_CERT_FILE",
         "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
         "CUDA_VISIBLE_DEVICES",
     }
 )
