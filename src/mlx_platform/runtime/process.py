@@ -518,6 +518,12 @@ class ProcessInstance(CallAccounting):
         if not force and self.alive:
             try:
                 self._request({"k": "stop"}, max(graceful_timeout, 1.0))
+            except WorkerDiedError as exc:
+                # The worker answers stop and exits 0 at once; its watcher may see the exit
+                # before the answer is read off the socket. Exit code 0 is the clean end of a
+                # stop (the worker exits so only after running the plugin's stop()).
+                if self.proc.poll() != 0:
+                    log.warning("plugin %s: stop() failed: %s", self.plugin_id, exc.message)
             except MLXError as exc:
                 log.warning("plugin %s: stop() failed: %s", self.plugin_id, exc.message)
             try:
