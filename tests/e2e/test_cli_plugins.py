@@ -561,3 +561,47 @@ def test_audit_takes_url_and_token_options_and_needs_the_admin_scope(
     assert proc.returncode == 5 and json.loads(proc.stdout)["error"]["code"] == "FORBIDDEN"
     proc = mlx_top(live_server, "audit", MLX_API_URL=unreachable)
     assert proc.returncode == 7 and "could not connect" in one_error_line(proc)
+
+
+# ---------------------------------------------------------------- delete, schema, --version
+
+
+def test_delete_and_schema_from_the_command_line(live_server: LiveServer) -> None:
+    from tests.conftest import register
+
+    admin = live_server.client()
+    plugin_id = register(
+        admin,
+        "cli_delete_schema",
+        configuration_schema={
+            "size": {"type": "integer", "default": 2, "minimum": 1},
+            "password": {"type": "string", "secret": True, "required": True},
+        },
+        isolation="inprocess",
+    )
+    schema = as_json(mlx(live_server, "schema", plugin_id))
+    assert schema["type"] == "object"
+    assert schema["properties"]["size"]["default"] == 2
+    assert schema["required"] == ["password"]
+
+    r = admin.post(f"/v1/plugins/{plugin_id}/activate", json={"configuration": {"password": "pw"}})
+    assert r.status_code == 200, r.text
+    refused = mlx(live_server, "delete", plugin_id)
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert "INVALID_STATE" in one_error_line(refused)
+    assert admin.get(f"/v1/plugins/{plugin_id}").status_code == 200  # still there
+
+    assert "unregistered (deactivated first)" in ok(
+        mlx(live_server, "delete", plugin_id, "--force")
+    )
+    assert admin.get(f"/v1/plugins/{plugin_id}").status_code == 404
+    gone = mlx(live_server, "delete", plugin_id, "--json")
+    assert gone.returncode == 3
+    assert json.loads(gone.stdout)["error"]["code"] == "PLUGIN_NOT_FOUND"
+
+
+def test_version_flag() -> None:
+    from mlx_platform import __version__
+
+    proc = mlx_top(None, "--version")
+    assert ok(proc).strip() == f"mlx-platform {__version__}"

@@ -26,6 +26,31 @@ except ModuleNotFoundError as exc:  # the command line is an extra: say how to g
     ) from None
 
 app = typer.Typer(help="mlx-platform: a plugin manager for ML platforms.", no_args_is_help=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from mlx_platform import __version__
+
+        print(f"mlx-platform {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the version and exit",
+        ),
+    ] = False,
+) -> None:
+    """mlx-platform: a plugin manager for ML platforms."""
+
+
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(plugins_app, name="plugins")

@@ -30,6 +30,7 @@ from mlx_platform.wire import (
     CompositionResult,
     ConfigurationUpdateResult,
     DeactivateResult,
+    DeleteResult,
     DiscoveryResult,
     HealthReport,
     InvokeResult,
@@ -362,6 +363,11 @@ def render_deactivate(r: DeactivateResult) -> None:
             f" since {when(r.deactivation_time)} (pending operations: {r.pending_operations})",
         )
     )
+
+
+def render_delete(r: DeleteResult) -> None:
+    also = " (deactivated first)" if r.deactivated else ""
+    console.print(f"{r.id} unregistered{also}")
 
 
 def render_configuration_update(r: ConfigurationUpdateResult) -> None:

@@ -231,6 +231,31 @@ def register_plugin(
     output.emit(result, as_json, output.render_register)
 
 
+@plugins_app.command("delete")
+def delete_plugin(
+    ctx: typer.Context,
+    plugin_id: PluginIdArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Deactivate it first if it is active")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Unregister a plugin (refused while it is active, unless --force)."""
+    with _api(ctx, as_json) as client:
+        result = client.plugins.delete(plugin_id, force=force)
+    output.emit(result, as_json, output.render_delete)
+
+
+@plugins_app.command("schema")
+def configuration_schema(
+    ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption = False
+) -> None:
+    """Print a plugin's configuration schema as standard JSON Schema (always JSON)."""
+    with _api(ctx, as_json) as client:
+        schema = client.plugins.configuration_schema(plugin_id)
+    output.print_json(schema)
+
+
 @plugins_app.command("activate")
 def activate_plugin(
     ctx: typer.Context,
