@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic_core import PydanticCustomError
+
+from mlx_platform import wire_examples as ex
 
 SECRET_MASK = "********"
 
@@ -81,6 +83,37 @@ def _check_size(value: Any, limit: int) -> Any:
     return value
 
 
+def _example(example: dict[str, Any]) -> ConfigDict:
+    """The model's example in the OpenAPI document (`wire_examples.py`); pydantic merges this
+    config with the one the model inherits."""
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+def _example_of(annotation: Any) -> Any:
+    """The example of a model (or a list of one), None when it has none."""
+    if get_origin(annotation) is list:
+        item = _example_of(get_args(annotation)[0])
+        return None if item is None else [item]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        extra = annotation.model_config.get("json_schema_extra")
+        examples = extra.get("examples") if isinstance(extra, dict) else None
+        return examples[0] if isinstance(examples, list) and examples else None
+    return None
+
+
+def _envelope_example(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """`Envelope[X]`'s example: X's example wrapped the way the service answers (so no example
+    is written twice); `PageEnvelope[X]`'s holds a page of one X."""
+    args = model.__pydantic_generic_metadata__["args"]
+    data = _example_of(args[0]) if args else None
+    if data is None:
+        return
+    if "pagination" in model.model_fields:
+        schema["examples"] = [{"success": True, "data": [data], "pagination": ex.PAGINATION}]
+    else:
+        schema["examples"] = [{"success": True, "data": data}]
+
+
 class WireModel(BaseModel):
     """A response model: unknown fields are kept, so newer servers never break older clients."""
 
@@ -105,7 +138,7 @@ class RequestModel(BaseModel):
 class ConfigField(BaseModel):
     """One field of a plugin's configuration schema."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ex.CONFIG_FIELD]})
 
     type: FieldType = "string"
     required: bool = False
@@ -128,7 +161,7 @@ class ConfigField(BaseModel):
 class PluginMetadata(BaseModel):
     """What the rules read about a plugin. Unknown keys are kept as they are."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [ex.PLUGIN_METADATA]})
 
     category: str | None = Field(default=None, max_length=100)
     capabilities: ShortList = Field(default_factory=list)
@@ -190,6 +223,8 @@ _JSON_SCHEMA_KEYS = (
 
 
 class RegisterPluginRequest(RequestModel):
+    model_config = _example(ex.REGISTER_PLUGIN_REQUEST)
+
     name: str = Field(pattern=NAME_PATTERN, description="Plugin name, unique with its version")
     type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
     version: str = Field(min_length=1, max_length=64, description="PEP 440 version")
@@ -232,6 +267,8 @@ class RegisterPluginRequest(RequestModel):
 
 
 class ActivateRequest(RequestModel):
+    model_config = _example(ex.ACTIVATE_REQUEST)
+
     configuration: dict[str, Any] = Field(
         default_factory=dict, description=f"At most {MAX_CONFIGURATION_BYTES // 1024} KiB as JSON"
     )
@@ -244,11 +281,15 @@ class ActivateRequest(RequestModel):
 
 
 class DeactivateRequest(RequestModel):
+    model_config = _example(ex.DEACTIVATE_REQUEST)
+
     force: bool = False
     graceful_shutdown_timeout: float = Field(default=30, ge=0, le=3600)
 
 
 class ConfigurationUpdateRequest(RequestModel):
+    model_config = _example(ex.CONFIGURATION_UPDATE_REQUEST)
+
     configuration: dict[str, Any] = Field(
         description=f"At most {MAX_CONFIGURATION_BYTES // 1024} KiB as JSON"
     )
@@ -265,15 +306,21 @@ class ConfigurationUpdateRequest(RequestModel):
 
 
 class CompositionEntry(RequestModel):
+    model_config = _example(ex.COMPOSITION_ENTRY)
+
     name: str = Field(min_length=1)
     version: str | None = Field(default=None, description="A version or a PEP 440 specifier")
 
 
 class ValidateCompositionRequest(RequestModel):
+    model_config = _example(ex.VALIDATE_COMPOSITION_REQUEST)
+
     plugins: list[CompositionEntry] = Field(min_length=1, max_length=10000)
 
 
 class InvokeRequest(RequestModel):
+    model_config = _example(ex.INVOKE_REQUEST)
+
     operation: str = Field(min_length=1, max_length=200)
     arguments: dict[str, Any] = Field(default_factory=dict)
     timeout: float | None = Field(default=None, gt=0, le=3600)
@@ -301,6 +348,8 @@ class HealthSummary(WireModel):
 
 
 class PluginSummary(WireModel):
+    model_config = _example(ex.PLUGIN_SUMMARY)
+
     id: str
     name: str
     type: str
@@ -328,6 +377,8 @@ class PerformanceMetrics(WireModel):
 
 
 class PluginDetail(WireModel):
+    model_config = _example(ex.PLUGIN_DETAIL)
+
     id: str
     name: str
     type: str
@@ -351,6 +402,15 @@ class PluginDetail(WireModel):
     activated_at: datetime | None = None
 
 
+ConfigurationJsonSchema = Annotated[
+    dict[str, Any],
+    Field(
+        description="A plugin's configuration schema as standard JSON Schema (draft 2020-12)",
+        examples=[ex.CONFIGURATION_JSON_SCHEMA],
+    ),
+]
+
+
 class ValidationResults(WireModel):
     schema_valid: bool
     class_loadable: bool
@@ -362,6 +422,8 @@ class ValidationResults(WireModel):
 
 
 class RegisterResult(WireModel):
+    model_config = _example(ex.REGISTER_RESULT)
+
     id: str
     name: str
     version: str | None = None
@@ -379,6 +441,8 @@ class HealthCheckSummary(WireModel):
 
 
 class ActivateResult(WireModel):
+    model_config = _example(ex.ACTIVATE_RESULT)
+
     id: str
     status: str
     activation_time: datetime | None = None
@@ -388,6 +452,8 @@ class ActivateResult(WireModel):
 
 
 class DeactivateResult(WireModel):
+    model_config = _example(ex.DEACTIVATE_RESULT)
+
     id: str
     status: str
     deactivation_time: datetime | None = None
@@ -395,6 +461,8 @@ class DeactivateResult(WireModel):
 
 
 class ConfigurationUpdateResult(WireModel):
+    model_config = _example(ex.CONFIGURATION_UPDATE_RESULT)
+
     id: str
     configuration_updated: bool
     restart_required: bool
@@ -454,6 +522,8 @@ class ReplicaView(WireModel):
 
 
 class HealthReport(WireModel):
+    model_config = _example(ex.HEALTH_REPORT)
+
     plugin_id: str
     status: str
     checks: HealthChecks
@@ -466,6 +536,8 @@ class HealthReport(WireModel):
 
 class AuditEvent(WireModel):
     """One state change in the audit trail."""
+
+    model_config = _example(ex.AUDIT_EVENT)
 
     id: int
     at: datetime
@@ -499,6 +571,8 @@ class NodeCapacity(WireModel):
 
 class Node(WireModel):
     """One replica of the service on the shared database."""
+
+    model_config = _example(ex.NODE)
 
     id: str
     host: str
@@ -545,6 +619,8 @@ class TimeseriesPoint(WireModel):
 
 
 class MetricsReport(WireModel):
+    model_config = _example(ex.METRICS_REPORT)
+
     plugin_id: str
     time_range: TimeRange
     granularity: str = "hour"
@@ -583,6 +659,8 @@ class DiscoverySummary(WireModel):
 
 
 class DiscoveryResult(WireModel):
+    model_config = _example(ex.DISCOVERY_RESULT)
+
     discovered_plugins: list[DiscoveredPlugin] = Field(default_factory=list)
     discovery_summary: DiscoverySummary = Field(default_factory=DiscoverySummary)
     errors: list[DiscoveryError] = Field(default_factory=list)
@@ -609,6 +687,8 @@ class Synergy(WireModel):
 
 
 class CompositionResult(WireModel):
+    model_config = _example(ex.COMPOSITION_RESULT)
+
     composition_valid: bool
     conflicts: list[CompositionConflict] = Field(default_factory=list)
     warnings: list[CompositionWarning] = Field(default_factory=list)
@@ -618,6 +698,8 @@ class CompositionResult(WireModel):
 
 
 class InvokeResult(WireModel):
+    model_config = _example(ex.INVOKE_RESULT)
+
     plugin_id: str
     operation: str
     result: Any = None
@@ -625,12 +707,16 @@ class InvokeResult(WireModel):
 
 
 class DeleteResult(WireModel):
+    model_config = _example(ex.DELETE_RESULT)
+
     id: str
     deleted: bool
     deactivated: bool = False
 
 
 class Pagination(WireModel):
+    model_config = _example(ex.PAGINATION)
+
     page: int
     limit: int
     total: int
@@ -641,11 +727,15 @@ T = TypeVar("T")
 
 
 class Envelope(WireModel, Generic[T]):
+    model_config = ConfigDict(json_schema_extra=_envelope_example)
+
     success: bool = True
     data: T
 
 
 class PageEnvelope(WireModel, Generic[T]):
+    model_config = ConfigDict(json_schema_extra=_envelope_example)
+
     success: bool = True
     data: list[T]
     pagination: Pagination
@@ -659,5 +749,7 @@ class ErrorBody(WireModel):
 
 
 class ErrorEnvelope(WireModel):
+    model_config = _example(ex.ERROR_ENVELOPE)
+
     success: bool = False
     error: ErrorBody

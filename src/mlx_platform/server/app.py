@@ -16,6 +16,7 @@ from mlx_platform import __version__
 from mlx_platform.core.bootstrap import start_core
 from mlx_platform.core.context import Core
 from mlx_platform.core.prometheus import render as render_prometheus
+from mlx_platform.server.docs import install_docs
 from mlx_platform.server.errors import error_response, install_error_handlers
 from mlx_platform.server.limits import RequestLimitsMiddleware
 from mlx_platform.server.logging_setup import configure_logging
@@ -35,6 +36,17 @@ Every endpoint under `/v1/plugins` needs `Authorization: Bearer <token>` (create
 deactivate, configuration, validate-composition, discover, invoke), `plugins:admin`
 (everything, including register, unregister and discover with auto_register).
 Every error answer is `{"success": false, "error": {"code", "message", "details", "request_id"}}`.
+"""
+
+# examples of the answers of /healthz and /metrics in the OpenAPI document
+HEALTHZ_EXAMPLE = {"status": "ok", "version": __version__, "database": "sqlite"}
+PROMETHEUS_EXAMPLE = """\
+# HELP mlx_plugin_active 1 when the plugin's stored status is active
+# TYPE mlx_plugin_active gauge
+mlx_plugin_active{plugin_id="plugin_sqlite_source_001"} 1.0
+# HELP mlx_plugin_instances Live plugin instances in this replica
+# TYPE mlx_plugin_instances gauge
+mlx_plugin_instances{node="vm-651-8dbdd8"} 1.0
 """
 
 
@@ -62,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served by install_docs from shipped assets, not a CDN
+        redoc_url=None,
     )
     app.state.core = core
     install_error_handlers(app)
@@ -76,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(plugins.router)
     app.include_router(nodes.router)
     app.include_router(audit.router)
+    install_docs(app)
 
     @app.get(
         "/healthz",
@@ -84,6 +99,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="200 while the process runs and serves, whatever the state of the "
         "database (a restart would not bring that back): for a liveness probe. Whether this "
         "replica can serve requests is `/readyz`.",
+        responses={
+            200: {
+                "description": "Alive",
+                "content": {"application/json": {"example": HEALTHZ_EXAMPLE}},
+            }
+        },
     )
     def healthz() -> Any:
         if not state["ready"]:
@@ -134,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tags=["service"],
         summary="Prometheus metrics (no auth, for scraping)",
         response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"example": PROMETHEUS_EXAMPLE}}}},
     )
     def prometheus_metrics() -> PlainTextResponse:
         return PlainTextResponse(render_prometheus(core), media_type=CONTENT_TYPE_LATEST)
