@@ -12,12 +12,15 @@ __api_version__ = "1.0"
 
 from mlx_platform.errors import (  # noqa: E402
     DependencyMissingError,
+    EndpointNotFoundError,
     ForbiddenError,
+    HeadersTooLargeError,
     InsufficientResourcesError,
     InternalError,
     InvalidArgumentsError,
     InvalidConfigurationError,
     InvalidStateError,
+    MethodNotAllowedError,
     MLXConnectionError,
     MLXError,
     MLXTimeoutError,
@@ -30,23 +33,29 @@ from mlx_platform.errors import (  # noqa: E402
     PluginExecutionError,
     PluginHealthCheckFailedError,
     PluginNotFoundError,
+    RateLimitedError,
+    ServiceUnavailableError,
     UnauthorizedError,
     ValidationError,
 )
 
 __all__ = [
     "DependencyMissingError",
+    "EndpointNotFoundError",
     "ForbiddenError",
+    "HeadersTooLargeError",
     "InsufficientResourcesError",
     "InternalError",
     "InvalidArgumentsError",
     "InvalidConfigurationError",
+    "InvalidResponseError",
     "InvalidStateError",
     "MLXClient",
     "MLXConfigurationError",
     "MLXConnectionError",
     "MLXError",
     "MLXTimeoutError",
+    "MethodNotAllowedError",
     "OperationNotFoundError",
     "OperationTimeoutError",
     "PayloadTooLargeError",
@@ -56,13 +65,15 @@ __all__ = [
     "PluginExecutionError",
     "PluginHealthCheckFailedError",
     "PluginNotFoundError",
+    "RateLimitedError",
+    "ServiceUnavailableError",
     "UnauthorizedError",
     "ValidationError",
 ]
 
 
 if TYPE_CHECKING:
-    from mlx_platform.sdk import MLXClient, MLXConfigurationError
+    from mlx_platform.sdk import InvalidResponseError, MLXClient, MLXConfigurationError
 
 
 def __getattr__(name: str) -> Any:
@@ -75,4 +86,8 @@ def __getattr__(name: str) -> Any:
         from mlx_platform.sdk._exceptions import MLXConfigurationError
 
         return MLXConfigurationError
+    if name == "InvalidResponseError":
+        from mlx_platform.sdk._exceptions import InvalidResponseError
+
+        return InvalidResponseError
     raise AttributeError(f"module 'mlx_platform' has no attribute {name!r}")

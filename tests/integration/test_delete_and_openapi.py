@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -301,3 +302,88 @@ def test_docs_page_is_html(live_server: LiveServer) -> None:
     assert r.headers["content-type"].startswith("text/html")
     assert "<html" in r.text.lower()
     assert "openapi.json" in r.text
+
+
+# Operation ids are the SDK's method names: `plugins_list` is `client.plugins.list`.
+OPERATION_IDS: dict[tuple[str, str], str] = {
+    (P, "get"): "plugins_list",
+    (P, "post"): "plugins_register",
+    (f"{P}/{{plugin_id}}", "get"): "plugins_get",
+    (f"{P}/{{plugin_id}}", "delete"): "plugins_delete",
+    (f"{P}/{{plugin_id}}/activate", "post"): "plugins_activate",
+    (f"{P}/{{plugin_id}}/deactivate", "post"): "plugins_deactivate",
+    (f"{P}/{{plugin_id}}/configuration", "patch"): "plugins_update_configuration",
+    (f"{P}/{{plugin_id}}/health", "get"): "plugins_health_check",
+    (f"{P}/{{plugin_id}}/metrics", "get"): "plugins_metrics",
+    (f"{P}/discover", "get"): "plugins_discover",
+    (f"{P}/validate-composition", "post"): "plugins_validate_composition",
+    (f"{P}/{{plugin_id}}/invoke", "post"): "plugins_invoke",
+    (f"{P}/{{plugin_id}}/configuration-schema", "get"): "plugins_configuration_schema",
+    ("/v1/nodes", "get"): "nodes_list",
+    ("/v1/audit", "get"): "audit_list",
+    ("/healthz", "get"): "service_healthz",
+    ("/readyz", "get"): "service_readyz",
+    ("/metrics", "get"): "service_prometheus_metrics",
+}
+
+
+def operations(openapi: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in openapi["paths"].items():
+        for method, op in item.items():
+            if method in ("get", "post", "put", "patch", "delete"):
+                yield path, method, op
+
+
+def test_openapi_operation_ids_are_the_expected_ones(openapi: dict[str, Any]) -> None:
+    found = {(path, method): op.get("operationId") for path, method, op in operations(openapi)}
+    assert found == OPERATION_IDS
+
+
+def test_openapi_operation_ids_name_the_sdks_methods() -> None:
+    from mlx_platform import sdk
+
+    groups = {
+        "plugins": (sdk.Plugins, sdk.AsyncPlugins),
+        "nodes": (sdk.Nodes, sdk.AsyncNodes),
+        "audit": (sdk.Audit, sdk.AsyncAudit),
+    }
+    for op_id in OPERATION_IDS.values():
+        group, _, method = op_id.partition("_")
+        if group == "service":
+            continue  # probes and scraping, not the SDK's
+        for resource in groups[group]:
+            assert callable(getattr(resource, method, None)), (resource.__name__, op_id)
+    for group in groups:  # client.plugins, client.nodes, client.audit
+        assert hasattr(sdk.MLXClient, group) and hasattr(sdk.AsyncMLXClient, group)
+
+
+def test_openapi_has_no_fastapi_validation_error_schema(openapi: dict[str, Any]) -> None:
+    """FastAPI's default 422 (`HTTPValidationError`) is not what the service answers."""
+    text = json.dumps(openapi)
+    assert "HTTPValidationError" not in text
+    assert "ValidationError" not in openapi.get("components", {}).get("schemas", {})
+
+
+def test_openapi_every_error_answer_is_the_envelope(openapi: dict[str, Any]) -> None:
+    for path, method, op in operations(openapi):
+        for status, answer in op["responses"].items():
+            if int(status) < 400:
+                continue
+            schema = answer["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorEnvelope"}, (path, method, status)
+
+
+def test_openapi_lists_exactly_each_operations_codes(openapi: dict[str, Any]) -> None:
+    responses = openapi["paths"][f"{P}/{{plugin_id}}/deactivate"]["post"]["responses"]
+    conflict = responses["409"]
+    assert "`INVALID_STATE`" in conflict["description"]
+    assert "PLUGIN_ALREADY_EXISTS" not in conflict["description"]
+    assert set(conflict["content"]["application/json"]["examples"]) == {"INVALID_STATE"}
+    assert "424" not in responses and "504" not in responses
+    # register cannot answer 404; a plugin's page cannot answer 409
+    assert "404" not in openapi["paths"][P]["post"]["responses"]
+    assert "409" not in openapi["paths"][f"{P}/{{plugin_id}}"]["get"]["responses"]
+    # only writes are rate limited (invocations are not counted)
+    for path, method, op in operations(openapi):
+        limited = path.startswith("/v1/") and method != "get" and not path.endswith("/invoke")
+        assert ("429" in op["responses"]) is limited, (path, method)

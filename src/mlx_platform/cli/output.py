@@ -12,7 +12,6 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from enum import IntEnum
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,7 +21,13 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
-from mlx_platform.errors import MLXConnectionError, MLXError, MLXTimeoutError
+from mlx_platform.errors import (
+    ERROR_TABLE,
+    MLXConnectionError,
+    MLXError,
+    MLXTimeoutError,
+)
+from mlx_platform.errors import ExitCode as ExitCode  # `mlx`'s exit codes, re-exported
 from mlx_platform.sdk import InvalidResponseError, MLXConfigurationError
 from mlx_platform.wire import (
     ActivateResult,
@@ -51,44 +56,8 @@ err_console = Console(stderr=True, highlight=False)
 # ---------------------------------------------------------------- errors and exit codes
 
 
-class ExitCode(IntEnum):
-    """`mlx plugins` exit codes: scripts can tell these failures apart."""
-
-    OK = 0
-    ERROR = 1  # anything else: an internal error of the service, an unexpected answer
-    INVALID_INPUT = 2  # bad arguments or file, missing token, VALIDATION_ERROR, INVALID_*,
-    # PAYLOAD_TOO_LARGE, HEADERS_TOO_LARGE
-    NOT_FOUND = 3  # PLUGIN_NOT_FOUND, OPERATION_NOT_FOUND
-    CONFLICT = 4  # PLUGIN_CONFLICT, PLUGIN_ALREADY_EXISTS, INVALID_STATE, DEPENDENCY_MISSING,
-    # INSUFFICIENT_RESOURCES, PLUGIN_CODE_CHANGED; also `validate` when the composition is not valid
-    NOT_ALLOWED = 5  # UNAUTHORIZED, FORBIDDEN
-    PLUGIN_FAILED = 6  # PLUGIN_HEALTH_CHECK_FAILED, PLUGIN_EXECUTION_ERROR, OPERATION_TIMEOUT
-    UNREACHABLE = 7  # connection refused or timed out; RATE_LIMITED, SERVICE_UNAVAILABLE
-
-
-_EXIT_BY_CODE: dict[str, ExitCode] = {
-    "VALIDATION_ERROR": ExitCode.INVALID_INPUT,
-    "INVALID_CONFIGURATION": ExitCode.INVALID_INPUT,
-    "INVALID_ARGUMENTS": ExitCode.INVALID_INPUT,
-    "PAYLOAD_TOO_LARGE": ExitCode.INVALID_INPUT,
-    "HEADERS_TOO_LARGE": ExitCode.INVALID_INPUT,
-    "PLUGIN_NOT_FOUND": ExitCode.NOT_FOUND,
-    "OPERATION_NOT_FOUND": ExitCode.NOT_FOUND,
-    "NOT_FOUND": ExitCode.NOT_FOUND,
-    "PLUGIN_CONFLICT": ExitCode.CONFLICT,
-    "PLUGIN_ALREADY_EXISTS": ExitCode.CONFLICT,
-    "PLUGIN_CODE_CHANGED": ExitCode.CONFLICT,
-    "INVALID_STATE": ExitCode.CONFLICT,
-    "DEPENDENCY_MISSING": ExitCode.CONFLICT,
-    "INSUFFICIENT_RESOURCES": ExitCode.CONFLICT,
-    "UNAUTHORIZED": ExitCode.NOT_ALLOWED,
-    "FORBIDDEN": ExitCode.NOT_ALLOWED,
-    "PLUGIN_HEALTH_CHECK_FAILED": ExitCode.PLUGIN_FAILED,
-    "PLUGIN_EXECUTION_ERROR": ExitCode.PLUGIN_FAILED,
-    "OPERATION_TIMEOUT": ExitCode.PLUGIN_FAILED,
-    "RATE_LIMITED": ExitCode.UNREACHABLE,
-    "SERVICE_UNAVAILABLE": ExitCode.UNREACHABLE,
-}
+# The exit codes and which error code gives which are ERROR_TABLE's (mlx_platform.errors).
+_EXIT_BY_CODE: dict[str, ExitCode] = {spec.code: spec.exit_code for spec in ERROR_TABLE}
 
 
 class InputError(Exception):
@@ -122,12 +91,13 @@ def error_line(exc: BaseException) -> str:
 
 def error_json(exc: BaseException) -> dict[str, Any]:
     """The error as the API's envelope, for `--json`."""
-    if isinstance(exc, MLXError):
+    # Checked before MLXError, their base: nothing was answered (no status, no request id).
+    if isinstance(exc, MLXConnectionError):
+        code = exc.code  # CONNECTION_ERROR or TIMEOUT
+    elif isinstance(exc, MLXConfigurationError):
+        code = "INVALID_INPUT"
+    elif isinstance(exc, MLXError):
         return {"success": False, "error": {**exc.to_dict(), "status": exc.status_code}}
-    if isinstance(exc, MLXTimeoutError):
-        code = "TIMEOUT"
-    elif isinstance(exc, MLXConnectionError):
-        code = "CONNECTION_ERROR"
     else:
         code = "INVALID_INPUT"
     return {

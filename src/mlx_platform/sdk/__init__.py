@@ -12,7 +12,7 @@ for event in client.audit.list(plugin_id="plugin_sqlite_source_001"):  # who cha
 
 Answers are the wire models of `mlx_platform.wire`; errors are the classes of
 `mlx_platform.errors` (one per error code), `MLXConnectionError` when the service cannot be
-reached, `MLXConfigurationError` when the client cannot be built.
+reached, `MLXConfigurationError` when the client cannot be built: all of them `MLXError`s.
 """
 
 from mlx_platform.sdk._base import (

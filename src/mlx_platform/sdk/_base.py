@@ -23,7 +23,14 @@ import pydantic
 import pydantic_core
 
 from mlx_platform import __version__
-from mlx_platform.errors import MLXConnectionError, MLXError, MLXTimeoutError, error_from_payload
+from mlx_platform.errors import (
+    ERROR_SPECS,
+    ERROR_TABLE,
+    MLXConnectionError,
+    MLXError,
+    MLXTimeoutError,
+    error_from_payload,
+)
 from mlx_platform.sdk._exceptions import InvalidResponseError, MLXConfigurationError
 from mlx_platform.wire import Pagination, WireModel
 
@@ -40,10 +47,11 @@ API_PREFIX: Final = "/v1"
 ENV_URL: Final = "MLX_API_URL"
 ENV_TOKEN: Final = "MLX_API_TOKEN"
 
-# Answers worth another try: the service says "not now", not "no".
-RETRY_STATUSES: Final = frozenset({429, 503})
-# ...except these, which are 503 answers about a plugin, not about the service.
-NOT_RETRIED_CODES: Final = frozenset({"PLUGIN_HEALTH_CHECK_FAILED"})
+# Answers worth another try: the service says "not now", not "no" (ERROR_TABLE's retryable
+# codes). An answer with a code is judged by its code: a 503 PLUGIN_HEALTH_CHECK_FAILED of an
+# older service is about a plugin, not an outage. One without a code (a proxy's) by its status.
+RETRIED_CODES: Final = frozenset(spec.code for spec in ERROR_TABLE if spec.retryable)
+RETRY_STATUSES: Final = frozenset(spec.http_status for spec in ERROR_TABLE if spec.retryable)
 # Transport failures worth another try. Others (a bad proxy, a local protocol error) are not.
 RETRIED_TRANSPORT_ERRORS: Final = (
     httpx.TimeoutException,
@@ -52,15 +60,17 @@ RETRIED_TRANSPORT_ERRORS: Final = (
 )
 
 # What a non-envelope answer (from a proxy, say) of these statuses means in the API's terms.
-_STATUS_CODES: Final = {
-    401: "UNAUTHORIZED",
-    403: "FORBIDDEN",
-    413: "PAYLOAD_TOO_LARGE",
-    429: "RATE_LIMITED",
-    431: "HEADERS_TOO_LARGE",
-    500: "INTERNAL_ERROR",
-    503: "SERVICE_UNAVAILABLE",
-}
+_STATUS_CODES: Final = {spec.http_status: spec.code for spec in ERROR_TABLE if spec.from_status}
+
+
+def retryable_answer(status: int, code: str | None) -> bool:
+    """Whether an error answer (its HTTP status, its envelope's code if any) is worth another
+    try: by the code when this SDK knows it, else by the status."""
+    spec = ERROR_SPECS.get(code) if code else None
+    if spec is not None:
+        return spec.retryable
+    return status in RETRY_STATUSES
+
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -387,9 +397,7 @@ class BaseClient:
             delay = self.retry_policy.backoff(attempt)
             reason = str(error) or type(error).__name__
         else:
-            if response.status_code not in RETRY_STATUSES:
-                return None
-            if self._error_code(response) in NOT_RETRIED_CODES:
+            if not retryable_answer(response.status_code, self._error_code(response)):
                 return None
             delay = self.retry_policy.delay(attempt, parse_retry_after(response.headers))
             reason = f"HTTP {response.status_code}"

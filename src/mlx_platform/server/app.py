@@ -21,6 +21,7 @@ from mlx_platform.server.errors import error_response, install_error_handlers
 from mlx_platform.server.limits import RequestLimitsMiddleware
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import RequestContextMiddleware
+from mlx_platform.server.openapi import operation_id
 from mlx_platform.server.routes import audit, nodes, plugins
 from mlx_platform.settings import Settings
 from mlx_platform.storage.availability import RETRY_AFTER_OUTAGE_S
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        generate_unique_id_function=operation_id,
         docs_url=None,  # served by install_docs from shipped assets, not a CDN
         redoc_url=None,
     )

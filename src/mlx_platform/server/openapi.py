@@ -1,33 +1,84 @@
-"""Error answers for the OpenAPI document."""
+"""Error answers for the OpenAPI document, from the table of error codes.
+
+Each operation lists exactly the codes it can answer (`errors_for`), grouped by HTTP status:
+one response per status, the envelope as its schema, a description naming each code and
+when it is answered, and an example answer per code. Every operation may also meet the size
+limits (server/limits.py), the last-resort 500 and a database outage (503, server/errors.py);
+every one that needs a token, 401 and 403.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from fastapi.routing import APIRoute
+
+from mlx_platform.errors import (
+    ERROR_SPECS,
+    ForbiddenError,
+    HeadersTooLargeError,
+    InternalError,
+    MLXError,
+    PayloadTooLargeError,
+    ServiceUnavailableError,
+    UnauthorizedError,
+)
 from mlx_platform.wire import ErrorEnvelope
 
-_DESCRIPTIONS = {
-    401: "UNAUTHORIZED: no token, or a bad one",
-    403: "FORBIDDEN: the token lacks the scope",
-    404: "PLUGIN_NOT_FOUND",
-    409: "PLUGIN_CONFLICT, PLUGIN_ALREADY_EXISTS, DEPENDENCY_MISSING, INSUFFICIENT_RESOURCES, "
-    "INVALID_STATE or PLUGIN_CODE_CHANGED",
-    422: "VALIDATION_ERROR, INVALID_CONFIGURATION or INVALID_ARGUMENTS",
-    500: "INTERNAL_ERROR",
-    424: "PLUGIN_HEALTH_CHECK_FAILED (could not load, start or pass a health check) or "
-    "PLUGIN_EXECUTION_ERROR (the plugin's code raised)",
-    504: "OPERATION_TIMEOUT",
-    413: "PAYLOAD_TOO_LARGE: the body is over MLX_MAX_BODY_BYTES (refused before it is read)",
-    431: "HEADERS_TOO_LARGE: the headers are over MLX_MAX_HEADER_BYTES",
-    503: "SERVICE_UNAVAILABLE: the database cannot be reached (or is busy): try again after "
-    "the Retry-After header's seconds",
-}
+EVERY_OPERATION: tuple[type[MLXError], ...] = (
+    PayloadTooLargeError,
+    HeadersTooLargeError,
+    InternalError,
+    ServiceUnavailableError,
+)
+WITH_A_TOKEN: tuple[type[MLXError], ...] = (UnauthorizedError, ForbiddenError)
 
 
-def errors_for(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    # every request may meet the size limits (server/limits.py), the last-resort 500 and a
-    # database outage (503, server/errors.py)
+def _example(code: str) -> dict[str, Any]:
+    spec = ERROR_SPECS[code]
     return {
-        s: {"model": ErrorEnvelope, "description": _DESCRIPTIONS[s]}
-        for s in (*statuses, 413, 431, 500, 503)
+        "summary": code,
+        "value": {
+            "success": False,
+            "error": {
+                "code": code,
+                "message": spec.description[:1].upper() + spec.description[1:],
+                "details": {},
+                "request_id": "req_3f9a1c2b7d4e5f60",
+            },
+        },
     }
+
+
+def errors_for(*errors: type[MLXError], token: bool = True) -> dict[int | str, dict[str, Any]]:
+    """The `responses=` of a route that can answer `errors` (besides those every operation,
+    or every operation needing a token, can answer)."""
+    codes: list[str] = []
+    for cls in (*errors, *(WITH_A_TOKEN if token else ()), *EVERY_OPERATION):
+        if cls.code not in ERROR_SPECS:
+            raise ValueError(f"{cls.__name__}: {cls.code} is not in ERROR_TABLE")
+        if cls.code not in codes:
+            codes.append(cls.code)
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(ERROR_SPECS[code].http_status, []).append(code)
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": "\n".join(
+                f"- `{code}`: {ERROR_SPECS[code].description}" for code in in_status
+            ),
+            "content": {
+                "application/json": {"examples": {code: _example(code) for code in in_status}}
+            },
+        }
+        for status, in_status in sorted(by_status.items())
+    }
+
+
+def operation_id(route: APIRoute) -> str:
+    """The operation id of a route that sets none: `<first tag>_<function name>`
+    (`service_healthz`). Routes of the API set theirs to the SDK's method names
+    (`plugins_list` is `client.plugins.list`), for code generators and readers."""
+    tag = str(route.tags[0]) if route.tags else "default"
+    return f"{tag}_{route.name}"

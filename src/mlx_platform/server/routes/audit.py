@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 
 from mlx_platform.core import audit
+from mlx_platform.errors import ValidationError
 from mlx_platform.server.auth import Principal
 from mlx_platform.server.deps import Admin, CoreDep
 from mlx_platform.server.openapi import errors_for
@@ -24,6 +25,7 @@ def origin_of(principal: Principal) -> audit.Origin:
 
 @router.get(
     "",
+    operation_id="audit_list",
     response_model=PageEnvelope[AuditEvent],
     summary="The audit trail",
     description="Scope: `plugins:admin`. Every state change (register, activate, deactivate, "
@@ -31,7 +33,7 @@ def origin_of(principal: Principal) -> audit.Origin:
     "subject), what, when, the request id and the outcome (`success`, or `failure` with the "
     "error code). Never a secret: configuration changes list field names, not values. Filters "
     "combine; `since` and `until` are ISO 8601 times.",
-    responses=errors_for(401, 403, 422),
+    responses=errors_for(ValidationError),
 )
 def list_audit(
     core: CoreDep,

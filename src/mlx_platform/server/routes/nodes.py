@@ -16,13 +16,14 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
 
 @router.get(
     "",
+    operation_id="nodes_list",
     response_model=Envelope[list[Node]],
     summary="List the service's replicas",
     description="Scope: `plugins:admin`. Every replica recorded on the shared database, oldest "
     "first: its heartbeat, capacity and the plugin instances it runs. `alive` is false for a "
     "replica whose heartbeat is older than MLX_NODE_DEAD_AFTER (its records are cleared at "
     "the next heartbeat of any replica).",
-    responses=errors_for(401, 403),
+    responses=errors_for(),
 )
 def list_nodes(core: CoreDep, _p: Admin) -> dict[str, Any]:
     return {"success": True, "data": replica.nodes(core)}

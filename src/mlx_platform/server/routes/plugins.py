@@ -17,7 +17,23 @@ from pydantic_core import PydanticCustomError
 
 from mlx_platform.core import composition, discovery, lifecycle, registry
 from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
-from mlx_platform.errors import OperationTimeoutError, PluginExecutionError, ValidationError
+from mlx_platform.errors import (
+    DependencyMissingError,
+    InsufficientResourcesError,
+    InvalidArgumentsError,
+    InvalidConfigurationError,
+    InvalidStateError,
+    OperationNotFoundError,
+    OperationTimeoutError,
+    PluginAlreadyExistsError,
+    PluginCodeChangedError,
+    PluginConflictError,
+    PluginExecutionError,
+    PluginHealthCheckFailedError,
+    PluginNotFoundError,
+    RateLimitedError,
+    ValidationError,
+)
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
 from mlx_platform.server.openapi import errors_for
@@ -77,11 +93,12 @@ def ok(data: Any) -> dict[str, Any]:
 
 @router.get(
     "",
+    operation_id="plugins_list",
     response_model=PageEnvelope[PluginSummary],
     summary="List plugins",
     description="Scope: `plugins:read`. Filters combine; `search` matches names and descriptions, "
     "case-insensitively, from the search index.",
-    responses=errors_for(401, 403, 422),
+    responses=errors_for(ValidationError),
 )
 def list_plugins(
     core: CoreDep,
@@ -100,13 +117,16 @@ def list_plugins(
 
 @router.post(
     "",
+    operation_id="plugins_register",
     status_code=201,
     response_model=Envelope[RegisterResult],
     summary="Register a plugin",
     description="Scope: `plugins:admin`. Checks the definition, imports `class_path` in a throwaway "
     "process, looks for missing dependencies and conflicts with active plugins. A plugin whose class "
     "cannot be loaded is recorded with status `error`. `dry_run=true` checks only.",
-    responses=errors_for(401, 403, 409, 422),
+    responses=errors_for(
+        PluginAlreadyExistsError, InvalidStateError, ValidationError, RateLimitedError
+    ),
 )
 def register_plugin(
     core: CoreDep,
@@ -122,11 +142,12 @@ def register_plugin(
 
 @router.get(
     "/discover",
+    operation_id="plugins_discover",
     response_model=Envelope[DiscoveryResult],
     summary="Discover plugins",
     description="Scope: `plugins:write`; with `auto_register=true`, `plugins:admin`. Reads manifests "
     "and package metadata; plugin code never runs in the service.",
-    responses=errors_for(401, 403, 422),
+    responses=errors_for(ValidationError),
 )
 def discover_plugins(
     core: CoreDep,
@@ -171,10 +192,11 @@ def discover_plugins(
 
 @router.post(
     "/validate-composition",
+    operation_id="plugins_validate_composition",
     response_model=Envelope[CompositionResult],
     summary="Validate a composition of plugins",
     description="Scope: `plugins:write`.",
-    responses=errors_for(401, 403, 422),
+    responses=errors_for(ValidationError, RateLimitedError),
 )
 def validate_composition(
     core: CoreDep, _p: Writer, body: ValidateCompositionRequest
@@ -184,10 +206,11 @@ def validate_composition(
 
 @router.get(
     "/{plugin_id}",
+    operation_id="plugins_get",
     response_model=Envelope[PluginDetail],
     summary="Get plugin details",
     description="Scope: `plugins:read`. Secret configuration values show as `********`.",
-    responses=errors_for(401, 403, 404),
+    responses=errors_for(PluginNotFoundError, ValidationError),
 )
 def get_plugin(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
     return ok(registry.get_plugin(core, plugin_id))
@@ -195,11 +218,18 @@ def get_plugin(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]
 
 @router.delete(
     "/{plugin_id}",
+    operation_id="plugins_delete",
     response_model=Envelope[DeleteResult],
     summary="Unregister a plugin",
     description="Scope: `plugins:admin`. Refused while the plugin is active (unless `force=true`, "
     "which deactivates it first) or while an active plugin requires it.",
-    responses=errors_for(401, 403, 404, 409),
+    responses=errors_for(
+        PluginNotFoundError,
+        PluginConflictError,
+        InvalidStateError,
+        ValidationError,
+        RateLimitedError,
+    ),
 )
 def delete_plugin(
     core: CoreDep, principal: Admin, plugin_id: PluginId, force: Annotated[bool, Query()] = False
@@ -209,9 +239,10 @@ def delete_plugin(
 
 @router.get(
     "/{plugin_id}/configuration-schema",
+    operation_id="plugins_configuration_schema",
     summary="The configuration schema as standard JSON Schema",
     description="Scope: `plugins:read`. Draft 2020-12, for forms and editors.",
-    responses=errors_for(401, 403, 404),
+    responses=errors_for(PluginNotFoundError, ValidationError),
 )
 def configuration_schema(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
     return registry.configuration_json_schema(core, plugin_id)
@@ -219,11 +250,23 @@ def configuration_schema(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict
 
 @router.post(
     "/{plugin_id}/activate",
+    operation_id="plugins_activate",
     response_model=Envelope[ActivateResult],
     summary="Activate a plugin",
     description="Scope: `plugins:write`. Validates the configuration, checks conflicts, dependencies "
     "and resources, starts the instance and runs a first health check.",
-    responses=errors_for(401, 403, 404, 409, 422, 424),
+    responses=errors_for(
+        PluginNotFoundError,
+        PluginConflictError,
+        DependencyMissingError,
+        InsufficientResourcesError,
+        InvalidStateError,
+        PluginCodeChangedError,
+        ValidationError,
+        InvalidConfigurationError,
+        PluginHealthCheckFailedError,
+        RateLimitedError,
+    ),
 )
 def activate_plugin(
     core: CoreDep,
@@ -247,11 +290,12 @@ def activate_plugin(
 
 @router.post(
     "/{plugin_id}/deactivate",
+    operation_id="plugins_deactivate",
     response_model=Envelope[DeactivateResult],
     summary="Deactivate a plugin",
     description="Scope: `plugins:write`. Waits up to `graceful_shutdown_timeout` for calls in flight "
     "unless `force` is true.",
-    responses=errors_for(401, 403, 404, 409, 422),
+    responses=errors_for(PluginNotFoundError, InvalidStateError, ValidationError, RateLimitedError),
 )
 def deactivate_plugin(
     core: CoreDep,
@@ -273,11 +317,19 @@ def deactivate_plugin(
 
 @router.patch(
     "/{plugin_id}/configuration",
+    operation_id="plugins_update_configuration",
     response_model=Envelope[ConfigurationUpdateResult],
     summary="Update a plugin's configuration",
     description="Scope: `plugins:write`. Applied hot when every changed field allows it; a secret sent "
     "as `********` keeps its stored value.",
-    responses=errors_for(401, 403, 404, 422),
+    responses=errors_for(
+        PluginNotFoundError,
+        ValidationError,
+        InvalidConfigurationError,
+        PluginHealthCheckFailedError,
+        PluginExecutionError,
+        RateLimitedError,
+    ),
 )
 def update_configuration(
     core: CoreDep,
@@ -300,10 +352,11 @@ def update_configuration(
 
 @router.get(
     "/{plugin_id}/health",
+    operation_id="plugins_health_check",
     response_model=Envelope[HealthReport],
     summary="Plugin health",
     description="Scope: `plugins:read`. Runs the plugin's health check now, under a timeout.",
-    responses=errors_for(401, 403, 404),
+    responses=errors_for(PluginNotFoundError, ValidationError),
 )
 def plugin_health(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
     return ok(lifecycle.plugin_health(core, plugin_id))
@@ -336,11 +389,12 @@ def _parse_time(name: str, value: str | None) -> datetime | None:
 
 @router.get(
     "/{plugin_id}/metrics",
+    operation_id="plugins_metrics",
     response_model=Envelope[MetricsReport],
     summary="Plugin metrics",
     description="Scope: `plugins:read`. Merged from recorded per-minute buckets; default range: the "
     "last 24 hours, granularity hour.",
-    responses=errors_for(401, 403, 404, 422),
+    responses=errors_for(PluginNotFoundError, ValidationError),
 )
 def plugin_metrics(
     core: CoreDep,
@@ -374,10 +428,20 @@ def plugin_metrics(
 
 @router.post(
     "/{plugin_id}/invoke",
+    operation_id="plugins_invoke",
     response_model=Envelope[InvokeResult],
     summary="Invoke an operation of an active plugin",
     description="Scope: `plugins:write`.",
-    responses=errors_for(401, 403, 404, 409, 422, 424, 504),
+    responses=errors_for(
+        PluginNotFoundError,
+        OperationNotFoundError,
+        InvalidStateError,
+        ValidationError,
+        InvalidArgumentsError,
+        PluginHealthCheckFailedError,
+        PluginExecutionError,
+        OperationTimeoutError,
+    ),
 )
 async def invoke_plugin(
     core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest
