@@ -225,34 +225,57 @@ class WorkerHost:
     def run(self) -> int:
         """One thread reads a request and handles it itself: no hand-off between threads on
         the way, which keeps a round trip near the cost of the bare socket. When a call has
-        run for longer than `_SLOW` seconds and nobody is reading, the watchdog starts another
-        reader, so a long or hung call never holds up the next request (a health check) for
-        more than a few milliseconds. A reader that finishes while another reads just ends."""
+        run for longer than `_SLOW` seconds and nobody is reading, the watchdog (this thread)
+        starts another reader, so a long or hung call never holds up the next request (a
+        health check) for more than a few milliseconds. A reader that finishes while another
+        reads just ends.
+
+        An idle worker does not wake at all: its reader blocks on the socket and the watchdog
+        waits on `_state` until a request starts with nobody left reading (the reader then
+        notifies it); only while a call is in flight does it wait with a deadline."""
         self._read_lock = threading.Lock()
-        self._state = threading.Lock()
+        self._state = threading.Condition(threading.Lock())
         self._done = threading.Event()
         self._readers = 0
         self._threads = 0
+        self._watchdog_idle = False  # waiting without a deadline: a starting call notifies
         self._handling: dict[int, float] = {}
         self._rids: dict[int, Any] = {}
         self._start_reader()
-        while not self._done.wait(self._SLOW):
-            now = time.monotonic()
-            with self._state:
-                stuck = self._readers == 0 and any(
-                    now - t > self._SLOW for t in self._handling.values()
-                )
-            if stuck:
-                self._start_reader()
+        while self._await_stuck():
+            if not self._start_reader():
+                with self._state:  # no thread now (memory): try again a little later
+                    self._state.wait(self._SLOW)
         return 0
 
     _MAX_THREADS = 64
     _SLOW = 0.005
 
-    def _start_reader(self) -> None:
+    def _await_stuck(self) -> bool:
+        """Wait until a call has run `_SLOW` seconds with nobody reading (True), or the worker
+        is done (False)."""
+        with self._state:
+            while not self._done.is_set():
+                if self._readers > 0 or not self._handling or self._threads >= self._MAX_THREADS:
+                    self._watchdog_idle = True
+                    self._state.wait()  # a reader notifies when it takes the last request
+                    self._watchdog_idle = False
+                    continue
+                wait = min(self._handling.values()) + self._SLOW - time.monotonic()
+                if wait <= 0:
+                    return True
+                self._state.wait(wait)
+            return False
+
+    def _finish(self) -> None:
+        with self._state:
+            self._done.set()
+            self._state.notify_all()
+
+    def _start_reader(self) -> bool:
         with self._state:
             if self._threads >= self._MAX_THREADS:
-                return
+                return True  # the watchdog waits until a thread is free again
             self._threads += 1
             self._readers += 1
         try:
@@ -261,6 +284,8 @@ class WorkerHost:
             with self._state:
                 self._threads -= 1
                 self._readers -= 1
+            return False
+        return True
 
     def _read_and_handle(self) -> None:
         me = threading.get_ident()
@@ -269,16 +294,18 @@ class WorkerHost:
                 try:
                     data = self.conn.recv_bytes()
                 except (EOFError, OSError):
-                    self._done.set()  # the service went away: end quietly
+                    self._finish()  # the service went away: end quietly
                     return
             req = decode(data)
             with self._state:
                 self._readers -= 1
                 self._handling[me] = time.monotonic()
                 self._rids[me] = req.get("i")
+                if self._readers == 0 and self._watchdog_idle:
+                    self._state.notify()
             self.handle(req)
             if req.get("k") == "stop":
-                self._done.set()
+                self._finish()
                 return
             with self._state:
                 del self._handling[me]
