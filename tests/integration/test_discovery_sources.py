@@ -42,8 +42,14 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
     """Start servers with extra folders on their PYTHONPATH and MLX_* settings."""
     started: list[LiveServer] = []
 
-    def make(*, pythonpath: tuple[Path, ...] = (), **settings: object) -> LiveServer:
+    def make(
+        *, pythonpath: tuple[Path, ...] = (), test_import_log: str | None = None, **settings: object
+    ) -> LiveServer:
         env = {f"MLX_{k.upper()}": str(v) for k, v in settings.items()}
+        if test_import_log:
+            # not an MLX_* variable: the service keeps those from plugin code (workers and the
+            # registration's import process), and the import logger runs in both
+            env["TEST_IMPORT_LOG"] = test_import_log
         parts = [
             *(str(p) for p in pythonpath),
             str(FIXTURE_PLUGINS),
@@ -180,7 +186,7 @@ def pip_install(wheel: Path, target: Path) -> Path:
 
 IMPORT_LOGGER = """
 import os
-_log = os.environ.get("MLX_TEST_IMPORT_LOG")
+_log = os.environ.get("TEST_IMPORT_LOG")
 if _log:
     with open(_log, "a") as _fh:
         _fh.write(f"{os.getpid()} {__name__}\\n")
