@@ -12,7 +12,7 @@ from pathlib import Path
 from _common import Figure
 from sqlalchemy import text
 
-from mlx_platform.core.metrics import MetricsRecorder, _Minute, query_metrics
+from mlx_platform.core.metrics import Figures, MetricsRecorder, query_metrics
 from mlx_platform.storage import Database
 
 PLUGIN = "plugin_bench_001"
@@ -25,7 +25,7 @@ def fill_day(db: Database, end: datetime) -> None:
     start = end - timedelta(days=1)
     recorder = MetricsRecorder(db)
     for minute in range(1440):
-        slot = _Minute()
+        slot = Figures()
         for _ in range(50):
             v = rng.lognormvariate(3, 1)
             slot.count += 1

@@ -21,7 +21,6 @@ from mlx_platform import wire_examples as ex
 SECRET_MASK = "********"
 
 FieldType = Literal["string", "integer", "number", "boolean", "array", "object"]
-PluginStatus = Literal["registered", "active", "inactive", "error"]
 IsolationMode = Literal["process", "inprocess"]
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$"
 CLASS_PATH_PATTERN = (

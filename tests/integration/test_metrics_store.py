@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from mlx_platform.core.metrics import MetricsRecorder, _Minute, query_metrics
+from mlx_platform.core.metrics import Figures, MetricsRecorder, query_metrics
 from mlx_platform.storage import Database, MetricBucketRow
 from tests.conftest import (
     POSTGRES_SERVER,
@@ -48,7 +48,7 @@ def recorded(tmp_path: Path):
     calls: list[tuple[datetime, float, bool]] = []
     for minute in range(200):
         ts = start + timedelta(minutes=minute)
-        slot = _Minute()
+        slot = Figures()
         for i in range(7):
             v = rng.lognormvariate(2, 1.1)
             ok = (minute * 7 + i) % 9 != 0

@@ -71,8 +71,8 @@ MAX_WHEEL_BYTES = 64 * 2**20
 CACHE_FORMAT = 1
 
 
-class IndexError_(Exception):
-    pass
+class PackageIndexError(Exception):
+    """The index or one of its wheels could not be read (HTTP, size, hash, zip, metadata)."""
 
 
 @dataclass
@@ -115,9 +115,9 @@ def _get(client: httpx.Client, url: str) -> httpx.Response:
     try:
         resp = client.get(url, headers={"Accept": ACCEPT})
     except httpx.HTTPError as exc:
-        raise IndexError_(f"{type(exc).__name__}: {exc}") from exc
+        raise PackageIndexError(f"{type(exc).__name__}: {exc}") from exc
     if resp.status_code != 200:
-        raise IndexError_(f"HTTP {resp.status_code}")
+        raise PackageIndexError(f"HTTP {resp.status_code}")
     return resp
 
 
@@ -208,16 +208,16 @@ def _fetch_bytes(client: httpx.Client, url: str, sha256: str | None, limit: int)
     try:
         with client.stream("GET", url) as resp:
             if resp.status_code != 200:
-                raise IndexError_(f"{url}: HTTP {resp.status_code}")
+                raise PackageIndexError(f"{url}: HTTP {resp.status_code}")
             for chunk in resp.iter_bytes():
                 buf.write(chunk)
                 if buf.tell() > limit:
-                    raise IndexError_(f"{url}: larger than {limit // 2**20} MiB")
+                    raise PackageIndexError(f"{url}: larger than {limit // 2**20} MiB")
     except httpx.HTTPError as exc:
-        raise IndexError_(f"{url}: {type(exc).__name__}: {exc}") from exc
+        raise PackageIndexError(f"{url}: {type(exc).__name__}: {exc}") from exc
     data = buf.getvalue()
     if sha256 and hashlib.sha256(data).hexdigest() != sha256.lower():
-        raise IndexError_(f"{url}: sha256 does not match the index's")
+        raise PackageIndexError(f"{url}: sha256 does not match the index's")
     return data
 
 
@@ -225,12 +225,12 @@ def _read_wheel(data: bytes, filename: str) -> dict[str, Any]:
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise IndexError_(f"{filename}: not a wheel (zip): {exc}") from exc
+        raise PackageIndexError(f"{filename}: not a wheel (zip): {exc}") from exc
     with zf:
         names = zf.namelist()
         meta_names = [n for n in names if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
         if not meta_names:
-            raise IndexError_(f"{filename}: no *.dist-info/METADATA")
+            raise PackageIndexError(f"{filename}: no *.dist-info/METADATA")
         dist_info = meta_names[0].split("/")[0]
 
         def text(name: str) -> str:
@@ -247,7 +247,7 @@ def _read_wheel(data: bytes, filename: str) -> dict[str, Any]:
                 if PurePosixPath(n).name == MANIFEST_FILENAME and n.count("/") <= 1
             ]
         except (zipfile.BadZipFile, zlib.error, OSError, EOFError, NotImplementedError) as exc:
-            raise IndexError_(f"{filename}: unreadable member: {exc}") from exc
+            raise PackageIndexError(f"{filename}: unreadable member: {exc}") from exc
     return info
 
 
@@ -314,7 +314,7 @@ def wheel_info(client: httpx.Client, f: IndexFile, cache: _WheelCache) -> dict[s
                     "manifests": [],
                     "read": "core-metadata",
                 }
-        except IndexError_ as exc:
+        except PackageIndexError as exc:
             log.info(
                 "index: core metadata of %s not usable (%s); reading the wheel", f.filename, exc
             )
@@ -358,7 +358,7 @@ def _project(client: httpx.Client, name: str, url: str, cache: _WheelCache) -> S
     scan = Scan()
     try:
         files = project_files(client, url)
-    except (IndexError_, ValueError) as exc:
+    except (PackageIndexError, ValueError) as exc:
         scan.error("pypi", url, f"project '{name}': {exc}")
         return scan
     by_version: dict[Version, list[IndexFile]] = {}
@@ -389,7 +389,7 @@ def _project(client: httpx.Client, name: str, url: str, cache: _WheelCache) -> S
     chosen = (usable or wheels[newest])[0]
     try:
         info = wheel_info(client, chosen, cache)
-    except IndexError_ as exc:
+    except PackageIndexError as exc:
         scan.error("pypi", chosen.url, f"project '{name}' {newest}: {exc}")
         return scan
     meta = email.parser.HeaderParser().parsestr(str(info.get("metadata") or ""))
@@ -479,7 +479,7 @@ def scan_index(root: str, cache_folder: Path | None, timeout: float = NETWORK_TI
     with httpx.Client(timeout=timeout, follow_redirects=True, headers=headers) as client:
         try:
             projects = list_projects(client, root)
-        except (IndexError_, ValueError) as exc:
+        except (PackageIndexError, ValueError) as exc:
             scan.error("pypi", root, f"package index unreachable or unreadable: {exc}")
             return scan
         wanted = sorted(

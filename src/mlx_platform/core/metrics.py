@@ -32,7 +32,7 @@ GRANULARITY_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 @dataclass(slots=True)
-class _Minute:
+class Figures:
     """Figures of one plugin over a span: a minute being recorded, or a merge of stored rows."""
 
     count: int = 0
@@ -58,7 +58,7 @@ class _Minute:
         if len(row) > 9 and row[9]:
             self.sketch.merge(LatencySketch.from_json(row[9]))
 
-    def merge(self, other: _Minute) -> None:
+    def merge(self, other: Figures) -> None:
         """Add another span's figures to these (`other` is left as it is)."""
         self.count += other.count
         self.errors += other.errors
@@ -71,8 +71,8 @@ class _Minute:
         self.cpu_samples += other.cpu_samples
         self.cpu_sum_percent += other.cpu_sum_percent
 
-    def copy(self) -> _Minute:
-        out = _Minute()
+    def copy(self) -> Figures:
+        out = Figures()
         out.merge(self)
         return out
 
@@ -96,10 +96,10 @@ class MetricsRecorder:
         self.db = db
         self.node_id = node_id
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, int], _Minute] = {}
-        self._unwritten: dict[tuple[str, int], _Minute] = {}
+        self._pending: dict[tuple[str, int], Figures] = {}
+        self._unwritten: dict[tuple[str, int], Figures] = {}
         # Since this process started, per plugin: what Prometheus scrapes (counters only grow).
-        self.totals: dict[str, _Minute] = {}
+        self.totals: dict[str, Figures] = {}
         # plugins forgotten while a flush was writing: its batch must not bring them back
         self._forgotten: set[str] = set()
         self._flush_lock = threading.Lock()
@@ -118,7 +118,7 @@ class MetricsRecorder:
         try:
             slot = self._pending.get(key)
             if slot is None:
-                slot = self._pending[key] = _Minute()
+                slot = self._pending[key] = Figures()
             slot.count += 1
             slot.sum_ms += duration_ms
             if not ok:
@@ -134,7 +134,7 @@ class MetricsRecorder:
         with self._lock:
             slot = self._pending.get(key)
             if slot is None:
-                slot = self._pending[key] = _Minute()
+                slot = self._pending[key] = Figures()
             slot.mem_samples += 1
             slot.mem_sum_mb += memory_mb
             if memory_mb > slot.mem_peak_mb:
@@ -148,7 +148,7 @@ class MetricsRecorder:
         for key, m in pending.items():
             total = self.totals.get(key[0])
             if total is None:
-                total = self.totals[key[0]] = _Minute()
+                total = self.totals[key[0]] = Figures()
             total.count += m.count
             total.errors += m.errors
             total.sum_ms += m.sum_ms
@@ -160,7 +160,7 @@ class MetricsRecorder:
             else:
                 kept.merge(m)
 
-    def snapshot(self) -> dict[str, _Minute]:
+    def snapshot(self) -> dict[str, Figures]:
         """A copy of `totals`, up to the last recorded call (no storage involved)."""
         with self._lock:
             self._count_pending()
@@ -204,15 +204,15 @@ class MetricsRecorder:
             self._failing = False
             return len(batch)
 
-    def _write(self, batch: dict[tuple[str, int], _Minute]) -> None:
+    def _write(self, batch: dict[tuple[str, int], Figures]) -> None:
         """One transaction: each minute into its minute row and its hour's roll-up row."""
-        buckets: dict[tuple[str, int, datetime], _Minute] = {}
+        buckets: dict[tuple[str, int, datetime], Figures] = {}
         for (plugin_id, minute), m in batch.items():
             buckets[(plugin_id, 60, datetime.fromtimestamp(minute * 60, UTC))] = m
             hour = (plugin_id, 3600, datetime.fromtimestamp(minute // 60 * 3600, UTC))
             rollup = buckets.get(hour)
             if rollup is None:
-                rollup = buckets[hour] = _Minute()
+                rollup = buckets[hour] = Figures()
             rollup.merge(m)  # a new object: the batch stays as it was, should this fail
         with self.db.transaction() as session:
             repo = MetricRepository(session)
@@ -236,7 +236,7 @@ def _add_to_bucket(
     plugin_id: str,
     resolution: int,
     start: datetime,
-    m: _Minute,
+    m: Figures,
 ) -> None:
     """Add `m` to this node's row of the bucket. Only this node writes that row; the row lock
     (PostgreSQL) covers two processes that were given the same node id."""
@@ -312,15 +312,15 @@ def query_metrics(
             series_rows = repo.rows(plugin_id, 60, first, end, sketch=False)
         else:
             series_rows = [*edges, *whole]
-    total = _Minute()
+    total = Figures()
     for row in (*whole, *edges):
         total.add(row)
-    series: dict[datetime, _Minute] = {}
+    series: dict[datetime, Figures] = {}
     for row in series_rows:
         ts = row[0] if granularity == "minute" else floor_time(row[0], granularity)
         agg = series.get(ts)
         if agg is None:
-            agg = series[ts] = _Minute()
+            agg = series[ts] = Figures()
         agg.add(row[:9])
     ok = total.count - total.errors
     figures = {

@@ -60,15 +60,6 @@ class PluginRepository:
         stmt = select(PluginRow).where(PluginRow.name == name, PluginRow.version == version)
         return self.session.scalars(stmt).first()
 
-    def by_name(self, name: str) -> list[PluginRow]:
-        return list(self.session.scalars(select(PluginRow).where(PluginRow.name == name)))
-
-    def by_names(self, names: Sequence[str]) -> list[PluginRow]:
-        if not names:
-            return []
-        stmt = select(PluginRow).where(PluginRow.name.in_(list(set(names))))
-        return list(self.session.scalars(stmt))
-
     def active(self) -> list[PluginRow]:
         stmt = select(PluginRow).where(PluginRow.status == "active").order_by(PluginRow.id)
         return list(self.session.scalars(stmt))
@@ -198,10 +189,6 @@ class PluginRepository:
         slug = id_slug(name)
         seq = self.session.get(PluginIdSequence, slug)
         return f"plugin_{slug}_{(seq.last_seq if seq else 0) + 1:03d}"
-
-    def add(self, row: PluginRow) -> None:
-        self.session.add(row)
-        self.session.flush()
 
     def delete(self, row: PluginRow) -> None:
         self.session.execute(delete(MetricBucketRow).where(MetricBucketRow.plugin_id == row.id))

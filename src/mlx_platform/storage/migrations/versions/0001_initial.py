@@ -83,8 +83,9 @@ def upgrade() -> None:
 
     dialect = op.get_bind().dialect.name
     if dialect == "sqlite":
-        # Search index (see storage/search.py): FTS5 with the trigram tokenizer gives
-        # case-insensitive substring search over names and descriptions.
+        # Search index (used by PluginRepository._search_ids in storage/repositories.py): FTS5
+        # with the trigram tokenizer gives case-insensitive substring search over names and
+        # descriptions.
         op.execute(
             "CREATE VIRTUAL TABLE plugins_fts USING fts5("
             "plugin_id UNINDEXED, name, description, tokenize='trigram')"
