@@ -38,37 +38,56 @@ def test_spec_parsing_accepts_names_and_specifiers() -> None:
     ],
 )
 def test_conflict_types(candidate_meta, other, expected) -> None:
-    found = rules.find_conflicts(
-        "cand",
-        "1.0.0",
-        "experiment_tracker",
-        candidate_meta,
-        [other],
-        frozenset({"experiment_tracker"}),
+    me = rules.facts_from(
+        name="cand", version="1.0.0", type="experiment_tracker", meta=candidate_meta
+    )
+    found = rules.conflicts_with_active(
+        me, [rules.facts_of_row(other)], frozenset({"experiment_tracker"})
     )
     assert [c.conflict_type for c in found] == [expected]
     assert found[0].resolution_options
 
 
 def test_conflict_specifier_respects_versions() -> None:
-    found = rules.find_conflicts(
-        "cand", "1.0.0", "x", {"conflicts_with": ["old<2"]}, [row("old", "2.5")], frozenset()
+    me = rules.facts_from(
+        name="cand", version="1.0.0", type="x", meta={"conflicts_with": ["old<2"]}
     )
+    found = rules.conflicts_with_active(me, [rules.facts_of_row(row("old", "2.5"))], frozenset())
     assert found == []
 
 
 def test_missing_dependencies_say_whether_a_registered_version_would_do() -> None:
-    registered = [row("base", "1.5", status="inactive"), row("base", "2.1", status="registered")]
-    missing = rules.missing_dependencies(
-        {"requires": ["base>=2", "absent"]}, registered, need_active=True
-    )
+    registered = [
+        rules.facts_of_row(row("base", "1.5", status="inactive")),
+        rules.facts_of_row(row("base", "2.1", status="registered")),
+    ]
+
+    def unmet(requires: list[str], *, need_active: bool) -> list[rules.MissingDependency]:
+        me = rules.facts_from(name="app", version="1.0", type="", meta={"requires": requires})
+        return rules.unmet_requirements(me, registered, need_active=need_active)
+
+    missing = unmet(["base>=2", "absent"], need_active=True)
     assert [(m.name, m.satisfiable_by_registered) for m in missing] == [
         ("base", True),
         ("absent", False),
     ]
-    assert (
-        rules.missing_dependencies({"requires": ["base>=2"]}, registered, need_active=False) == []
+    assert unmet(["base>=2"], need_active=False) == []
+
+
+def test_a_conflict_with_the_singleton_winner_reads_the_same_from_every_path() -> None:
+    """Activation's check and the database constraint's race path build it in one place."""
+    me = rules.facts_from(name="wandb", version="1.0", type="experiment_tracker", meta={})
+    mlflow = rules.facts_of_row(row("mlflow", type="experiment_tracker"))
+    (found,) = rules.conflicts_with_active(me, [mlflow], frozenset({"experiment_tracker"}))
+    assert found == rules.Conflict.singleton("wandb", "experiment_tracker", "mlflow", mlflow.id)
+    assert found.message == (
+        "Plugin 'wandb' conflicts with active plugin 'mlflow': "
+        "only one 'experiment_tracker' can be active"
     )
+    assert found.resolution_options == [
+        "Deactivate 'mlflow' before activating 'wandb'",
+        "Use 'mlflow' for experiment tracking instead",
+    ]
 
 
 def test_resource_shortfall_counts_active_claims() -> None:

@@ -205,7 +205,7 @@ def discover(
 
     with core.db.read() as session:
         registered = PluginRepository(session).all()
-    active = [r for r in registered if r.status == "active"]
+    active = [rules.facts_of_row(r) for r in registered if r.status == "active"]
     known = {(r.name, r.version): r.id for r in registered}
 
     plugins: list[dict[str, Any]] = []
@@ -214,15 +214,14 @@ def discover(
         reason = "; ".join(f.reasons) or compatibility(manifest)
         version = str(manifest.get("version") or "")
         key = (str(manifest["name"]), version)
-        conflicts = rules.find_conflicts(
-            key[0],
-            version,
-            str(manifest.get("type") or ""),
-            manifest.get("metadata") or {},
-            active,
-            core.settings.singleton_type_set,
-            self_id=known.get(key),
+        me = rules.facts_from(
+            id=known.get(key),
+            name=key[0],
+            version=version,
+            type=str(manifest.get("type") or ""),
+            meta=manifest.get("metadata") or {},
         )
+        conflicts = rules.conflicts_with_active(me, active, core.settings.singleton_type_set)
         item: dict[str, Any] = {
             "name": key[0],
             "source": f.source,

@@ -127,17 +127,7 @@ def _check_activation(core: Core, row: PluginRow, registered: list[PluginRow]) -
         me, [rules.facts_of_row(r) for r in active], core.settings.singleton_type_set
     )
     if conflicts:
-        first = conflicts[0]
-        raise PluginConflictError(
-            first.message,
-            {
-                "conflicting_plugin": first.conflicting_plugin,
-                "conflicting_plugin_id": first.conflicting_plugin_id,
-                "conflict_type": first.conflict_type,
-                "resolution_options": first.resolution_options,
-                "conflicts": [c.as_dict() for c in conflicts],
-            },
-        )
+        raise _conflict_error(conflicts)
     missing = rules.unmet_requirements(
         me, [rules.facts_of_row(r) for r in registered if r.id != row.id], need_active=True
     )
@@ -202,25 +192,31 @@ def _already_running(core: Core, row: PluginRow) -> bool:
     return not any(v.state == "error" for v in views)
 
 
+def _conflict_error(conflicts: list[rules.Conflict]) -> PluginConflictError:
+    """PLUGIN_CONFLICT: the first conflict's message and fields, and all of them."""
+    first = conflicts[0]
+    return PluginConflictError(
+        first.message,
+        {
+            "conflicting_plugin": first.conflicting_plugin,
+            "conflicting_plugin_id": first.conflicting_plugin_id,
+            "conflict_type": first.conflict_type,
+            "resolution_options": first.resolution_options,
+            "conflicts": [c.as_dict() for c in conflicts],
+        },
+    )
+
+
 def _singleton_conflict(core: Core, row: PluginRow) -> PluginConflictError:
     with core.db.read() as session:
         winner = PluginRepository(session).active_singleton(row.type)
-    name = winner.name if winner else "another plugin"
-    message = (
-        f"Plugin '{row.name}' conflicts with active plugin '{name}': only one "
-        f"'{row.type}' can be active"
+    conflict = rules.Conflict.singleton(
+        row.name,
+        row.type,
+        winner.name if winner else "another plugin",
+        winner.id if winner else None,
     )
-    conflict = {
-        "conflicting_plugin": name,
-        "conflicting_plugin_id": winner.id if winner else None,
-        "conflict_type": "singleton_type",
-        "message": message,
-        "resolution_options": [
-            f"Deactivate '{name}' before activating '{row.name}'",
-            f"Use '{name}' for {rules.type_words(row.type)} instead",
-        ],
-    }
-    return PluginConflictError(message, {**conflict, "conflicts": [conflict]})
+    return _conflict_error([conflict])
 
 
 def _activate_plugin(
@@ -609,9 +605,10 @@ def plugin_health(core: Core, plugin_id: str) -> dict[str, Any]:
     with core.db.read() as session:
         registered = PluginRepository(session).all()
     meta = row.plugin_metadata or {}
-    missing = [
-        m.requirement for m in rules.missing_dependencies(meta, registered, need_active=True)
-    ] + rules.missing_python_requirements(meta)
+    unmet = rules.unmet_requirements(
+        rules.facts_of_row(row), [rules.facts_of_row(r) for r in registered], need_active=True
+    )
+    missing = [m.requirement for m in unmet] + rules.missing_python_requirements(meta)
     deps = {"status": "fail" if missing else "pass", "missing_dependencies": missing}
     now = _now()
     replicas = _replica_views(core, plugin_id)

@@ -79,7 +79,6 @@ def _register_plugin(
         # a duplicate is told after the probe: whether its code changed decides
         existing = repo.get_by_name_version(req.name, req.version)
         registered = repo.all()
-        active = [r for r in registered if r.status == "active"]
 
     probe = probe_class(
         req.class_path,
@@ -101,10 +100,11 @@ def _register_plugin(
     meta = req.metadata.model_dump(exclude_none=True)
     if req.category and not meta.get("category"):
         meta["category"] = req.category
-    missing = rules.missing_dependencies(meta, registered, need_active=False)
-    conflicts = rules.find_conflicts(
-        req.name, req.version, req.type, meta, active, core.settings.singleton_type_set
-    )
+    me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=meta)
+    others = [rules.facts_of_row(r) for r in registered]
+    missing = rules.unmet_requirements(me, others, need_active=False)
+    active = [f for f in others if f.status == "active"]
+    conflicts = rules.conflicts_with_active(me, active, core.settings.singleton_type_set)
     schema = {k: v.model_dump(exclude_none=True) for k, v in req.configuration_schema.items()}
     validation = {
         "schema_valid": True,

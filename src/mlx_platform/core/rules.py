@@ -265,7 +265,7 @@ class Facts:
 
 def facts_from(
     *,
-    id: str,
+    id: str | None = None,
     name: str,
     version: str,
     type: str,
@@ -311,7 +311,7 @@ def facts_from(
             return 0.0
 
     return Facts(
-        id=id,
+        id=id or f"\0candidate:{name}:{version}",  # not stored yet: an id no row has
         name=name,
         key=canonicalize_name(name),
         version=version,
@@ -393,13 +393,76 @@ def type_words(plugin_type: str) -> str:
 
 @dataclass
 class Conflict:
+    """Why a plugin cannot be active beside another that is; built by the named constructors
+    below (one per `conflict_type`), which hold the wording."""
+
     conflicting_plugin: str
-    conflicting_plugin_id: str
+    conflicting_plugin_id: str | None
     conflict_type: str
     message: str
     resolution_options: list[str]
     declared_by: str | None = None
     specifier: str | None = None
+
+    @classmethod
+    def between(cls, me: Facts, other: Facts, found: PairConflict) -> Conflict:
+        """The conflict :func:`pair_conflicts` found between `me` and the active `other`."""
+        if found.conflict_type == "version_conflict":
+            return cls.other_version(me, other)
+        if found.conflict_type == "explicit_conflict":
+            return cls.declared(me, other, found.declared_by, found.specifier)
+        return cls.singleton(me.name, me.type, other.name, other.id)
+
+    @classmethod
+    def other_version(cls, me: Facts, other: Facts) -> Conflict:
+        return cls(
+            other.name,
+            other.id,
+            "version_conflict",
+            f"Plugin '{me.name}' {me.version} conflicts with active '{other.name}' "
+            f"{other.version}: one version of a plugin can be active at a time",
+            [
+                f"Deactivate '{other.name}' {other.version} ({other.id}) first",
+                f"Keep '{other.name}' {other.version} active and do not activate {me.version}",
+            ],
+        )
+
+    @classmethod
+    def declared(
+        cls, me: Facts, other: Facts, declared_by: str | None, specifier: str | None
+    ) -> Conflict:
+        message = f"Plugin '{me.name}' conflicts with active plugin '{other.name}'"
+        if declared_by is not None:
+            message += f" ('{declared_by}' declares conflicts_with '{specifier}')"
+        return cls(
+            other.name,
+            other.id,
+            "explicit_conflict",
+            message,
+            [
+                f"Deactivate '{other.name}' before activating '{me.name}'",
+                f"Keep '{other.name}' and choose another plugin than '{me.name}'",
+            ],
+            declared_by=declared_by,
+            specifier=specifier,
+        )
+
+    @classmethod
+    def singleton(
+        cls, name: str, plugin_type: str, other_name: str, other_id: str | None
+    ) -> Conflict:
+        """`name` and the active `other_name` are both of the singleton type `plugin_type`."""
+        return cls(
+            other_name,
+            other_id,
+            "singleton_type",
+            f"Plugin '{name}' conflicts with active plugin '{other_name}': "
+            f"only one '{plugin_type}' can be active",
+            [
+                f"Deactivate '{other_name}' before activating '{name}'",
+                f"Use '{other_name}' for {type_words(plugin_type)} instead",
+            ],
+        )
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -419,72 +482,12 @@ def conflicts_with_active(
     me: Facts, active: list[Facts], singleton_types: frozenset[str]
 ) -> list[Conflict]:
     """Conflicts of one plugin version with the active ones, by :func:`pair_conflicts`."""
-    conflicts: list[Conflict] = []
+    conflicts = []
     for other in active:
         found = pair_conflicts(me, other, singleton_types)
-        if found is None:
-            continue
-        kind = found.conflict_type
-        if kind == "version_conflict":
-            message = (
-                f"Plugin '{me.name}' {me.version} conflicts with active '{other.name}' "
-                f"{other.version}: one version of a plugin can be active at a time"
-            )
-            options = [
-                f"Deactivate '{other.name}' {other.version} ({other.id}) first",
-                f"Keep '{other.name}' {other.version} active and do not activate {me.version}",
-            ]
-        elif kind == "explicit_conflict":
-            message = f"Plugin '{me.name}' conflicts with active plugin '{other.name}'"
-            if found.declared_by is not None:
-                message += f" ('{found.declared_by}' declares conflicts_with '{found.specifier}')"
-            options = [
-                f"Deactivate '{other.name}' before activating '{me.name}'",
-                f"Keep '{other.name}' and choose another plugin than '{me.name}'",
-            ]
-        else:
-            message = (
-                f"Plugin '{me.name}' conflicts with active plugin '{other.name}': "
-                f"only one '{me.type}' can be active"
-            )
-            options = [
-                f"Deactivate '{other.name}' before activating '{me.name}'",
-                f"Use '{other.name}' for {type_words(me.type)} instead",
-            ]
-        conflicts.append(
-            Conflict(
-                other.name,
-                other.id,
-                kind,
-                message,
-                options,
-                declared_by=found.declared_by,
-                specifier=found.specifier,
-            )
-        )
+        if found is not None:
+            conflicts.append(Conflict.between(me, other, found))
     return conflicts
-
-
-def find_conflicts(
-    name: str,
-    version: str,
-    plugin_type: str,
-    meta: dict[str, Any],
-    active: list[Any],
-    singleton_types: frozenset[str],
-    *,
-    self_id: str | None = None,
-) -> list[Conflict]:
-    """Conflicts of a plugin (name, version, type, metadata) with the active plugins."""
-    me = facts_from(
-        id=self_id or f"\0candidate:{name}:{version}",
-        name=name,
-        version=version,
-        type=plugin_type,
-        meta=meta,
-    )
-    others = [facts_of_row(r) for r in active if r.id != self_id]
-    return conflicts_with_active(me, others, singleton_types)
 
 
 @dataclass
@@ -537,14 +540,6 @@ def unmet_requirements(
             )
         )
     return missing
-
-
-def missing_dependencies(
-    meta: dict[str, Any], registered: list[Any], *, need_active: bool
-) -> list[MissingDependency]:
-    """The `requires` entries not met: by any registered version, or (need_active) an active one."""
-    me = facts_from(id="\0candidate", name="\0candidate", version="0", type="", meta=meta)
-    return unmet_requirements(me, [facts_of_row(r) for r in registered], need_active=need_active)
 
 
 def missing_python_requirements(meta: dict[str, Any]) -> list[str]:
