@@ -42,6 +42,15 @@ _EC_CURVES: dict[str, type[ec.EllipticCurve]] = {
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
+# The public keys PyJWT verifies with (asymmetric algorithms); anything else is refused.
+PUBLIC_KEY_TYPES = (
+    rsa.RSAPublicKey,
+    ec.EllipticCurvePublicKey,
+    ed25519.Ed25519PublicKey,
+    ed448.Ed448PublicKey,
+)
+
+
 def parse_algorithms(text: str) -> tuple[str, ...]:
     """The allowed list from `MLX_JWT_ALGORITHMS` (comma- or space-separated)."""
     known = set(jwt.algorithms.get_default_algorithms()) - {"none"}
@@ -81,13 +90,7 @@ def _pem_public_key(data: bytes, where: str) -> PublicKey:
             f"{where} is not a PEM public key or certificate "
             "(-----BEGIN PUBLIC KEY----- or -----BEGIN CERTIFICATE-----)"
         ) from None
-    if not isinstance(
-        key,
-        rsa.RSAPublicKey
-        | ec.EllipticCurvePublicKey
-        | ed25519.Ed25519PublicKey
-        | ed448.Ed448PublicKey,
-    ):
+    if not isinstance(key, PUBLIC_KEY_TYPES):
         raise ValueError(f"{where} holds a {type(key).__name__}: use an RSA, EC or Ed25519 key")
     return key
 
@@ -152,13 +155,7 @@ def load_jwks(path: Path) -> dict[str | None, JwksKey]:
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             # PyJWT's messages quote the whole JWK: name the kind of error only
             raise ValueError(f"{where} is not a usable public key ({type(exc).__name__})") from None
-        if not isinstance(
-            key,
-            rsa.RSAPublicKey
-            | ec.EllipticCurvePublicKey
-            | ed25519.Ed25519PublicKey
-            | ed448.Ed448PublicKey,
-        ):
+        if not isinstance(key, PUBLIC_KEY_TYPES):
             raise ValueError(f"{where} is not a public key")
         keys[kid] = JwksKey(kid, key, alg)
     if not keys:

@@ -231,60 +231,56 @@ def _activate_plugin(
     guarded transaction; then start this replica's instance and wait for its first health
     check. A failure there rolls the desired state back and answers why."""
     with core.plugin_lock(plugin_id):
-        row = get_row(core, plugin_id)
-        try:
-            with core.db.state_change() as session:
-                repo = PluginRepository(session)
-                fresh = repo.get(plugin_id)
-                if fresh is None:
-                    raise _not_found(plugin_id)
-                row = fresh
-                if row.status == "active" and _already_running(core, row):
-                    raise InvalidStateError(
-                        f"Plugin '{plugin_id}' is already active",
-                        {"plugin_id": plugin_id, "status": row.status},
-                    )
-                if not row.loadable:
-                    raise InvalidStateError(
-                        f"Plugin '{plugin_id}' cannot be activated until it is registered again "
-                        f"with a loadable class: {row.status_reason}",
-                        {"plugin_id": plugin_id, "status": row.status, "reason": row.status_reason},
-                    )
-                _refuse_changed_code(row)
-                merged, _changed = merged_configuration(core, row, configuration)
-                _validate_configuration(core, row, merged)
-                _check_activation(core, row, repo.all())
-                if dry_run:
-                    return {
-                        "id": plugin_id,
-                        "status": row.status,
-                        "would_become": "active",
-                        "activation_time": None,
-                        "health_check": None,
-                        "started": False,
-                        "dry_run": True,
-                    }
-                before = {k: getattr(row, k) for k in _DESIRED_FIELDS}
-                sealed = core.box.seal(
-                    merged, config_schema.secret_fields(row.configuration_schema)
+        with core.db.state_change() as session:
+            repo = PluginRepository(session)
+            row = repo.get(plugin_id)
+            if row is None:
+                raise _not_found(plugin_id)
+            if row.status == "active" and _already_running(core, row):
+                raise InvalidStateError(
+                    f"Plugin '{plugin_id}' is already active",
+                    {"plugin_id": plugin_id, "status": row.status},
                 )
-                activated = _now()
-                row.status = "active"
-                row.status_reason = None
-                row.configuration = sealed
-                row.running_configuration = sealed
-                row.config_version = (row.config_version or 0) + 1
-                row.generation = (row.generation or 0) + 1
-                row.activated_at = activated
-                row.auto_start = auto_start
-                singleton = row.type in core.settings.singleton_type_set
-                row.singleton_slot = row.type if singleton else None
+            if not row.loadable:
+                raise InvalidStateError(
+                    f"Plugin '{plugin_id}' cannot be activated until it is registered again "
+                    f"with a loadable class: {row.status_reason}",
+                    {"plugin_id": plugin_id, "status": row.status, "reason": row.status_reason},
+                )
+            _refuse_changed_code(row)
+            merged, _changed = merged_configuration(core, row, configuration)
+            _validate_configuration(core, row, merged)
+            _check_activation(core, row, repo.all())
+            if dry_run:
+                return {
+                    "id": plugin_id,
+                    "status": row.status,
+                    "would_become": "active",
+                    "activation_time": None,
+                    "health_check": None,
+                    "started": False,
+                    "dry_run": True,
+                }
+            before = {k: getattr(row, k) for k in _DESIRED_FIELDS}
+            sealed = core.box.seal(merged, config_schema.secret_fields(row.configuration_schema))
+            activated = _now()
+            row.status = "active"
+            row.status_reason = None
+            row.configuration = sealed
+            row.running_configuration = sealed
+            row.config_version = (row.config_version or 0) + 1
+            row.generation = (row.generation or 0) + 1
+            row.activated_at = activated
+            row.auto_start = auto_start
+            singleton = row.type in core.settings.singleton_type_set
+            row.singleton_slot = row.type if singleton else None
+            try:
                 session.flush()
-                core.db.notify(session, plugin_id)
-                desired = replica.desired_of(core, row)
-        except IntegrityError:
-            # the unique index on singleton_slot: only possible if a change bypassed the guard
-            raise _singleton_conflict(core, row) from None
+            except IntegrityError:
+                # the unique index on singleton_slot: only if a change bypassed the guard
+                raise _singleton_conflict(core, row) from None
+            core.db.notify(session, plugin_id)
+            desired = replica.desired_of(core, row)
 
         try:
             started = core.reconciler.converge(desired, answering=True)
@@ -515,9 +511,6 @@ def _restore_configuration(core: Core, plugin_id: str, before: dict[str, Any]) -
 
 def _not_found(plugin_id: str) -> PluginNotFoundError:
     return PluginNotFoundError(f"Plugin '{plugin_id}' does not exist", {"plugin_id": plugin_id})
-
-
-# ---------------------------------------------------------------- health and calls
 
 
 # ---------------------------------------------------------------- audited entry points
