@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import socket
 import statistics
 import time
 from collections.abc import Callable
@@ -66,3 +68,17 @@ def each_call_us(func: Callable[[], object], *, calls: int = 3000, warmup: int =
         func()
         samples.append(time.perf_counter() - t0)
     return statistics.median(samples) * 1e6
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100): a value that was measured."""
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a server a benchmark starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

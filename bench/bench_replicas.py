@@ -10,7 +10,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _common import Figure
+from _common import Figure, free_port, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_PLUGINS = ROOT / "tests" / "fixtures" / "plugin_pkgs"
@@ -45,13 +44,6 @@ BASELINE_NAME = "(bare LISTEN/NOTIFY round trip)"
 
 def _log(message: str) -> None:
     print(f"bench_replicas: {message}", file=sys.stderr, flush=True)
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100): a value that was measured."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def _pg_admin():  # type: ignore[no-untyped-def]
@@ -83,12 +75,6 @@ def notify_round_trip_ms(dbname: str, trips: int = NOTIFY_TRIPS) -> float:
             if i >= 20:  # the first ones warm up
                 samples.append(elapsed * 1000)
     return statistics.median(samples)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -134,7 +120,7 @@ def start_replicas(tmp: Path, database_url: str, started: list[Replica]) -> None
         home = tmp / f"home{name}"
         home.mkdir()
         env = {**base, **shared, "MLX_HOME": str(home)}
-        port = _free_port()
+        port = free_port()
         log = tmp / f"replica{name}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -354,7 +340,7 @@ def run() -> list[Figure]:
         baseline = notify_round_trip_ms(dbname)
         start_replicas(tmp, f"{PG_URL}/{dbname}", replicas)
         samples = measure(replicas, admin_token(replicas[0]))
-        return _figures(_percentile(samples, 50), _percentile(samples, 99), baseline)
+        return _figures(percentile(samples, 50), percentile(samples, 99), baseline)
     except Exception:
         _log("failed; figures reported as MISSED:\n" + traceback.format_exc())
         for rep in replicas:

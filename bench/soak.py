@@ -38,7 +38,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _common import Figure
+from _common import Figure, free_port, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_PLUGINS = ROOT / "tests" / "fixtures" / "plugin_pkgs"
@@ -81,19 +80,6 @@ TARGET_MS = {  # kind: (p50, p99)
 
 def _log(message: str) -> None:
     print(f"soak: {message}", file=sys.stderr, flush=True)
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100): a value that was measured."""
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---------------------------------------------------------------------------- the service
@@ -162,7 +148,7 @@ def start_service(tmp: Path, database_url: str | None) -> Service:
     env["MLX_HOME"] = str(tmp / "home")
     if database_url:
         env["MLX_DATABASE_URL"] = database_url
-    port = _free_port()
+    port = free_port()
     log = tmp / "service.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -557,10 +543,10 @@ def figures(
             out.append(
                 Figure(
                     f"soak {kind} latency p{q}",
-                    _percentile(mine, q) if mine else math.inf,
+                    percentile(mine, q) if mine else math.inf,
                     "ms",
                     target,
-                    _percentile(base, q) if has_base and base else None,
+                    percentile(base, q) if has_base and base else None,
                     BASELINE_NAME,
                 )
             )

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -310,3 +310,38 @@ def process_gone(pid: int) -> bool:
         return parent is None or "mlx_platform" not in " ".join(parent.cmdline())
     except psutil.NoSuchProcess:
         return True
+
+
+T = TypeVar("T")
+
+
+def poll_timed(
+    fetch: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> tuple[T, float]:
+    """Call `fetch` until `done(value)`: (value, seconds it took), or AssertionError naming
+    the last value seen."""
+    t0 = time.monotonic()
+    while True:
+        value = fetch()
+        if done(value):
+            return value, time.monotonic() - t0
+        if time.monotonic() - t0 >= timeout:
+            raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {value!r}")
+        time.sleep(interval)
+
+
+def poll(
+    fetch: Callable[[], T],
+    done: Callable[[T], bool],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    """Call `fetch` until `done(value)`; the value, or AssertionError naming the last one seen."""
+    return poll_timed(fetch, done, timeout=timeout, interval=interval, what=what)[0]

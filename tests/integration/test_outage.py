@@ -25,9 +25,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psycopg
@@ -39,12 +39,11 @@ from tests.conftest import (
     _pg_admin_connect,
     assert_error,
     invoke,
+    poll,
     postgres_url_for,
     register,
     start_server,
 )
-
-T = TypeVar("T")
 
 # The service says "try again in" this many seconds while the database is away.
 RETRY_AFTER_S = 5
@@ -55,25 +54,6 @@ FLUSH_INTERVAL_S = 5.0
 
 OUTAGE_START = re.compile(r"database unreachable \(")
 OUTAGE_END = re.compile(r"database reachable again after")
-
-
-def poll(
-    fetch: Callable[[], T],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> T:
-    """Call `fetch` until `done(value)`; the value, or AssertionError naming the last one."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {value!r}")
-        time.sleep(interval)
 
 
 class Outage:

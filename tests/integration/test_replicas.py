@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -45,6 +45,9 @@ from tests.conftest import (
     process_gone,
     register,
     start_server,
+)
+from tests.conftest import (
+    poll_timed as poll,  # (value, seconds): the replica tests time propagation
 )
 
 PROBE = "mlx_test_plugins.WorkerProbePlugin"
@@ -85,9 +88,6 @@ class SlowStartPlugin(WorkerProbePlugin):
                 fh.write(f"{os.getpid()}\\n")
         time.sleep(float(self.config.get("start_delay") or 0))
 '''
-
-T = TypeVar("T")
-
 
 # ---------------------------------------------------------------- PostgreSQL
 
@@ -132,26 +132,6 @@ def shared_secrets() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- polling
-
-
-def poll(
-    fetch: Callable[[], T],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> tuple[T, float]:
-    """Call `fetch` until `done(value)`: (value, seconds it took), or AssertionError naming
-    the last value seen."""
-    t0 = time.monotonic()
-    while True:
-        value = fetch()
-        if done(value):
-            return value, time.monotonic() - t0
-        if time.monotonic() - t0 >= timeout:
-            raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {value!r}")
-        time.sleep(interval)
 
 
 def assert_live_within_limit(times: dict[int, float], what: str) -> None:

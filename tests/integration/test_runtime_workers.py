@@ -20,14 +20,22 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import KeepCalling, LiveServer, assert_error, invoke, process_gone, register
+from tests.conftest import (
+    KeepCalling,
+    LiveServer,
+    assert_error,
+    invoke,
+    poll,
+    process_gone,
+    register,
+)
 
 PROBE = "mlx_test_plugins.WorkerProbePlugin"
 CRASH_ON_START = "mlx_test_plugins.CrashOnStartPlugin"
@@ -35,29 +43,7 @@ CRASH_ON_START = "mlx_test_plugins.CrashOnStartPlugin"
 # A dead worker is noticed within 2 s (promise); 0.5 s of slack for the HTTP round trips.
 DETECTION_LIMIT_S = 2.5
 
-T = TypeVar("T")
-
-
 # ---------------------------------------------------------------- helpers
-
-
-def poll(
-    fetch: Callable[[], T],
-    done: Callable[[T], bool],
-    *,
-    timeout: float = 10.0,
-    interval: float = 0.05,
-    what: str = "condition",
-) -> T:
-    """Call `fetch` until `done(value)`; the value, or AssertionError naming the last one seen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {value!r}")
-        time.sleep(interval)
 
 
 def call(client: httpx.Client, plugin_id: str, operation: str, **args: Any) -> Any:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import psutil
@@ -33,25 +33,13 @@ from tests.conftest import (
     assert_error,
     free_port,
     invoke,
+    poll,
     process_gone,
     register,
 )
 
 HOSTILE = "mlx_hostile_plugins.HostilePlugin"
 SECRET_SCHEMA = {"password": {"type": "string", "secret": True}}
-
-T = TypeVar("T")
-
-
-def poll(fetch: Callable[[], T], done: Callable[[T], bool], *, timeout: float, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s; last seen: {value!r}")
-        time.sleep(0.05)
 
 
 def call(client: httpx.Client, plugin_id: str, operation: str, **args: Any) -> Any:
