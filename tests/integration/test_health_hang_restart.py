@@ -19,12 +19,14 @@ def test_worker_whose_health_check_hangs_repeatedly_is_restarted(server_factory)
         hangs = active_probe(c, "hangs")
         steady_pid, old_pid = worker_pid(c, steady), worker_pid(c, hangs)
         call(c, hangs, "hang_health", on=True)
-        # The restart is quick (backoff 0.2 s): watch the log for the reason, then the new pid.
+        # The restart is quick (backoff 0.2 s): watch the log for the reason, then for the
+        # supervisor's restart (the recycle is logged before the old worker has gone).
         poll(
             server.log_text,
-            lambda log: "health_check() hung 2 times in a row: the worker was restarted" in log,
+            lambda log: "health_check() hung 2 times in a row: the worker was restarted; "
+            "restarting in" in log,
             timeout=10,
-            what="the hang noticed",
+            what="the hang noticed and a restart planned",
         )
         poll(
             lambda: detail(c, hangs)["status"],

@@ -260,9 +260,13 @@ def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, tuple[str, str 
     if not active:
         return out
     for plugin_id, views in replica.observed(core, active).items():
+        inst = core.host.get(plugin_id)
+        if inst is None:
+            # This replica's own row is written just after its live state changes: what it
+            # runs now wins over a row that still says running.
+            views = [v for v in views if v.node_id != core.node_id or v.state not in RUNNING_STATES]
         if any(v.state in RUNNING_STATES for v in views):
             continue
-        inst = core.host.get(plugin_id)
         if inst is not None and not any(v.node_id == core.node_id for v in views):
             continue  # running here, and its report is on its way
         reasons = [f"{v.last_error} (replica {v.node_id})" for v in views if v.last_error]
