@@ -17,8 +17,8 @@ from pathlib import Path
 
 from _common import Figure
 
-from mlx_platform.core.discovery_git import RepoSpec, remote_sha, scan_repo, sync_repo
-from mlx_platform.runtime.manifests import GROUP, scan_entry_points
+from mlx_platform.discovery.entry_points import GROUP, scan_entry_points
+from mlx_platform.discovery.git import RepoSpec, remote_sha, scan_repo, sync_repo
 
 DISTRIBUTIONS = 500
 ROUNDS = 31

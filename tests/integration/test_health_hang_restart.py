@@ -23,8 +23,10 @@ def test_worker_whose_health_check_hangs_repeatedly_is_restarted(server_factory)
         # supervisor's restart (the recycle is logged before the old worker has gone).
         poll(
             server.log_text,
-            lambda log: "health_check() hung 2 times in a row: the worker was restarted; "
-            "restarting in" in log,
+            lambda log: (
+                "health_check() hung 2 times in a row: the worker was restarted; "
+                "restarting in" in log
+            ),
             timeout=10,
             what="the hang noticed and a restart planned",
         )

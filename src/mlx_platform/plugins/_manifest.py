@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_FILENAME = "mlx-plugin.toml"
+REQUIRED_KEYS = ("name", "type", "version", "class_path")
 _MANIFEST_KEYS = (
     "name",
     "type",
@@ -34,26 +35,37 @@ class ManifestError(ValueError):
 
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
-    """Read a `mlx-plugin.toml` (or a folder holding one) into a register-request dict.
-
-    The file may hold the fields at the top level or under a ``[plugin]`` table.
-    """
+    """Read a `mlx-plugin.toml` (or a folder holding one) into a register-request dict."""
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_FILENAME
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ManifestError(f"{path}: no such file") from exc
+    return manifest_from_toml(text, str(path))
+
+
+def manifest_from_toml(
+    text: str, where: str, *, defaults: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A `mlx-plugin.toml` text as a register-request dict; ManifestError says what is wrong.
+
+    The fields may stand at the top level or under a ``[plugin]`` table; name, type, version
+    and class_path are required (`defaults` may supply some, e.g. a wheel's version). The one
+    reader of manifests: folders, wheels in an index and git repositories all come here.
+    """
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(f"{path}: not valid TOML: {exc}") from exc
+        raise ManifestError(f"{where}: not valid TOML: {exc}") from exc
     if isinstance(data.get("plugin"), dict):
         data = data["plugin"]
-    missing = [key for key in ("name", "type", "version", "class_path") if not data.get(key)]
+    merged = {**(defaults or {}), **data}
+    missing = [key for key in REQUIRED_KEYS if not merged.get(key)]
     if missing:
-        raise ManifestError(f"{path}: missing required field(s): {', '.join(missing)}")
-    return {key: data[key] for key in _MANIFEST_KEYS if key in data}
+        raise ManifestError(f"{where}: missing required field(s): {', '.join(missing)}")
+    return {key: merged[key] for key in _MANIFEST_KEYS if key in merged}
 
 
 def manifest_from_class(cls: type, class_path: str | None = None) -> dict[str, Any]:

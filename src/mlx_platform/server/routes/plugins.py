@@ -17,6 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from mlx_platform.core import composition, discovery, lifecycle, registry
 from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
+from mlx_platform.discovery.scan import SOURCES
 from mlx_platform.errors import (
     DependencyMissingError,
     InsufficientResourcesError,
@@ -168,15 +169,15 @@ def discover_plugins(
     if auto_register:
         require(principal, "plugins:admin")
     chosen: list[str] = []
-    for item in sources or list(discovery.SOURCES):
+    for item in sources or list(SOURCES):
         for part in item.split(","):
             part = part.strip()
             if not part:
                 continue
-            if part not in discovery.SOURCES:
+            if part not in SOURCES:
                 raise ValidationError(
-                    f"Invalid query parameter 'sources': '{part}' is not one of {', '.join(discovery.SOURCES)}",
-                    {"sources": f"'{part}' is not one of {', '.join(discovery.SOURCES)}"},
+                    f"Invalid query parameter 'sources': '{part}' is not one of {', '.join(SOURCES)}",
+                    {"sources": f"'{part}' is not one of {', '.join(SOURCES)}"},
                 )
             chosen.append(part)
     return ok(

@@ -26,15 +26,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlx_platform.core.discovery_common import (
+from mlx_platform.discovery.common import (
     NETWORK_TIMEOUT,
     Found,
     Scan,
     check_manifest,
     manifest_folders,
-    manifest_from_toml,
 )
-from mlx_platform.plugins._manifest import MANIFEST_FILENAME
+from mlx_platform.plugins._manifest import MANIFEST_FILENAME, manifest_from_toml
 
 log = logging.getLogger("mlx_platform.discovery")
 _SHA = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from mlx_platform.plugins._manifest import _MANIFEST_KEYS, MANIFEST_FILENAME
+from mlx_platform.plugins._manifest import MANIFEST_FILENAME
 from mlx_platform.wire import RegisterPluginRequest
 
 # Seconds allowed to one network step of discovery (an index page, a wheel, a git command).
 NETWORK_TIMEOUT = 30.0
-REQUIRED_KEYS = ("name", "type", "version", "class_path")
 
 
 @dataclass
@@ -45,27 +43,6 @@ class Scan:
     def extend(self, other: Scan) -> None:
         self.found += other.found
         self.errors += other.errors
-
-
-def manifest_from_toml(
-    text: str, where: str, *, defaults: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """A `mlx-plugin.toml` text as a register-request dict; ValueError says what is wrong.
-
-    Same rules as `load_manifest`: fields at the top level or under `[plugin]`; name, type,
-    version and class_path required (`defaults` may supply some, e.g. a wheel's version).
-    """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"{where}: not valid TOML: {exc}") from exc
-    if isinstance(data.get("plugin"), dict):
-        data = data["plugin"]
-    merged = {**(defaults or {}), **data}
-    missing = [key for key in REQUIRED_KEYS if not merged.get(key)]
-    if missing:
-        raise ValueError(f"{where}: missing required field(s): {', '.join(missing)}")
-    return {key: merged[key] for key in _MANIFEST_KEYS if key in merged}
 
 
 def check_manifest(manifest: dict[str, Any]) -> str | None:

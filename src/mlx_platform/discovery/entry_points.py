@@ -4,7 +4,7 @@ Finding them is cheap and runs in the service: `importlib.metadata` reads each d
 `entry_points.txt`; nothing is imported. A target's manifest (a `Plugin` subclass's class
 attributes, or what a manifest function returns) can only be read by importing it, and plugin
 code never runs in the service: the targets whose manifest is not cached yet are imported in
-ONE throwaway process per scan (``python -m mlx_platform.runtime.manifests REQUEST.json``),
+ONE throwaway process per scan (``python -m mlx_platform.discovery.entry_points REQUEST.json``),
 which prints one answer line per entry point as it goes.
 
 The manifests read are kept in ``MLX_HOME/cache/entry_points.json``, keyed by distribution,
@@ -221,7 +221,7 @@ def _run(request: Path, timeout: float) -> tuple[dict[int, dict[str, Any]], str]
     Its output goes to a file, not a pipe, and it runs in a session of its own that is killed
     whole on timeout: a plugin that starts a child holding the output open cannot make us wait.
     """
-    cmd = [sys.executable, "-m", "mlx_platform.runtime.manifests", str(request)]
+    cmd = [sys.executable, "-m", "mlx_platform.discovery.entry_points", str(request)]
     out_path = request.with_suffix(".out")
     with open(out_path, "wb") as out_file:
         proc = subprocess.Popen(

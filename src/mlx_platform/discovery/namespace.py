@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlx_platform.core.discovery_common import Found, Scan, check_manifest
+from mlx_platform.discovery.common import Found, Scan, check_manifest
 from mlx_platform.errors import ValidationError
 
 PLUGIN_BASES = {"mlx_platform.plugins.Plugin", "mlx_platform.plugins._base.Plugin"}

@@ -57,8 +57,8 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from mlx_platform.core.discovery_common import NETWORK_TIMEOUT, Found, Scan, manifest_from_toml
-from mlx_platform.plugins._manifest import MANIFEST_FILENAME
+from mlx_platform.discovery.common import NETWORK_TIMEOUT, Found, Scan
+from mlx_platform.plugins._manifest import MANIFEST_FILENAME, manifest_from_toml
 
 log = logging.getLogger("mlx_platform.discovery")
 
