@@ -97,7 +97,7 @@ def _store(core: Core, bodies: list[dict[str, Any]]) -> None:
     with core.db.transaction() as session:
         repo = PluginRepository(session)
         for b in bodies:
-            repo.add(
+            session.add(
                 PluginRow(
                     id=repo.next_id(b["name"]),
                     name=b["name"],
@@ -114,6 +114,7 @@ def _store(core: Core, bodies: list[dict[str, Any]]) -> None:
                     extra={},
                 )
             )
+            session.flush()  # what PluginRepository.add (removed) did
 
 
 def _median_ms(func: Any, runs: int) -> float:
