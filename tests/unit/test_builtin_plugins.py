@@ -25,7 +25,8 @@ from mlx_platform.builtin import (
     SQLiteSource,
     TabularFolderSource,
 )
-from mlx_platform.core import config_schema, rules
+from mlx_platform.composition import rules
+from mlx_platform.core import config_schema
 from mlx_platform.plugins import Plugin, PluginError, manifest_from_class, operations_of
 from mlx_platform.wire import RegisterPluginRequest
 

@@ -2,8 +2,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlx_platform.core import rules
-from mlx_platform.core.resources import Capacity, resource_shortfall
+from mlx_platform.composition import rules
+from mlx_platform.composition.resources import Capacity, resource_shortfall
 
 
 def row(

@@ -56,7 +56,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from mlx_platform import __api_version__
-from mlx_platform.core import rules
+from mlx_platform.composition import rules
+from mlx_platform.composition.resources import Capacity
+from mlx_platform.composition.rules import Facts, Spec, specifier_allows, version_of
 from mlx_platform.core.context import Core
 from mlx_platform.core.resolver import (
     Catalog,
@@ -69,8 +71,6 @@ from mlx_platform.core.resolver import (
     violations,
     why_fixed,
 )
-from mlx_platform.core.resources import Capacity
-from mlx_platform.core.rules import Facts, Spec, specifier_allows, version_of
 from mlx_platform.errors import ValidationError
 from mlx_platform.storage import Database, PluginRow
 from mlx_platform.wire import CompositionEntry

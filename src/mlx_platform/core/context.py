@@ -8,9 +8,9 @@ import socket
 import threading
 from dataclasses import dataclass, field
 
+from mlx_platform.composition.resources import Capacity, machine_capacity
 from mlx_platform.core import replica
 from mlx_platform.core.metrics import MetricsRecorder
-from mlx_platform.core.resources import Capacity, machine_capacity
 from mlx_platform.core.secrets import SecretBox
 from mlx_platform.runtime.host import PluginHost
 from mlx_platform.runtime.reconciler import Reconciler

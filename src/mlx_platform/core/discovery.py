@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
-from mlx_platform.core import rules
+from mlx_platform.composition import rules
 from mlx_platform.core.audit import Origin
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import register_plugin

@@ -16,10 +16,11 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import audit, config_schema, integrity, replica, rules
+from mlx_platform.composition import rules
+from mlx_platform.composition.resources import resource_shortfall
+from mlx_platform.core import audit, config_schema, integrity, replica
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import get_row
-from mlx_platform.core.resources import resource_shortfall
 from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import (
     DependencyMissingError,

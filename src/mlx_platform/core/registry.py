@@ -8,7 +8,8 @@ from typing import Any
 from packaging.version import InvalidVersion, Version
 from sqlalchemy.exc import IntegrityError
 
-from mlx_platform.core import audit, config_schema, integrity, replica, rules
+from mlx_platform.composition import rules
+from mlx_platform.core import audit, config_schema, integrity, replica
 from mlx_platform.core.context import Core
 from mlx_platform.core.views import plugin_detail, plugin_summary
 from mlx_platform.errors import (

@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlx_platform import __version__
+from mlx_platform.composition.resources import resource_shortfall
 from mlx_platform.core import config_schema, integrity
-from mlx_platform.core.resources import resource_shortfall
 from mlx_platform.core.secrets import REDACTOR
 from mlx_platform.runtime.instance import WorkerOptions
 from mlx_platform.runtime.reconciler import Desired, Observation, Reconciler
