@@ -28,7 +28,9 @@ from mlx_platform.plugins import Plugin, operations_of
 from mlx_platform.runtime.instance import (
     CallAccounting,
     HealthOutcome,
+    Isolation,
     OperationSpec,
+    RunningInstance,
     WorkerOptions,
     outcome_from_result,
 )
@@ -71,9 +73,12 @@ def _describe(exc: BaseException) -> str:
 
 
 class InProcessInstance(CallAccounting):
-    """One plugin instance living in the service process."""
+    """One plugin instance living in the service process (a `RunningInstance`)."""
 
-    isolation = "inprocess"
+    isolation: Isolation = "inprocess"
+    pid: int | None = None  # no process of its own
+    # a hung call is a thread of the service: nothing but the service's end can stop it
+    recyclable = False
 
     def __init__(self, plugin_id: str, plugin: Plugin) -> None:
         super().__init__()
@@ -120,6 +125,12 @@ class InProcessInstance(CallAccounting):
                 log.warning("plugin %s: stop() raised %s", self.plugin_id, _describe(exc))
         self.started = False
         return pending
+
+    def recycle(self, reason: str) -> None:
+        """Cannot be done in the service process (`recyclable` is False): said, not done."""
+        log.warning(
+            "plugin %s: %s; an in-process instance cannot be replaced", self.plugin_id, reason
+        )
 
     # ------------------------------------------------------------------ calls
 
@@ -183,14 +194,11 @@ class InProcessInstance(CallAccounting):
         return proc.memory_info().rss / (1024 * 1024), proc.cpu_percent(interval=None)
 
 
-Instance = Any  # InProcessInstance | ProcessInstance: the same methods, duck-typed
-
-
 class PluginHost:
     """The live instances of this service process, by plugin id."""
 
     def __init__(self, *, calls_per_plugin: int = 16) -> None:
-        self.instances: dict[str, Instance] = {}
+        self.instances: dict[str, RunningInstance] = {}
         self.calls_per_plugin = calls_per_plugin
         self._lock = threading.Lock()
         self._executors: dict[str, ThreadPoolExecutor] = {}
@@ -213,11 +221,11 @@ class PluginHost:
         class_path: str,
         *,
         isolation: str = "inprocess",
-        on_exit: Callable[[Any, str], None] | None = None,
+        on_exit: Callable[[RunningInstance, str], None] | None = None,
         extra_paths: list[str] | None = None,
         load_timeout: float = 30.0,
         options: WorkerOptions | None = None,
-    ) -> Instance:
+    ) -> RunningInstance:
         """A new, not yet configured instance of the plugin class, in the isolation asked for.
         `options` (environment, memory cap, user, result cap) apply to a worker process; an
         in-process plugin shares the service's process and can be bounded by none of them."""
@@ -247,18 +255,18 @@ class PluginHost:
         if pool is not None:
             pool.shutdown(wait=False)
 
-    def get(self, plugin_id: str) -> Instance | None:
+    def get(self, plugin_id: str) -> RunningInstance | None:
         return self.instances.get(plugin_id)
 
-    def put(self, instance: Instance) -> None:
+    def put(self, instance: RunningInstance) -> None:
         with self._lock:
             self.instances[instance.plugin_id] = instance
 
-    def remove(self, plugin_id: str) -> Instance | None:
+    def remove(self, plugin_id: str) -> RunningInstance | None:
         with self._lock:
             return self.instances.pop(plugin_id, None)
 
-    def remove_if(self, plugin_id: str, instance: Instance) -> bool:
+    def remove_if(self, plugin_id: str, instance: RunningInstance) -> bool:
         """Remove `instance` if it is still the plugin's live instance; False if it is not."""
         with self._lock:
             if self.instances.get(plugin_id) is not instance:

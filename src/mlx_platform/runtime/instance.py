@@ -1,5 +1,6 @@
-"""What every live plugin instance shares, whatever its isolation: call accounting, draining
-calls in flight on stop, and reading a plugin's health answer."""
+"""What every live plugin instance shares, whatever its isolation: the `RunningInstance`
+protocol the rest of the service uses, call accounting, draining calls in flight on stop,
+and reading a plugin's health answer."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, Protocol
 
 # A worker that ran out of memory under its cap answers the call that failed, then ends
 # with this exit code, so that the service can say why it ended.
 EXIT_OVER_MEMORY = 86
+
+
+Isolation = Literal["inprocess", "process"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,74 @@ def outcome_from_result(result: Any, elapsed_ms: float) -> HealthOutcome:
     return HealthOutcome(
         bool(result), elapsed_ms, None if result else "health_check() returned False"
     )
+
+
+class RunningInstance(Protocol):
+    """A live plugin instance, whatever its isolation: all the host, the reconciler, the
+    monitor and core use of one. `InProcessInstance` (host.py, isolation ``inprocess``) and
+    `ProcessInstance` (process.py, a worker process) implement it; `CallAccounting` gives
+    both the counters and the started state."""
+
+    # what the reconciler brought the instance to (it writes them)
+    generation: int
+    config_version: int
+    applied_config: dict[str, Any]
+
+    @property
+    def plugin_id(self) -> str: ...
+
+    @property
+    def isolation(self) -> Isolation: ...
+
+    @property
+    def pid(self) -> int | None:
+        """The worker process; None for an instance living in the service process."""
+
+    @property
+    def recyclable(self) -> bool:
+        """Whether `recycle` can end a hung call (only by replacing a worker process)."""
+
+    # ------------------------------------------------------------------ call accounting
+
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def started_at(self) -> float | None: ...  # time.time() of the start
+
+    @property
+    def total(self) -> int: ...
+
+    @property
+    def failed(self) -> int: ...
+
+    @property
+    def sum_ms(self) -> float: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def configure(self, config: dict[str, Any], timeout: float | None) -> None: ...
+
+    def start(self, timeout: float | None) -> None: ...
+
+    def stop(self, *, graceful_timeout: float, force: bool) -> int:
+        """Stop taking calls, wait for those in flight (unless `force`), stop the plugin.
+        Returns the calls still in flight when it stopped."""
+
+    def recycle(self, reason: str) -> None:
+        """End an instance that no longer answers, as if it had died (when `recyclable`)."""
+
+    # ------------------------------------------------------------------ calls
+
+    def health(self, timeout: float) -> HealthOutcome: ...
+
+    def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any: ...
+
+    def usage(self) -> tuple[float, float]:
+        """(memory MB, CPU %) of the process the instance lives in."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlx_platform.runtime.host import PluginHost
-from mlx_platform.runtime.instance import HealthOutcome
+from mlx_platform.runtime.instance import HealthOutcome, RunningInstance
 
 log = logging.getLogger("mlx_platform.monitor")
 
@@ -34,7 +34,9 @@ def health_result(outcome: HealthOutcome) -> HealthResult:
     }
 
 
-def check_all(instances: dict[str, Any], timeout: float, concurrency: int) -> dict[str, Any]:
+def check_all(
+    instances: dict[str, RunningInstance], timeout: float, concurrency: int
+) -> dict[str, HealthResult]:
     """One complete health round over `instances`, waiting for every check (each under its
     own timeout). Returns the results by plugin id."""
     targets = {pid: inst for pid, inst in instances.items() if inst.started}
@@ -73,7 +75,7 @@ class HealthRounds:
         self._done: dict[str, HealthResult] = {}
         self._hangs: dict[str, int] = {}
 
-    def _run(self, plugin_id: str, inst: Any) -> None:
+    def _run(self, plugin_id: str, inst: RunningInstance) -> None:
         try:
             outcome = inst.health(self.timeout)
             with self._lock:
@@ -81,7 +83,7 @@ class HealthRounds:
                 hangs = self._hangs[plugin_id] = (
                     self._hangs.get(plugin_id, 0) + 1 if outcome.timed_out else 0
                 )
-            if self.hang_restart and hangs >= self.hang_restart and hasattr(inst, "recycle"):
+            if self.hang_restart and hangs >= self.hang_restart and inst.recyclable:
                 with self._lock:
                     self._hangs[plugin_id] = 0
                 log.warning("plugin %s: health_check() hung %d times in a row", plugin_id, hangs)

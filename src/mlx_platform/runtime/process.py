@@ -45,6 +45,8 @@ from mlx_platform.runtime.instance import (
     EXIT_OVER_MEMORY,
     CallAccounting,
     HealthOutcome,
+    Isolation,
+    RunningInstance,
     WorkerOptions,
     outcome_from_result,
 )
@@ -265,7 +267,10 @@ def describe_exit(returncode: int | None) -> str:
 
 
 class ProcessInstance(CallAccounting):
-    isolation = "process"
+    """One plugin instance in a worker process of its own (a `RunningInstance`)."""
+
+    isolation: Isolation = "process"
+    recyclable = True
 
     def __init__(
         self,
@@ -273,7 +278,7 @@ class ProcessInstance(CallAccounting):
         class_path: str,
         *,
         extra_paths: list[str] | None = None,
-        on_exit: Callable[[ProcessInstance, str], None] | None = None,
+        on_exit: Callable[[RunningInstance, str], None] | None = None,
         load_timeout: float = 30.0,
         options: WorkerOptions | None = None,
     ) -> None:
@@ -324,7 +329,7 @@ class ProcessInstance(CallAccounting):
             ) from None
         finally:
             child_sock.close()
-        self.pid = self.proc.pid
+        self.pid: int = self.proc.pid
         self._conn = Connection(parent_sock.detach())
         self._psutil = psutil.Process(self.pid)
         output = OutputForwarder(plugin_id)

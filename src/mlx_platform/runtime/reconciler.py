@@ -26,14 +26,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from mlx_platform.errors import MLXError, PluginHealthCheckFailedError
 from mlx_platform.runtime.host import PluginHost
-from mlx_platform.runtime.instance import WorkerOptions
+from mlx_platform.runtime.instance import RunningInstance, WorkerOptions
 from mlx_platform.runtime.loading import ClassLoadError
 from mlx_platform.runtime.supervisor import Supervisor
 
@@ -228,7 +228,7 @@ class Reconciler:
             return self.supervisor.blocked(d.plugin_id, d.generation) is None
         return bool(inst.config_version != d.config_version)
 
-    def _submit(self, plugin_id: str, func: Callable[..., Any], arg: Any) -> Any:
+    def _submit(self, plugin_id: str, func: Callable[[Any], None], arg: Any) -> Future[None] | None:
         with self._busy_lock:
             if plugin_id in self._busy:
                 # already being worked on, maybe towards an older state: look again once done
@@ -302,12 +302,12 @@ class Reconciler:
                 self.host.remove(d.plugin_id)
                 self.report(
                     d.plugin_id,
-                    Observation("stopping", inst.generation, inst.config_version, pid=_pid(inst)),
+                    Observation("stopping", inst.generation, inst.config_version, pid=inst.pid),
                 )
                 inst.stop(graceful_timeout=self.graceful_timeout, force=False)
             return self._start(d, answering=answering)
 
-    def _reconfigure(self, inst: Any, d: Desired) -> None:
+    def _reconfigure(self, inst: RunningInstance, d: Desired) -> None:
         try:
             inst.configure(d.config, self.start_timeout)
         except MLXError as exc:
@@ -319,7 +319,7 @@ class Reconciler:
                     "running" if inst.started else "not_started",
                     inst.generation,
                     inst.config_version,
-                    pid=_pid(inst),
+                    pid=inst.pid,
                     health_status="unhealthy",
                     last_error=f"configuration {d.config_version} not applied: {exc.message}",
                 ),
@@ -376,7 +376,7 @@ class Reconciler:
         log.info("plugin %s running (generation %d)", d.plugin_id, d.generation)
         return started or Started(None, None, None, None)
 
-    def _create(self, d: Desired) -> Any:
+    def _create(self, d: Desired) -> RunningInstance:
         """A configured (and, with auto_start, started) instance, or the reason why not."""
         try:
             inst = self.host.create(
@@ -409,18 +409,18 @@ class Reconciler:
             ) from exc
         return inst
 
-    def _observe(self, inst: Any) -> Observation:
+    def _observe(self, inst: RunningInstance) -> Observation:
         started_at = inst.started_at
         return Observation(
             "running" if inst.started else "not_started",
             inst.generation,
             inst.config_version,
-            pid=_pid(inst),
+            pid=inst.pid,
             restarts=self.supervisor.attempts(inst.plugin_id),
             started_at=datetime.fromtimestamp(started_at, UTC) if started_at else None,
         )
 
-    def started(self, inst: Any) -> None:
+    def started(self, inst: RunningInstance) -> None:
         """An instance created with auto_start false was started by its first call."""
         self.report(inst.plugin_id, self._observe(inst))
 
@@ -434,14 +434,14 @@ class Reconciler:
             if inst is not None:
                 self.report(
                     plugin_id,
-                    Observation("stopping", inst.generation, inst.config_version, pid=_pid(inst)),
+                    Observation("stopping", inst.generation, inst.config_version, pid=inst.pid),
                 )
                 pending = inst.stop(graceful_timeout=graceful_timeout, force=force)
                 log.info("plugin %s stopped on this replica", plugin_id)
             self.report(plugin_id, None)
-            return int(pending)
+            return pending
 
-    def _on_exit(self, inst: Any, reason: str) -> None:
+    def _on_exit(self, inst: RunningInstance, reason: str) -> None:
         """Called from an instance's watcher thread when its worker ended unexpectedly."""
         if self.supervisor.closed:
             return
@@ -482,8 +482,3 @@ class Reconciler:
         """Service shutdown: stop every instance, in parallel."""
         self.supervisor.close()
         self.host.stop_all(graceful_timeout)
-
-
-def _pid(inst: Any) -> int | None:
-    pid = getattr(inst, "pid", None)
-    return int(pid) if pid else None
