@@ -112,6 +112,22 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted(methods)
 
 
+def _refused(request: Request) -> JSONResponse | None:
+    """The token check of the route, for answers FastAPI gives before its dependencies run.
+
+    FastAPI reads and validates the body before it runs the dependencies that check the
+    token: checked here first, no one without the right token learns anything about what the
+    endpoint accepts."""
+    route = request.scope.get("route")
+    if route is None:
+        return None
+    try:
+        authorize(request, route)
+    except MLXError as denied:
+        return error_response(denied.http_status, denied.code, denied.message, denied.details)
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MLXError)
     async def _mlx_error(_request: Request, exc: MLXError) -> JSONResponse:
@@ -138,17 +154,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI reads and validates the body before it runs the dependencies that check
-        # the token: check it here first, so no one without the right token learns anything
-        # about what the endpoint accepts.
-        route = request.scope.get("route")
-        if route is not None:
-            try:
-                authorize(request, route)
-            except MLXError as denied:
-                return error_response(
-                    denied.http_status, denied.code, denied.message, denied.details
-                )
+        denied = _refused(request)
+        if denied is not None:
+            return denied
         message, details = _validation_details(exc)
         return error_response(422, "VALIDATION_ERROR", message, details)
 
@@ -157,14 +165,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI answers 400 when the body is not even text (bytes that are not UTF-8):
             # to the client that is one more malformed body, after the token check.
-            route = request.scope.get("route")
-            if route is not None:
-                try:
-                    authorize(request, route)
-                except MLXError as denied:
-                    return error_response(
-                        denied.http_status, denied.code, denied.message, denied.details
-                    )
+            denied = _refused(request)
+            if denied is not None:
+                return denied
             return error_response(
                 422,
                 "VALIDATION_ERROR",
