@@ -57,8 +57,8 @@ from sqlalchemy import func, select
 
 from mlx_platform import __api_version__
 from mlx_platform.composition import rules
+from mlx_platform.composition.facts import Facts, Spec, specifier_allows, version_of
 from mlx_platform.composition.resources import Capacity
-from mlx_platform.composition.rules import Facts, Spec, specifier_allows, version_of
 from mlx_platform.core.context import Core
 from mlx_platform.core.resolver import (
     Catalog,

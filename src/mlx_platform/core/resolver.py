@@ -57,7 +57,7 @@ from resolvelib import AbstractProvider, BaseReporter, ResolutionImpossible
 from resolvelib.resolvers import Resolution, ResolutionTooDeep
 from resolvelib.structs import RequirementInformation
 
-from mlx_platform.composition.rules import Facts, Spec
+from mlx_platform.composition.facts import Facts, Spec
 
 # ---------------------------------------------------------------- the registry, as the solver sees it
 
