@@ -61,7 +61,7 @@ def run() -> list[Figure]:
 
         def query() -> None:
             data = query_metrics(recorder, PLUGIN, start, end, "minute")
-            assert data["metrics"]["execution_count"] == 1440 * 50
+            assert data.metrics.execution_count == 1440 * 50
 
         times, base = [], []
         for _ in range(3):

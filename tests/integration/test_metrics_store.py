@@ -77,7 +77,7 @@ def test_counts_exact_and_percentiles_within_one_percent(
     t0 = calls[0][0]
     start, end = t0 + timedelta(minutes=offset_start), t0 + timedelta(minutes=offset_end)
     inside = [(ts, v, ok) for ts, v, ok in calls if start <= ts < end]
-    data = query_metrics(recorder, PLUGIN, start, end, granularity)
+    data = query_metrics(recorder, PLUGIN, start, end, granularity).model_dump()
     m = data["metrics"]
     assert m["execution_count"] == len(inside)
     assert m["error_count"] == sum(1 for _, _, ok in inside if not ok)
@@ -96,7 +96,7 @@ def test_counts_exact_and_percentiles_within_one_percent(
 def test_empty_range_reads_zero(recorded):
     recorder, calls = recorded
     later = calls[-1][0] + timedelta(days=2)
-    data = query_metrics(recorder, PLUGIN, later, later + timedelta(hours=5), "hour")
+    data = query_metrics(recorder, PLUGIN, later, later + timedelta(hours=5), "hour").model_dump()
     assert data["metrics"]["execution_count"] == 0
     assert data["metrics"]["p95_execution_time_ms"] == 0
     assert data["timeseries"] == []
@@ -220,7 +220,7 @@ def assert_exactly_stored(url: str, by_node: dict[str, list[tuple[float, float, 
             (datetime.fromtimestamp(T0, UTC), datetime.fromtimestamp(T0 + SPAN_S + 60, UTC)),
         ):
             for granularity in ("minute", "hour", "day"):
-                data = query_metrics(reader, PLUGIN, start, end, granularity)
+                data = query_metrics(reader, PLUGIN, start, end, granularity).model_dump()
                 m = data["metrics"]
                 assert m["execution_count"] == len(calls)
                 assert m["error_count"] == sum(1 for c in calls if not c[2])
@@ -446,6 +446,6 @@ def test_eight_threads_record_while_another_flushes_in_a_loop(store_url):
     data = query_metrics(
         recorder, PLUGIN, datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC), "hour"
     )
-    assert data["metrics"]["execution_count"] == total
-    assert data["metrics"]["resource_usage"]["samples"] == samples
+    assert data.metrics.execution_count == total
+    assert data.metrics.resource_usage.samples == samples
     db.dispose()

@@ -24,6 +24,14 @@ from mlx_platform.core.sketch import LatencySketch
 from mlx_platform.storage import Database, MetricBucketRow
 from mlx_platform.storage.availability import reason_of
 from mlx_platform.storage.repositories import MetricRepository
+from mlx_platform.wire import (
+    MetricsFigures,
+    MetricsReport,
+    PerformanceMetrics,
+    ResourceUsageMetrics,
+    TimeRange,
+    TimeseriesPoint,
+)
 
 log = logging.getLogger("mlx_platform.metrics")
 _time = time.time
@@ -289,7 +297,7 @@ def _ceil_hour(t: datetime) -> datetime:
 
 def query_metrics(
     recorder: MetricsRecorder, plugin_id: str, start: datetime, end: datetime, granularity: str
-) -> dict[str, Any]:
+) -> MetricsReport:
     """The spec's metrics answer for [start, end), merged from stored buckets.
 
     Whole hours inside the range come from the hourly roll-ups (24 sketches for a day, not
@@ -322,57 +330,62 @@ def query_metrics(
         if agg is None:
             agg = series[ts] = Figures()
         agg.add(row[:9])
-    ok = total.count - total.errors
-    figures = {
-        "execution_count": total.count,
-        "success_rate": _r(ok / total.count, 6) if total.count else 0.0,
-        "avg_execution_time_ms": _r(total.sum_ms / total.count) if total.count else 0.0,
-        "p50_execution_time_ms": _r(total.sketch.quantile(0.50)),
-        "p95_execution_time_ms": _r(total.sketch.quantile(0.95)),
-        "p99_execution_time_ms": _r(total.sketch.quantile(0.99)),
-        "error_count": total.errors,
-        "resource_usage": {
-            "avg_memory_mb": _r(total.mem_sum_mb / total.mem_samples) if total.mem_samples else 0.0,
-            "peak_memory_mb": _r(total.mem_peak_mb),
-            "avg_cpu_percent": _r(total.cpu_sum_percent / total.cpu_samples)
+    return MetricsReport(
+        plugin_id=plugin_id,
+        time_range=TimeRange(start=start, end=end),
+        granularity=granularity,
+        metrics=_figures(total),
+        timeseries=[
+            _point(ts, agg) for ts, agg in sorted(series.items()) if agg.count or agg.mem_samples
+        ],
+    )
+
+
+def _figures(total: Figures) -> MetricsFigures:
+    """The range's figures: counts, rates and latency quantiles (zeros when nothing ran)."""
+    count = total.count
+    return MetricsFigures(
+        execution_count=count,
+        success_rate=_r((count - total.errors) / count, 6) if count else 0.0,
+        avg_execution_time_ms=_r(total.sum_ms / count) if count else 0.0,
+        p50_execution_time_ms=_r(total.sketch.quantile(0.50)),
+        p95_execution_time_ms=_r(total.sketch.quantile(0.95)),
+        p99_execution_time_ms=_r(total.sketch.quantile(0.99)),
+        error_count=total.errors,
+        resource_usage=ResourceUsageMetrics(
+            avg_memory_mb=_r(total.mem_sum_mb / total.mem_samples) if total.mem_samples else 0.0,
+            peak_memory_mb=_r(total.mem_peak_mb),
+            avg_cpu_percent=_r(total.cpu_sum_percent / total.cpu_samples)
             if total.cpu_samples
             else 0.0,
-            "samples": total.mem_samples,
-        },
-    }
-    timeseries = [
-        {
-            "timestamp": ts,
-            "execution_count": agg.count,
-            "avg_execution_time_ms": _r(agg.sum_ms / agg.count) if agg.count else 0.0,
-            "success_rate": _r((agg.count - agg.errors) / agg.count, 6) if agg.count else 0.0,
-            "error_count": agg.errors,
-        }
-        for ts, agg in sorted(series.items())
-        if agg.count or agg.mem_samples
-    ]
-    return {
-        "plugin_id": plugin_id,
-        "time_range": {"start": start, "end": end},
-        "granularity": granularity,
-        "metrics": figures,
-        "timeseries": timeseries,
-    }
+            samples=total.mem_samples,
+        ),
+    )
+
+
+def _point(ts: datetime, agg: Figures) -> TimeseriesPoint:
+    count = agg.count
+    return TimeseriesPoint(
+        timestamp=ts,
+        execution_count=count,
+        avg_execution_time_ms=_r(agg.sum_ms / count) if count else 0.0,
+        success_rate=_r((count - agg.errors) / count, 6) if count else 0.0,
+        error_count=agg.errors,
+    )
 
 
 def recent_performance(
     recorder: MetricsRecorder, plugin_id: str, window: timedelta
-) -> dict[str, Any]:
+) -> PerformanceMetrics:
     """`performance_metrics` of the plugin detail: the last `window`, measured, else zeros."""
     end = datetime.now(UTC)
-    data = query_metrics(recorder, plugin_id, end - window, end + timedelta(minutes=1), "day")
-    m = data["metrics"]
-    count = m["execution_count"]
-    return {
-        "execution_count": count,
-        "avg_execution_time_ms": m["avg_execution_time_ms"],
-        "success_rate": m["success_rate"],
-        "error_rate": _r(m["error_count"] / count, 6) if count else 0.0,
-        "throughput_ops_per_second": _r(count / window.total_seconds(), 6),
-        "window_seconds": int(window.total_seconds()),
-    }
+    m = query_metrics(recorder, plugin_id, end - window, end + timedelta(minutes=1), "day").metrics
+    count = m.execution_count
+    return PerformanceMetrics(
+        execution_count=count,
+        avg_execution_time_ms=m.avg_execution_time_ms,
+        success_rate=m.success_rate,
+        error_rate=_r(m.error_count / count, 6) if count else 0.0,
+        throughput_ops_per_second=_r(count / window.total_seconds(), 6),
+        window_seconds=int(window.total_seconds()),
+    )

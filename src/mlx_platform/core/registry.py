@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
@@ -275,6 +276,22 @@ def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, tuple[str, str 
             reasons = ["restarting"]
         out[plugin_id] = ("error", "; ".join(reasons) or "no live replica runs it")
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """A plugin's stored (shared) status and last health check."""
+
+    plugin_id: str
+    status: str
+    health_status: str
+
+
+def stored_states(core: Core) -> list[StoredState]:
+    """Every plugin's stored status and last health, as every replica sees them."""
+    with core.db.read() as session:
+        rows = PluginRepository(session).all()
+    return [StoredState(r.id, r.status, r.health_status) for r in rows]
 
 
 def configuration_json_schema(core: Core, plugin_id: str) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from mlx_platform import __version__
 from mlx_platform.core.bootstrap import start_core
 from mlx_platform.core.context import Core
-from mlx_platform.core.prometheus import render as render_prometheus
 from mlx_platform.server.docs import install_docs
 from mlx_platform.server.errors import error_response, install_error_handlers
 from mlx_platform.server.limits import RequestLimitsMiddleware
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import RequestContextMiddleware
 from mlx_platform.server.openapi import operation_id
+from mlx_platform.server.prometheus import render as render_prometheus
 from mlx_platform.server.routes import audit, nodes, plugins
 from mlx_platform.settings import Settings
 from mlx_platform.storage.availability import RETRY_AFTER_OUTAGE_S

@@ -19,8 +19,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from mlx_platform.core.context import Core
+from mlx_platform.core.registry import stored_states
 from mlx_platform.core.sketch import RELATIVE_ACCURACY, LatencySketch
-from mlx_platform.storage.repositories import PluginRepository
 
 BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _HEALTH = {"healthy": 1.0, "degraded": 0.5}
@@ -71,10 +71,11 @@ class PluginCollector(Collector):
         up = GaugeMetricFamily(
             "mlx_plugin_active", "1 when the plugin's stored status is active", labels=["plugin_id"]
         )
-        with self.core.db.read() as session:
-            for row in PluginRepository(session).all():
-                health.add_metric([row.id, row.health_status], _HEALTH.get(row.health_status, 0.0))
-                up.add_metric([row.id], 1.0 if row.status == "active" else 0.0)
+        for state in stored_states(self.core):
+            health.add_metric(
+                [state.plugin_id, state.health_status], _HEALTH.get(state.health_status, 0.0)
+            )
+            up.add_metric([state.plugin_id], 1.0 if state.status == "active" else 0.0)
         running = GaugeMetricFamily(
             "mlx_plugin_instances", "Live plugin instances in this replica", labels=["node"]
         )
