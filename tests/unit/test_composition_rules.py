@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from mlx_platform.composition import rules
+from mlx_platform.composition.resolver import Catalog, Solver, violations
 from mlx_platform.composition.resources import Capacity
 from mlx_platform.core.composition import build_index, evaluate, mismatch, registry_index
-from mlx_platform.core.resolver import Catalog, Solver, violations
 from mlx_platform.errors import ValidationError
 from mlx_platform.storage import Database, PluginRow
 from mlx_platform.storage.repositories import PluginRepository

@@ -58,9 +58,7 @@ from sqlalchemy import func, select
 from mlx_platform import __api_version__
 from mlx_platform.composition import rules
 from mlx_platform.composition.facts import Facts, Spec, specifier_allows, version_of
-from mlx_platform.composition.resources import Capacity
-from mlx_platform.core.context import Core
-from mlx_platform.core.resolver import (
+from mlx_platform.composition.resolver import (
     Catalog,
     Constraint,
     Failure,
@@ -71,6 +69,8 @@ from mlx_platform.core.resolver import (
     violations,
     why_fixed,
 )
+from mlx_platform.composition.resources import Capacity
+from mlx_platform.core.context import Core
 from mlx_platform.errors import ValidationError
 from mlx_platform.storage import Database, PluginRow
 from mlx_platform.wire import CompositionEntry
