@@ -40,6 +40,24 @@ class Scan:
     def error(self, source: str, location: str | None, message: str) -> None:
         self.errors.append({"source": source, "location": location, "message": message})
 
+    def add(
+        self,
+        source: str,
+        manifest: dict[str, Any],
+        location: str,
+        *,
+        error_at: str | None = None,
+        label: str | None = None,
+        distribution: tuple[str, str] | None = None,
+    ) -> None:
+        """`manifest` as found at `location`, or, when it is not a valid register request,
+        an error at `error_at` (default `location`) prefixed with `label`."""
+        problem = check_manifest(manifest)
+        if problem:
+            self.error(source, error_at or location, f"{label}: {problem}" if label else problem)
+        else:
+            self.found.append(Found(source, manifest, location, distribution=distribution))
+
     def extend(self, other: Scan) -> None:
         self.found += other.found
         self.errors += other.errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlx_platform.discovery.common import Found, Scan, check_manifest, manifest_folders
+from mlx_platform.discovery.common import Scan, manifest_folders
 from mlx_platform.plugins import ManifestError, load_manifest
 from mlx_platform.plugins._manifest import MANIFEST_FILENAME
 
@@ -22,9 +22,5 @@ def scan_filesystem(dirs: list[Path]) -> Scan:
             except (ManifestError, OSError, UnicodeDecodeError) as exc:
                 scan.error("filesystem", folder, str(exc))
                 continue
-            problem = check_manifest(manifest)
-            if problem:
-                scan.error("filesystem", folder, f"{location}: {problem}")
-                continue
-            scan.found.append(Found("filesystem", manifest, location))
+            scan.add("filesystem", manifest, location, error_at=folder, label=location)
     return scan

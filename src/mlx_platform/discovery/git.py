@@ -28,9 +28,7 @@ from pathlib import Path
 
 from mlx_platform.discovery.common import (
     NETWORK_TIMEOUT,
-    Found,
     Scan,
-    check_manifest,
     manifest_folders,
 )
 from mlx_platform.plugins._manifest import MANIFEST_FILENAME, manifest_from_toml
@@ -282,12 +280,8 @@ def _read_manifests(state: RepoState, scan: Scan) -> None:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             scan.error("git", location, str(exc))
             continue
-        problem = check_manifest(manifest)
-        if problem:
-            scan.error("git", location, f"{rel}: {problem}")
-            continue
         manifest.setdefault("repository_url", state.spec.url)
-        scan.found.append(Found("git", manifest, location))
+        scan.add("git", manifest, location, label=rel)
 
 
 def scan_repo(spec: RepoSpec, cache_root: Path, timeout: float = NETWORK_TIMEOUT) -> Scan:

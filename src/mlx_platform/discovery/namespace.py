@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlx_platform.discovery.common import Found, Scan, check_manifest
+from mlx_platform.discovery.common import Scan
 from mlx_platform.errors import ValidationError
 
 PLUGIN_BASES = {"mlx_platform.plugins.Plugin", "mlx_platform.plugins._base.Plugin"}
@@ -276,9 +276,5 @@ def scan_namespace(name: str, search_path: list[str] | None = None) -> Scan:
                 "import time; discovery reads only literal values",
             )
             continue
-        problem = check_manifest(manifest)
-        if problem:
-            scan.error("namespace", location, f"{cls.qualname}: {problem}")
-            continue
-        scan.found.append(Found("namespace", manifest, location))
+        scan.add("namespace", manifest, location, label=cls.qualname)
     return scan

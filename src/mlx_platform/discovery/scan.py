@@ -13,7 +13,7 @@ from typing import Any
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from mlx_platform.discovery.common import Found, Scan, check_manifest
+from mlx_platform.discovery.common import Found, Scan
 from mlx_platform.discovery.entry_points import scan_entry_points
 from mlx_platform.discovery.filesystem import scan_filesystem
 from mlx_platform.discovery.git import parse_repos, scan_repo
@@ -49,15 +49,11 @@ def scan_installed(cache_path: Path | None, timeout: float) -> Scan:
         manifest = {k: v for k, v in item.manifest.items() if k in _REGISTER_FIELDS}
         if not manifest.get("version") or manifest["version"] == "0.0.0":
             manifest["version"] = ep.version
-        problem = check_manifest(manifest)
-        if problem:
-            scan.error("pypi", where, problem)
-            continue
         try:
             dist = (canonicalize_name(ep.distribution), str(Version(ep.version)))
         except InvalidVersion:
             dist = (canonicalize_name(ep.distribution), ep.version)
-        scan.found.append(Found("pypi", manifest, where, distribution=dist))
+        scan.add("pypi", manifest, where, distribution=dist)
     return scan
 
 
