@@ -1,0 +1,215 @@
+"""The service's end of the socket to one worker process, shared by the calls of many threads.
+
+The callers take turns reading it (leader/followers): the caller that reads an answer meant
+for another hands it over and keeps reading until its own arrives, so the common case, one
+call at a time, crosses no thread boundary at all. When the worker ends (its instance's
+watcher sees it, `end`), every waiting call fails at once.
+
+A request that times out stays "overdue" until its late answer arrives: its thread in the
+worker may be stuck, and the instance (process.py) decides what to do about it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mlx_platform.errors import ERROR_CLASSES, OperationTimeoutError, PluginExecutionError
+from mlx_platform.runtime.protocol import decode, encode
+
+
+class WorkerDiedError(PluginExecutionError):
+    """The worker process ended while a call was waiting for it."""
+
+
+class _Waiter:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()  # set: an answer arrived, or this caller should lead
+        self.reply: dict[str, Any] | None = None
+
+
+class WorkerChannel:
+    """Requests and answers over the connection to one worker.
+
+    `broken(exc)` is called by the caller whose read failed (the connection broke, or the
+    worker sent a frame over `max_frame` bytes); it ends the worker and calls `end`.
+    `overdue(rid, message, outstanding)` is called when a request timed out unanswered, with
+    the number of requests the worker may still be running."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        plugin_id: str,
+        *,
+        max_frame: int,
+        broken: Callable[[BaseException], None],
+        overdue: Callable[[int, dict[str, Any], int], None],
+    ) -> None:
+        self.plugin_id = plugin_id
+        self.max_frame = max_frame
+        self.exit_reason: str | None = None  # set once the worker has ended
+        self.kill_reason: str | None = None  # why the service is ending it, when it is
+        self._conn = conn
+        self._broken = broken
+        self._overdue_call = overdue
+        self._ids = itertools.count(1)
+        self._waiters: dict[int, _Waiter] = {}
+        self._mutex = threading.Lock()  # guards _waiters, _leading and each waiter's reply
+        self._leading = False
+        self._write_lock = threading.Lock()
+        # requests that timed out but were never answered: they may still hold worker threads
+        self._overdue: dict[int, str] = {}
+
+    # ------------------------------------------------------------------ the worker's end
+
+    def set_kill_reason(self, reason: str) -> bool:
+        """Record why the service ends the worker; False if it has ended or is being ended."""
+        with self._mutex:
+            if self.exit_reason is not None or self.kill_reason is not None:
+                return False
+            self.kill_reason = reason
+            return True
+
+    def end(self, reason: str) -> str | None:
+        """The worker has ended: every waiting call fails. Returns why it ended (the kill
+        reason, when the service ended it), or None when that was known already."""
+        with self._mutex:
+            if self.exit_reason is not None:
+                return None
+            self.exit_reason = self.kill_reason or reason
+            for w in self._waiters.values():
+                w.event.set()  # no reply: the caller raises WorkerDiedError
+            return self.exit_reason
+
+    def close(self) -> None:
+        try:
+            self._conn.close()
+        except OSError:
+            pass
+
+    # ------------------------------------------------------------------ timed-out requests
+
+    def is_overdue(self, rid: int) -> bool:
+        with self._mutex:
+            return rid in self._overdue
+
+    def still_running(self, rid: int, busy: Iterable[int] | None) -> bool:
+        """Whether the overdue request `rid` is among those the worker says it runs (`busy`,
+        its answer to a "busy" request); forgotten when it is not."""
+        with self._mutex:
+            still = rid in (busy or [])
+            if not still:
+                self._overdue.pop(rid, None)
+        return still
+
+    # ------------------------------------------------------------------ requests
+
+    def request(self, message: dict[str, Any], timeout: float | None) -> Any:
+        """Send `message` and wait up to `timeout` s for its answer's value. Raises the
+        worker's error, OperationTimeoutError, or WorkerDiedError."""
+        rid = next(self._ids)
+        message["i"] = rid
+        waiter = _Waiter()
+        with self._mutex:
+            if self.exit_reason is not None:
+                raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
+            self._waiters[rid] = waiter
+        data = encode(message)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            with self._write_lock:
+                self._conn.send_bytes(data)
+            answered = self._await(rid, waiter, deadline)
+        except OSError:
+            answered = True  # the worker is gone: reply stays None
+        finally:
+            with self._mutex:
+                self._waiters.pop(rid, None)
+        if not answered:
+            self._timed_out(rid, message)
+            raise OperationTimeoutError(
+                f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
+            )
+        reply = waiter.reply
+        if reply is None:
+            raise WorkerDiedError(
+                f"plugin {self.plugin_id}: {self.exit_reason or 'the worker ended'} during {message['k']}",
+                {"reason": self.exit_reason},
+            )
+        if reply.get("ok"):
+            return reply.get("v")
+        err = reply.get("e") or {}
+        cls = ERROR_CLASSES.get(str(err.get("code")), PluginExecutionError)
+        raise cls(str(err.get("message", "the plugin failed")), err.get("details") or {})
+
+    def _timed_out(self, rid: int, message: dict[str, Any]) -> None:
+        with self._mutex:
+            self._overdue[rid] = str(message.get("k"))
+            outstanding = len(self._waiters) + len(self._overdue)
+        self._overdue_call(rid, message, outstanding)
+
+    def _await(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
+        """Wait for our answer, reading the socket ourselves whenever nobody else does."""
+        while True:
+            with self._mutex:
+                if waiter.reply is not None or self.exit_reason is not None:
+                    return True
+                lead = not self._leading
+                if lead:
+                    self._leading = True
+                else:
+                    waiter.event.clear()
+            if lead:
+                try:
+                    return self._lead(rid, waiter, deadline)
+                finally:
+                    with self._mutex:
+                        self._leading = False
+                        for other in self._waiters.values():  # hand the reading on
+                            if other is not waiter and other.reply is None:
+                                other.event.set()
+                                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            if not waiter.event.wait(remaining):
+                with self._mutex:
+                    return waiter.reply is not None
+
+    def _lead(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
+        """Read answers until ours arrives (True) or time runs out (False)."""
+        while waiter.reply is None and self.exit_reason is None:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            try:
+                if remaining is not None and (remaining <= 0 or not self._conn.poll(remaining)):
+                    return False
+                data = self._conn.recv_bytes(self.max_frame)
+            except (EOFError, OSError) as exc:
+                self._broken(exc)
+                return True
+            if self._deliver(data) == rid:
+                return True
+        return True
+
+    def _deliver(self, data: bytes) -> int | None:
+        try:
+            reply = decode(data)
+        except ValueError:
+            return None
+        rid = reply.get("i")
+        if not isinstance(rid, int):
+            return None
+        with self._mutex:
+            waiter = self._waiters.get(rid)
+            if waiter is not None:
+                waiter.reply = reply
+                waiter.event.set()
+            else:
+                self._overdue.pop(rid, None)  # a late answer: that call has finished
+        return rid
