@@ -57,18 +57,10 @@ from sqlalchemy import func, select
 
 from mlx_platform import __api_version__
 from mlx_platform.composition import rules
+from mlx_platform.composition.explain import chain, violations, why_fixed
 from mlx_platform.composition.facts import Facts, Spec, specifier_allows, version_of
-from mlx_platform.composition.resolver import (
-    Catalog,
-    Constraint,
-    Failure,
-    Group,
-    Outcome,
-    Solver,
-    chain,
-    violations,
-    why_fixed,
-)
+from mlx_platform.composition.model import Catalog, Constraint, Failure, Group, Outcome
+from mlx_platform.composition.resolver import Solver
 from mlx_platform.composition.resources import Capacity
 from mlx_platform.core.context import Core
 from mlx_platform.errors import ValidationError
