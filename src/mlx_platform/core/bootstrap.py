@@ -35,7 +35,7 @@ def seed_builtin_plugins(core: Core) -> list[str]:
     for manifest in builtin_manifests():
         try:
             result = register_plugin(core, RegisterPluginRequest.model_validate(manifest))
-            ids.append(result["id"])
+            ids.append(result.id)
         except PluginAlreadyExistsError:
             continue
     with core.db.transaction() as session:

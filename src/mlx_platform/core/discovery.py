@@ -85,8 +85,8 @@ def discover(
                 )
                 result = register_plugin(core, req, origin=origin, action="auto_register")
                 item["auto_registered"] = True
-                item["plugin_id"] = result["id"]
-                known[key] = result["id"]
+                item["plugin_id"] = result.id
+                known[key] = result.id
             except (MLXError, PydanticValidationError) as exc:
                 errors.append(
                     {

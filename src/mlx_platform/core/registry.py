@@ -4,27 +4,29 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from datetime import timedelta
+from typing import Any, NamedTuple
 
 from packaging.version import InvalidVersion, Version
+from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 
 from mlx_platform.composition import rules
-from mlx_platform.core import audit, config_schema, integrity, replica
+from mlx_platform.core import audit, config_schema, integrity, refusals, replica
 from mlx_platform.core.context import Core
-from mlx_platform.core.views import plugin_detail, plugin_summary
-from mlx_platform.errors import (
-    InvalidStateError,
-    PluginAlreadyExistsError,
-    PluginConflictError,
-    PluginNotFoundError,
-    ValidationError,
-)
+from mlx_platform.core.metrics import recent_performance
+from mlx_platform.core.paging import Page
 from mlx_platform.runtime.probe import ProbeResult, probe_class
 from mlx_platform.runtime.reconciler import RUNNING_STATES
 from mlx_platform.storage import PluginRow
 from mlx_platform.storage.repositories import PluginFilter, PluginRepository
-from mlx_platform.wire import RegisterPluginRequest
+from mlx_platform.wire import (
+    DeleteResult,
+    PerformanceMetrics,
+    RegisterPluginRequest,
+    RegisterResult,
+    ValidationResults,
+)
 
 log = logging.getLogger("mlx_platform.registry")
 
@@ -33,6 +35,42 @@ SPEC_NEXT_STEPS = [
     "Configure plugin with required parameters",
     "Test plugin functionality",
 ]
+PERFORMANCE_WINDOW = timedelta(hours=24)  # the plugin detail's performance_metrics
+
+
+class Shown(NamedTuple):
+    """The status the API shows for a plugin, and why (shown_status)."""
+
+    status: str
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ShownPlugin:
+    """A stored plugin and the status the API shows for it."""
+
+    row: PluginRow
+    shown: Shown
+
+
+@dataclass(frozen=True, slots=True)
+class PluginDetails:
+    """A stored plugin, its shown status and its measured figures of the last day."""
+
+    plugin: ShownPlugin
+    performance: PerformanceMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """A plugin's stored (shared) status and last health check."""
+
+    plugin_id: str
+    status: str
+    health_status: str
+
+
+# ---------------------------------------------------------------- registration
 
 
 def _check_definition(req: RegisterPluginRequest) -> None:
@@ -45,8 +83,7 @@ def _check_definition(req: RegisterPluginRequest) -> None:
     problems.update(config_schema.check_schema_definition(schema))
     problems.update(rules.check_metadata(req.metadata.model_dump()))
     if problems:
-        first = next(iter(problems))
-        raise ValidationError(f"Invalid plugin definition: {first} {problems[first]}", problems)
+        raise refusals.invalid_definition(problems)
 
 
 def _refuse_duplicate(
@@ -59,83 +96,114 @@ def _refuse_duplicate(
         return
     if digest and not integrity.same_code(existing.code_digest, digest):
         if existing.status == "active":
-            raise InvalidStateError(
-                f"Plugin '{req.name}' version {req.version} ({existing.id}) is active: "
-                "deactivate it before registering it again with its new code",
-                {"plugin_id": existing.id, "status": existing.status},
-            )
+            raise refusals.active_with_new_code(existing)
         return
-    raise PluginAlreadyExistsError(
-        f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}",
-        {"existing_id": existing.id, "name": req.name, "version": req.version},
-    )
+    raise refusals.already_registered(req.name, req.version, existing.id)
 
 
-def _register_plugin(
-    core: Core, req: RegisterPluginRequest, *, dry_run: bool = False
-) -> dict[str, Any]:
-    """Validate and record a plugin. An unloadable class is recorded with status `error`."""
-    _check_definition(req)
+def _read_registered(
+    core: Core, req: RegisterPluginRequest
+) -> tuple[PluginRow | None, list[PluginRow]]:
+    """The stored plugin of the same name and version (if any), and every registered one."""
     with core.db.read() as session:
         repo = PluginRepository(session)
-        # a duplicate is told after the probe: whether its code changed decides
-        existing = repo.get_by_name_version(req.name, req.version)
-        registered = repo.all()
+        return repo.get_by_name_version(req.name, req.version), repo.all()
 
-    probe = probe_class(
+
+def _probe(core: Core, req: RegisterPluginRequest) -> ProbeResult:
+    """Import the class in a throwaway process: loadable or not, and what it offers."""
+    return probe_class(
         req.class_path,
         timeout=core.settings.class_check_timeout,
         extra_paths=[str(p) for p in core.settings.plugin_dirs],
     )
-    if existing is not None and not probe.loadable:
-        _refuse_duplicate(req, existing)  # a loadable one stands, whatever broke since
-        # A stored plugin whose class could not be loaded is replaced only by a registration
-        # that fixes that; the same unloadable definition again is a duplicate like any other.
-        raise PluginAlreadyExistsError(
-            f"Plugin '{req.name}' version {req.version} is already registered as {existing.id}, "
-            f"and its class still cannot be loaded: {probe.error}",
-            {"existing_id": existing.id, "name": req.name, "version": req.version},
-        )
-    # the files of the class's code, hashed here by reading them (the probe imported it)
-    digest = integrity.pin(probe.origin) if probe.loadable else {}
-    _refuse_duplicate(req, existing, digest)
+
+
+def _metadata(req: RegisterPluginRequest) -> dict[str, Any]:
     meta = req.metadata.model_dump(exclude_none=True)
     if req.category and not meta.get("category"):
         meta["category"] = req.category
+    return meta
+
+
+def _against_registered(
+    core: Core, req: RegisterPluginRequest, meta: dict[str, Any], registered: list[PluginRow]
+) -> tuple[list[rules.MissingDependency], list[rules.Conflict]]:
+    """What registration warns about (it refuses neither): requirements no registered
+    plugin meets, and conflicts with the active plugins."""
     me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=meta)
     others = [rules.facts_of_row(r) for r in registered]
     missing = rules.unmet_requirements(me, others, need_active=False)
     active = [f for f in others if f.status == "active"]
     conflicts = rules.conflicts_with_active(me, active, core.settings.singleton_type_set)
+    return missing, conflicts
+
+
+def _register_plugin(
+    core: Core, req: RegisterPluginRequest, *, dry_run: bool = False
+) -> RegisterResult:
+    """Validate and record a plugin. An unloadable class is recorded with status `error`."""
+    _check_definition(req)
+    # a duplicate is told after the probe: whether its code changed decides
+    existing, registered = _read_registered(core, req)
+    probe = _probe(core, req)
+    if existing is not None and not probe.loadable:
+        _refuse_duplicate(req, existing)  # a loadable one stands, whatever broke since
+        # A stored plugin whose class could not be loaded is replaced only by a registration
+        # that fixes that; the same unloadable definition again is a duplicate like any other.
+        raise refusals.already_registered(
+            req.name, req.version, existing.id, class_error=probe.error
+        )
+    # the files of the class's code, hashed here by reading them (the probe imported it)
+    digest = integrity.pin(probe.origin) if probe.loadable else {}
+    _refuse_duplicate(req, existing, digest)
+    meta = _metadata(req)
     schema = {k: v.model_dump(exclude_none=True) for k, v in req.configuration_schema.items()}
-    validation = {
-        "schema_valid": True,
-        "class_loadable": probe.loadable,
-        "dependencies_available": not missing,
-        "conflicts_detected": bool(conflicts),
-        "class_error": probe.error,
-        "missing_dependencies": [m.requirement for m in missing],
-        "conflicts": [c.as_dict() for c in conflicts],
-    }
+    missing, conflicts = _against_registered(core, req, meta, registered)
     status = "registered" if probe.loadable else "error"
-    next_steps = _next_steps(probe.loadable, probe.error, missing, conflicts, schema)
-    isolation = req.isolation or "process"
-
     if dry_run:
-        with core.db.read() as session:
-            seq_preview = existing.id if existing else PluginRepository(session).peek_id(req.name)
-        return {
-            "id": seq_preview,
-            "name": req.name,
-            "version": req.version,
-            "status": status,
-            "validation_results": validation,
-            "next_steps": next_steps,
-            "dry_run": True,
-        }
+        plugin_id = existing.id if existing else _peek_id(core, req.name)
+    else:
+        plugin_id = _store_once(core, req, probe, meta, schema, status, digest)
+        log.info(
+            "registered plugin %s (%s %s): status %s", plugin_id, req.name, req.version, status
+        )
+    return RegisterResult(
+        id=plugin_id,
+        name=req.name,
+        version=req.version,
+        status=status,
+        validation_results=ValidationResults(
+            schema_valid=True,
+            class_loadable=probe.loadable,
+            dependencies_available=not missing,
+            conflicts_detected=bool(conflicts),
+            class_error=probe.error,
+            missing_dependencies=[m.requirement for m in missing],
+            conflicts=[c.as_dict() for c in conflicts],
+        ),
+        next_steps=_next_steps(probe.loadable, probe.error, missing, conflicts, schema),
+        dry_run=dry_run,
+    )
 
+
+def _peek_id(core: Core, name: str) -> str:
+    """The id a registration of `name` would get now (a dry run)."""
+    with core.db.read() as session:
+        return PluginRepository(session).peek_id(name)
+
+
+def _store_once(
+    core: Core,
+    req: RegisterPluginRequest,
+    probe: ProbeResult,
+    meta: dict[str, Any],
+    schema: dict[str, Any],
+    status: str,
+    digest: dict[str, Any],
+) -> str:
     try:
-        plugin_id = _store(core, req, probe, meta, schema, status, isolation, digest)
+        return _store(core, req, probe, meta, schema, status, digest)
     except IntegrityError:
         # Two registrations of the same name and version at once, on two replicas: the
         # unique constraint let one win.
@@ -144,16 +212,6 @@ def _register_plugin(
                 req, PluginRepository(session).get_by_name_version(req.name, req.version), digest
             )
         raise
-    log.info("registered plugin %s (%s %s): status %s", plugin_id, req.name, req.version, status)
-    return {
-        "id": plugin_id,
-        "name": req.name,
-        "version": req.version,
-        "status": status,
-        "validation_results": validation,
-        "next_steps": next_steps,
-        "dry_run": False,
-    }
 
 
 def _store(
@@ -163,7 +221,6 @@ def _store(
     meta: dict[str, Any],
     schema: dict[str, Any],
     status: str,
-    isolation: str,
     digest: dict[str, Any],
 ) -> str:
     with core.db.state_change() as session:
@@ -178,7 +235,7 @@ def _store(
         row.description = req.description
         row.category = meta.get("category")
         row.class_path = req.class_path
-        row.isolation = isolation
+        row.isolation = req.isolation or "process"
         row.status = status
         row.status_reason = None if probe.loadable else f"class not loadable: {probe.error}"
         row.loadable = probe.loadable
@@ -229,35 +286,38 @@ def _next_steps(
     return steps
 
 
-def list_plugins(
-    core: Core, flt: PluginFilter, *, page: int, limit: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+# ---------------------------------------------------------------- reading
+
+
+def list_plugins(core: Core, flt: PluginFilter, *, page: int, limit: int) -> Page[ShownPlugin]:
     live = replica.live_since(core)
     with core.db.read() as session:
         rows, total = PluginRepository(session).list(flt, page=page, limit=limit, live_since=live)
     shown = shown_status(core, rows)
-    items = [plugin_summary(r, shown[r.id]) for r in rows]
-    pagination = {"page": page, "limit": limit, "total": total, "has_next": page * limit < total}
-    return items, pagination
+    items = [ShownPlugin(r, shown[r.id]) for r in rows]
+    return Page(items, page=page, limit=limit, total=total)
 
 
 def get_row(core: Core, plugin_id: str) -> PluginRow:
     with core.db.read() as session:
         row = PluginRepository(session).get(plugin_id)
     if row is None:
-        raise PluginNotFoundError(f"Plugin '{plugin_id}' does not exist", {"plugin_id": plugin_id})
+        raise refusals.not_found(plugin_id)
     return row
 
 
-def get_plugin(core: Core, plugin_id: str) -> dict[str, Any]:
+def get_plugin(core: Core, plugin_id: str) -> PluginDetails:
     row = get_row(core, plugin_id)
-    return plugin_detail(core, row, shown_status(core, [row])[row.id])
+    return PluginDetails(
+        ShownPlugin(row, shown_status(core, [row])[row.id]),
+        recent_performance(core.metrics, row.id, PERFORMANCE_WINDOW),
+    )
 
 
-def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, tuple[str, str | None]]:
+def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, Shown]:
     """The status the API shows, by plugin id: the desired state, except that an `active`
     plugin that no live replica runs shows `error`, with the replicas' reasons."""
-    out = {r.id: (r.status, r.status_reason) for r in rows}
+    out = {r.id: Shown(r.status, r.status_reason) for r in rows}
     active = [r.id for r in rows if r.status == "active"]
     if not active:
         return out
@@ -274,17 +334,8 @@ def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, tuple[str, str 
         reasons = [f"{v.last_error} (replica {v.node_id})" for v in views if v.last_error]
         if not reasons and any(v.state in ("starting", "stopping") for v in views):
             reasons = ["restarting"]
-        out[plugin_id] = ("error", "; ".join(reasons) or "no live replica runs it")
+        out[plugin_id] = Shown("error", "; ".join(reasons) or "no live replica runs it")
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class StoredState:
-    """A plugin's stored (shared) status and last health check."""
-
-    plugin_id: str
-    status: str
-    health_status: str
 
 
 def stored_states(core: Core) -> list[StoredState]:
@@ -294,16 +345,20 @@ def stored_states(core: Core) -> list[StoredState]:
     return [StoredState(r.id, r.status, r.health_status) for r in rows]
 
 
-def configuration_json_schema(core: Core, plugin_id: str) -> dict[str, Any]:
+def configuration_json_schema(core: Core, plugin_id: str) -> dict[str, JsonValue]:
+    """The plugin's configuration schema as standard JSON Schema (draft 2020-12)."""
     row = get_row(core, plugin_id)
-    schema = config_schema.to_json_schema(
+    schema: dict[str, JsonValue] = config_schema.to_json_schema(
         row.configuration_schema or {}, title=f"{row.name} {row.version} configuration"
     )
     schema["$id"] = f"urn:mlx-platform:plugin:{row.id}:configuration"
     return schema
 
 
-def _delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]:
+# ---------------------------------------------------------------- unregistration
+
+
+def _delete_plugin(core: Core, plugin_id: str, *, force: bool) -> DeleteResult:
     """Remove the plugin from the desired state (and its metrics) in one guarded transaction,
     then stop this replica's instance; the others stop theirs when they hear of it."""
     with core.plugin_lock(plugin_id):
@@ -311,34 +366,20 @@ def _delete_plugin(core: Core, plugin_id: str, *, force: bool) -> dict[str, Any]
             repo = PluginRepository(session)
             row = repo.get(plugin_id)
             if row is None:
-                raise PluginNotFoundError(
-                    f"Plugin '{plugin_id}' does not exist", {"plugin_id": plugin_id}
-                )
+                raise refusals.not_found(plugin_id)
             dependents = rules.dependents_of(row, repo.active())
             if dependents:
-                names = [f"{d.name} ({d.id})" for d in dependents]
-                raise PluginConflictError(
-                    f"Plugin '{row.name}' is required by active plugin(s): {', '.join(names)}",
-                    {
-                        "conflicting_plugin": dependents[0].name,
-                        "conflict_type": "required_by_active_plugin",
-                        "required_by": [d.id for d in dependents],
-                        "resolution_options": [f"Deactivate '{d.name}' first" for d in dependents],
-                    },
-                )
+                raise refusals.required_by_active(row, dependents)
             deactivated = row.status == "active"
             if deactivated and not force:
-                raise InvalidStateError(
-                    f"Plugin '{plugin_id}' is active: deactivate it first, or pass force=true",
-                    {"plugin_id": plugin_id, "status": row.status},
-                )
+                raise refusals.active_without_force(row)
             repo.delete(row)
             core.db.notify(session, plugin_id)
         core.reconciler.retire(plugin_id, graceful_timeout=0, force=True)
         core.host.drop_executor(plugin_id)
         core.metrics.forget(plugin_id)
     log.info("unregistered plugin %s", plugin_id)
-    return {"id": plugin_id, "deleted": True, "deactivated": deactivated}
+    return DeleteResult(id=plugin_id, deleted=True, deactivated=deactivated)
 
 
 # ---------------------------------------------------------------- audited entry points
@@ -351,21 +392,21 @@ def register_plugin(
     dry_run: bool = False,
     origin: audit.Origin | None = None,
     action: str = "register",
-) -> dict[str, Any]:
+) -> RegisterResult:
     """Validate and record a plugin (see `_register_plugin`), with an audit record."""
     with audit.audited(core, origin, action, None, skip=dry_run) as event:
         event.details.update(name=req.name, version=req.version, class_path=req.class_path)
         result = _register_plugin(core, req, dry_run=dry_run)
-        event.plugin_id = result["id"]
-        event.details["status"] = result["status"]
+        event.plugin_id = result.id
+        event.details["status"] = result.status
         return result
 
 
 def delete_plugin(
     core: Core, plugin_id: str, *, force: bool, origin: audit.Origin | None = None
-) -> dict[str, Any]:
+) -> DeleteResult:
     with audit.audited(core, origin, "delete", plugin_id) as event:
         event.details["force"] = force
         result = _delete_plugin(core, plugin_id, force=force)
-        event.details["deactivated"] = result["deactivated"]
+        event.details["deactivated"] = result.deactivated
         return result

@@ -35,6 +35,7 @@ from mlx_platform.errors import (
     RateLimitedError,
     ValidationError,
 )
+from mlx_platform.server import views
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
 from mlx_platform.server.openapi import errors_for
@@ -44,6 +45,7 @@ from mlx_platform.wire import (
     ActivateRequest,
     ActivateResult,
     CompositionResult,
+    ConfigurationJsonSchema,
     ConfigurationUpdateRequest,
     ConfigurationUpdateResult,
     DeactivateRequest,
@@ -110,10 +112,12 @@ def list_plugins(
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     search: Annotated[str | None, Query(min_length=1, max_length=200), Text] = None,
-) -> dict[str, Any]:
+) -> PageEnvelope[PluginSummary]:
     flt = PluginFilter(type=type, status=status, category=category, search=search)
-    items, pagination = registry.list_plugins(core, flt, page=page, limit=limit)
-    return {"success": True, "data": items, "pagination": pagination}
+    found = registry.list_plugins(core, flt, page=page, limit=limit)
+    return PageEnvelope[PluginSummary](
+        data=[views.plugin_summary(p) for p in found.items], pagination=views.pagination(found)
+    )
 
 
 @router.post(
@@ -135,10 +139,11 @@ def register_plugin(
     body: RegisterPluginRequest,
     response: Response,
     dry_run: DryRun = False,
-) -> dict[str, Any]:
+) -> Envelope[RegisterResult]:
     if dry_run:
         response.status_code = 200  # nothing was created
-    return ok(registry.register_plugin(core, body, dry_run=dry_run, origin=origin_of(principal)))
+    result = registry.register_plugin(core, body, dry_run=dry_run, origin=origin_of(principal))
+    return Envelope[RegisterResult](data=result)
 
 
 @router.get(
@@ -213,8 +218,8 @@ def validate_composition(
     description="Scope: `plugins:read`. Secret configuration values show as `********`.",
     responses=errors_for(PluginNotFoundError, ValidationError),
 )
-def get_plugin(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
-    return ok(registry.get_plugin(core, plugin_id))
+def get_plugin(core: CoreDep, _p: Reader, plugin_id: PluginId) -> Envelope[PluginDetail]:
+    return Envelope[PluginDetail](data=views.plugin_detail(registry.get_plugin(core, plugin_id)))
 
 
 @router.delete(
@@ -234,8 +239,9 @@ def get_plugin(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]
 )
 def delete_plugin(
     core: CoreDep, principal: Admin, plugin_id: PluginId, force: Annotated[bool, Query()] = False
-) -> dict[str, Any]:
-    return ok(registry.delete_plugin(core, plugin_id, force=force, origin=origin_of(principal)))
+) -> Envelope[DeleteResult]:
+    result = registry.delete_plugin(core, plugin_id, force=force, origin=origin_of(principal))
+    return Envelope[DeleteResult](data=result)
 
 
 @router.get(
@@ -245,7 +251,7 @@ def delete_plugin(
     description="Scope: `plugins:read`. Draft 2020-12, for forms and editors.",
     responses=errors_for(PluginNotFoundError, ValidationError),
 )
-def configuration_schema(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
+def configuration_schema(core: CoreDep, _p: Reader, plugin_id: PluginId) -> ConfigurationJsonSchema:
     return registry.configuration_json_schema(core, plugin_id)
 
 

@@ -1,0 +1,123 @@
+"""Stored plugins as the API shows them (PluginSummary, PluginDetail): secrets masked,
+figures measured or zero; and the pagination block of a page.
+
+Core hands over typed results (`registry.ShownPlugin`, `registry.PluginDetails`,
+`paging.Page`); each is turned into its wire model here, once, by the model's validating
+constructor (pydantic-core builds it; FastAPI then serialises the instance without
+validating it again).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlx_platform.core import config_schema, integrity
+from mlx_platform.core.paging import Page
+from mlx_platform.core.registry import PluginDetails, ShownPlugin
+from mlx_platform.core.secrets import REDACTOR, mask
+from mlx_platform.wire import (
+    ConfigurationSummary,
+    HealthSummary,
+    Pagination,
+    PluginDetail,
+    PluginSummary,
+    ResourceRequirements,
+)
+
+_META_DEFAULTS: dict[str, Any] = {
+    "capabilities": [],
+    "data_formats": [],
+    "integration_points": [],
+    "conflicts_with": [],
+    "requires": [],
+    "optional_deps": [],
+    "supported_platforms": [],
+    "min_python_version": None,
+}
+
+
+def _words(text: str | None) -> str | None:
+    """A message a plugin may have written (masked when stored; masked again here for rows
+    written before that, or by a replica that did not know the secret yet)."""
+    return REDACTOR.redact(text) if text else text
+
+
+def pagination(page: Page[Any]) -> Pagination:
+    return Pagination(page=page.page, limit=page.limit, total=page.total, has_next=page.has_next)
+
+
+def health_summary(plugin: ShownPlugin) -> HealthSummary:
+    """The last health check; for a plugin shown in `error` (no replica runs it), unhealthy
+    with the reason."""
+    row, shown = plugin.row, plugin.shown
+    if shown.status == "error" and row.status == "active":
+        return HealthSummary(
+            status="unhealthy",
+            last_check=row.health_last_check,
+            response_time_ms=row.health_response_time_ms,
+            message=_words(shown.reason),
+        )
+    return HealthSummary(
+        status=row.health_status,
+        last_check=row.health_last_check,
+        response_time_ms=row.health_response_time_ms,
+        message=_words(row.health_message),
+    )
+
+
+def plugin_summary(plugin: ShownPlugin) -> PluginSummary:
+    row = plugin.row
+    meta = row.plugin_metadata or {}
+    return PluginSummary(
+        id=row.id,
+        name=row.name,
+        type=row.type,
+        version=row.version,
+        status=plugin.shown.status,
+        description=row.description,
+        category=row.category,
+        capabilities=list(meta.get("capabilities") or []),
+        conflicts_with=list(meta.get("conflicts_with") or []),
+        integration_points=list(meta.get("integration_points") or []),
+        resource_requirements=ResourceRequirements(**row.requirements),
+        configuration=ConfigurationSummary(**config_schema.summary(row.configuration_schema or {})),
+        health=health_summary(plugin),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def plugin_detail(details: PluginDetails) -> PluginDetail:
+    plugin = details.plugin
+    row = plugin.row
+    schema = row.configuration_schema or {}
+    # beyond the model's fields (kept, as every answer keeps unknown fields): the code pinned
+    # at registration (how many files, where; not every file), then author, license, tags
+    extras: dict[str, Any] = {
+        "code_digest": integrity.summary(row.code_digest),
+        **{k: v for k, v in (row.extra or {}).items() if v not in (None, [], "")},
+    }
+    return PluginDetail(
+        id=row.id,
+        name=row.name,
+        type=row.type,
+        version=row.version,
+        status=plugin.shown.status,
+        status_reason=_words(plugin.shown.reason),
+        description=row.description,
+        category=row.category,
+        class_path=row.class_path,
+        isolation=row.isolation,
+        metadata={**_META_DEFAULTS, **(row.plugin_metadata or {})},
+        configuration_schema=config_schema.public_schema(schema),
+        configuration=mask(row.configuration or {}, config_schema.secret_fields(schema)),
+        operations=sorted((row.class_info or {}).get("operations", {})),
+        performance_metrics=details.performance,
+        health=health_summary(plugin),
+        documentation_url=row.documentation_url,
+        repository_url=row.repository_url,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        activated_at=row.activated_at,
+        **extras,
+    )
