@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from rich.console import Console
 
-from mlx_platform.cli import output
+from mlx_platform.cli import render
 from mlx_platform.wire import AuditEvent, Pagination
 from tests.e2e.test_cli_plugins import audit_table
 
@@ -63,8 +63,8 @@ ROWS = [
 def rendered(width: int, monkeypatch: pytest.MonkeyPatch) -> str:
     file = io.StringIO()
     console = Console(file=file, width=width, highlight=False, soft_wrap=False)
-    monkeypatch.setattr(output, "console", console)
-    output.render_audit(EVENTS, Pagination(page=1, limit=3, total=7, has_next=True))
+    monkeypatch.setattr(render, "console", console)
+    render.render_audit(EVENTS, Pagination(page=1, limit=3, total=7, has_next=True))
     return file.getvalue()
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 try:
     import typer
 
-    from mlx_platform.cli import output
+    from mlx_platform.cli import output, render
     from mlx_platform.cli.plugins import (
         JsonOption,
         Target,
@@ -192,7 +192,7 @@ def nodes(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption 
     """List the service's replicas (scope plugins:admin): heartbeat and plugins each runs."""
     with connect(Target(url, token), as_json) as client:
         found = client.nodes.list()
-    output.emit(found, as_json, output.render_nodes)
+    output.emit(found, as_json, render.render_nodes)
 
 
 AUDIT_ACTIONS = "register, activate, deactivate, configure, delete or auto_register"
@@ -235,7 +235,7 @@ def audit(
     if as_json:  # the API's answer as it came
         output.print_json({"success": True, "data": found.data, "pagination": found.pagination})
     else:
-        output.render_audit(found.data, found.pagination)
+        render.render_audit(found.data, found.pagination)
 
 
 def main() -> None:

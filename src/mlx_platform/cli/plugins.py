@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from mlx_platform.cli import output
+from mlx_platform.cli import output, render
 from mlx_platform.cli.output import ExitCode, InputError
 from mlx_platform.errors import MLXConnectionError, MLXError
 from mlx_platform.sdk import MLXClient, MLXConfigurationError
@@ -196,7 +196,7 @@ def list_plugins(
     if as_json:
         output.print_json({"data": items, "pagination": last.pagination})
     else:
-        output.render_plugin_list(items, first.pagination, every_page=every_page)
+        render.render_plugin_list(items, first.pagination, every_page=every_page)
 
 
 @plugins_app.command("get")
@@ -204,7 +204,7 @@ def get_plugin(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption =
     """Show a plugin: metadata, configuration (secrets masked), schema, metrics."""
     with _api(ctx, as_json) as client:
         detail = client.plugins.get(plugin_id)
-    output.emit(detail, as_json, output.render_plugin_detail)
+    output.emit(detail, as_json, render.render_plugin_detail)
 
 
 @plugins_app.command("register")
@@ -228,7 +228,7 @@ def register_plugin(
         if isinstance(manifest.get("plugin"), dict):
             manifest = manifest["plugin"]
         result = client.plugins.register(manifest, dry_run=dry_run)
-    output.emit(result, as_json, output.render_register)
+    output.emit(result, as_json, render.render_register)
 
 
 @plugins_app.command("delete")
@@ -243,7 +243,7 @@ def delete_plugin(
     """Unregister a plugin (refused while it is active, unless --force)."""
     with _api(ctx, as_json) as client:
         result = client.plugins.delete(plugin_id, force=force)
-    output.emit(result, as_json, output.render_delete)
+    output.emit(result, as_json, render.render_delete)
 
 
 @plugins_app.command("schema")
@@ -283,7 +283,7 @@ def activate_plugin(
             auto_start=False if no_start else None,
             dry_run=dry_run,
         )
-    output.emit(result, as_json, output.render_activate)
+    output.emit(result, as_json, render.render_activate)
 
 
 @plugins_app.command("deactivate")
@@ -301,7 +301,7 @@ def deactivate_plugin(
         result = client.plugins.deactivate(
             plugin_id, force=force, graceful_shutdown_timeout=graceful_timeout
         )
-    output.emit(result, as_json, output.render_deactivate)
+    output.emit(result, as_json, render.render_deactivate)
 
 
 @plugins_app.command("configure")
@@ -330,7 +330,7 @@ def configure_plugin(
         result = client.plugins.update_configuration(
             plugin_id, configuration, restart_required=allow_restart, dry_run=dry_run
         )
-    output.emit(result, as_json, output.render_configuration_update)
+    output.emit(result, as_json, render.render_configuration_update)
 
 
 @plugins_app.command("health")
@@ -338,7 +338,7 @@ def plugin_health(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOptio
     """Run a plugin's health check now."""
     with _api(ctx, as_json) as client:
         report = client.plugins.health_check(plugin_id)
-    output.emit(report, as_json, output.render_health)
+    output.emit(report, as_json, render.render_health)
 
 
 @plugins_app.command("metrics")
@@ -357,7 +357,7 @@ def plugin_metrics(
         report = client.plugins.metrics(
             plugin_id, start_time=start, end_time=end, granularity=granularity
         )
-    output.emit(report, as_json, output.render_metrics)
+    output.emit(report, as_json, render.render_metrics)
 
 
 @plugins_app.command("discover")
@@ -405,7 +405,7 @@ def discover_plugins(
                     progress.advance(task)
                 progress.update(task, description="scanned " + ", ".join(sources))
     merged = _merge_discoveries(results)
-    output.emit(merged, as_json, output.render_discovery)
+    output.emit(merged, as_json, render.render_discovery)
 
 
 @plugins_app.command("validate")
@@ -419,7 +419,7 @@ def validate_composition(
     """Check that plugins can run together; exit code 4 when they cannot."""
     with _api(ctx, as_json) as client:
         result = client.plugins.validate_composition([_composition_entry(p) for p in plugins])
-    output.emit(result, as_json, output.render_composition)
+    output.emit(result, as_json, render.render_composition)
     if not result.composition_valid:
         raise typer.Exit(ExitCode.CONFLICT)
 
@@ -450,4 +450,4 @@ def invoke_plugin(
             call_args.update(parsed)
         call_args.update(_pairs(arguments, "argument"))
         result = client.plugins.invoke(plugin_id, operation, call_args, timeout=timeout)
-    output.emit(result, as_json, output.render_invoke)
+    output.emit(result, as_json, render.render_invoke)
