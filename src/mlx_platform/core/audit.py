@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Select, func, select
 
+from mlx_platform.core.paging import Page
 from mlx_platform.errors import MLXError
 from mlx_platform.storage import AuditEventRow
 from mlx_platform.storage.availability import classify, reason_of
+from mlx_platform.wire import AuditEvent
 
 if TYPE_CHECKING:
     from mlx_platform.core.context import Core
@@ -116,10 +118,8 @@ class AuditFilter:
     until: datetime | None = None
 
 
-def list_events(
-    core: Core, flt: AuditFilter, *, page: int, limit: int
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """One page of audit events, newest first, and the pagination block."""
+def list_events(core: Core, flt: AuditFilter, *, page: int, limit: int) -> Page[AuditEvent]:
+    """One page of audit events, newest first."""
     stmt: Select[Any] = select(AuditEventRow)
     if flt.plugin_id:
         stmt = stmt.where(AuditEventRow.plugin_id == flt.plugin_id)
@@ -141,19 +141,18 @@ def list_events(
             .limit(limit)
         ).all()
     items = [
-        {
-            "id": r.id,
-            "at": r.at,
-            "actor": r.actor,
-            "action": r.action,
-            "plugin_id": r.plugin_id,
-            "outcome": r.outcome,
-            "error_code": r.error_code,
-            "request_id": r.request_id,
-            "node_id": r.node_id,
-            "details": r.details or {},
-        }
+        AuditEvent(
+            id=r.id,
+            at=r.at,
+            actor=r.actor,
+            action=r.action,
+            plugin_id=r.plugin_id,
+            outcome=r.outcome,
+            error_code=r.error_code,
+            request_id=r.request_id,
+            node_id=r.node_id,
+            details=r.details or {},
+        )
         for r in rows
     ]
-    pagination = {"page": page, "limit": limit, "total": total, "has_next": page * limit < total}
-    return items, pagination
+    return Page(items, page=page, limit=limit, total=total)

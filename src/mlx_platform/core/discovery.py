@@ -14,10 +14,17 @@ from mlx_platform.composition import rules
 from mlx_platform.core.audit import Origin
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import register_plugin
+from mlx_platform.discovery.common import Found
 from mlx_platform.discovery.scan import collect
 from mlx_platform.errors import MLXError
 from mlx_platform.storage.repositories import PluginRepository
-from mlx_platform.wire import RegisterPluginRequest
+from mlx_platform.wire import (
+    DiscoveredPlugin,
+    DiscoveryError,
+    DiscoveryResult,
+    DiscoverySummary,
+    RegisterPluginRequest,
+)
 
 log = logging.getLogger("mlx_platform.discovery")
 _REGISTER_FIELDS = frozenset(RegisterPluginRequest.model_fields)
@@ -39,15 +46,16 @@ def discover(
     include_namespace: str | None,
     auto_register: bool,
     origin: Origin | None = None,
-) -> dict[str, Any]:
-    found, errors = collect(core.settings, sources, include_namespace)
+) -> DiscoveryResult:
+    found, scan_errors = collect(core.settings, sources, include_namespace)
+    errors = [DiscoveryError(**e) for e in scan_errors]
 
     with core.db.read() as session:
         registered = PluginRepository(session).all()
     active = [rules.facts_of_row(r) for r in registered if r.status == "active"]
     known = {(r.name, r.version): r.id for r in registered}
 
-    plugins: list[dict[str, Any]] = []
+    plugins: list[DiscoveredPlugin] = []
     for f in found:
         manifest = f.manifest
         reason = "; ".join(f.reasons) or compatibility(manifest)
@@ -61,53 +69,61 @@ def discover(
             meta=manifest.get("metadata") or {},
         )
         conflicts = rules.conflicts_with_active(me, active, core.settings.singleton_type_set)
-        item: dict[str, Any] = {
-            "name": key[0],
-            "source": f.source,
-            "version": version or None,
-            "type": manifest.get("type"),
-            "description": manifest.get("description"),
-            "location": f.location,
-            "class_path": manifest.get("class_path"),
-            "installed": f.installed,
-            "compatible": not reason,
-            "incompatible_reason": reason or None,
-            "conflicts": [c.conflicting_plugin for c in conflicts],
-            "already_registered": key in known,
-            "auto_registered": False,
-            "plugin_id": known.get(key),
-        }
+        already = key in known
+        new_id: str | None = None
         registerable = f.installed and bool(manifest.get("class_path"))
-        if auto_register and not reason and key not in known and registerable:
-            try:
-                req = RegisterPluginRequest.model_validate(
-                    {k: v for k, v in manifest.items() if k in _REGISTER_FIELDS}
-                )
-                result = register_plugin(core, req, origin=origin, action="auto_register")
-                item["auto_registered"] = True
-                item["plugin_id"] = result.id
-                known[key] = result.id
-            except (MLXError, PydanticValidationError) as exc:
-                errors.append(
-                    {
-                        "source": f.source,
-                        "location": f.location,
-                        "message": f"auto_register failed: {exc}",
-                    }
-                )
-        plugins.append(item)
-    summary = {
-        "total_discovered": len(plugins),
-        "compatible_plugins": sum(1 for p in plugins if p["compatible"]),
-        "incompatible_plugins": sum(1 for p in plugins if not p["compatible"]),
-        "auto_registered": sum(1 for p in plugins if p["auto_registered"]),
-    }
+        if auto_register and not reason and not already and registerable:
+            new_id = _auto_register(core, f, origin, errors)
+            if new_id is not None:
+                known[key] = new_id
+        plugins.append(
+            DiscoveredPlugin(
+                name=key[0],
+                source=f.source,
+                version=version or None,
+                type=manifest.get("type"),
+                description=manifest.get("description"),
+                location=f.location,
+                class_path=manifest.get("class_path"),
+                installed=f.installed,
+                compatible=not reason,
+                incompatible_reason=reason or None,
+                conflicts=[c.conflicting_plugin for c in conflicts],
+                already_registered=already,
+                auto_registered=new_id is not None,
+                plugin_id=known.get(key),
+            )
+        )
+    summary = DiscoverySummary(
+        total_discovered=len(plugins),
+        compatible_plugins=sum(1 for p in plugins if p.compatible),
+        incompatible_plugins=sum(1 for p in plugins if not p.compatible),
+        auto_registered=sum(1 for p in plugins if p.auto_registered),
+    )
     log.info(
         "discovery (%s%s): %d found, %d errors, %d auto-registered",
         ",".join(sources),
         f", namespace {include_namespace}" if include_namespace else "",
         len(plugins),
         len(errors),
-        summary["auto_registered"],
+        summary.auto_registered,
     )
-    return {"discovered_plugins": plugins, "discovery_summary": summary, "errors": errors}
+    return DiscoveryResult(discovered_plugins=plugins, discovery_summary=summary, errors=errors)
+
+
+def _auto_register(
+    core: Core, f: Found, origin: Origin | None, errors: list[DiscoveryError]
+) -> str | None:
+    """Register what `f` found; its id, or None with the reason added to `errors`."""
+    try:
+        req = RegisterPluginRequest.model_validate(
+            {k: v for k, v in f.manifest.items() if k in _REGISTER_FIELDS}
+        )
+        return register_plugin(core, req, origin=origin, action="auto_register").id
+    except (MLXError, PydanticValidationError) as exc:
+        errors.append(
+            DiscoveryError(
+                source=f.source, location=f.location, message=f"auto_register failed: {exc}"
+            )
+        )
+        return None

@@ -24,6 +24,7 @@ from mlx_platform.runtime.reconciler import Desired, Observation, Reconciler
 from mlx_platform.storage import NodeRow, PluginInstanceRow, PluginRow
 from mlx_platform.storage.availability import classify, reason_of
 from mlx_platform.storage.repositories import NodeRepository, PluginRepository
+from mlx_platform.wire import Node, NodeCapacity, NodeInstance
 
 if TYPE_CHECKING:
     from mlx_platform.core.context import Core
@@ -294,39 +295,39 @@ def leave(core: Core) -> None:
         log.warning("could not remove replica %s on shutdown: %s", core.node_id, exc)
 
 
-def nodes(core: Core) -> list[dict[str, Any]]:
+def nodes(core: Core) -> list[Node]:
     """Every recorded replica with what it runs (GET /v1/nodes)."""
     live = live_since(core)
     with core.db.read() as session:
         repo = NodeRepository(session)
         rows = repo.all()
         instances = repo.instances()
-    by_node: dict[str, list[dict[str, Any]]] = {}
+    by_node: dict[str, list[NodeInstance]] = {}
     for inst in instances:
         by_node.setdefault(inst.node_id, []).append(
-            {
-                "plugin_id": inst.plugin_id,
-                "state": inst.state,
-                "pid": inst.pid,
-                "generation": inst.generation,
-                "config_version": inst.config_version,
-                "health_status": inst.health_status,
-                "last_error": inst.last_error,
-            }
+            NodeInstance(
+                plugin_id=inst.plugin_id,
+                state=inst.state,
+                pid=inst.pid,
+                generation=inst.generation,
+                config_version=inst.config_version,
+                health_status=inst.health_status,
+                last_error=inst.last_error,
+            )
         )
     return [
-        {
-            "id": n.id,
-            "host": n.host,
-            "pid": n.pid,
-            "address": n.address,
-            "version": n.version,
-            "started_at": n.started_at,
-            "heartbeat_at": n.heartbeat_at,
-            "alive": n.heartbeat_at >= live,
-            "this_node": n.id == core.node_id,
-            "capacity": n.capacity or {},
-            "instances": by_node.get(n.id, []),
-        }
+        Node(
+            id=n.id,
+            host=n.host,
+            pid=n.pid,
+            address=n.address,
+            version=n.version,
+            started_at=n.started_at,
+            heartbeat_at=n.heartbeat_at,
+            alive=n.heartbeat_at >= live,
+            this_node=n.id == core.node_id,
+            capacity=NodeCapacity(**(n.capacity or {})),
+            instances=by_node.get(n.id, []),
+        )
         for n in rows
     ]

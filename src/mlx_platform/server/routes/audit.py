@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from mlx_platform.core import audit
 from mlx_platform.errors import ValidationError
+from mlx_platform.server import views
 from mlx_platform.server.auth import Principal
 from mlx_platform.server.deps import Admin, CoreDep
 from mlx_platform.server.openapi import errors_for
@@ -50,9 +51,9 @@ def list_audit(
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
-) -> dict[str, Any]:
+) -> PageEnvelope[AuditEvent]:
     flt = audit.AuditFilter(
         plugin_id=plugin_id, actor=actor, action=action, outcome=outcome, since=since, until=until
     )
-    items, pagination = audit.list_events(core, flt, page=page, limit=limit)
-    return {"success": True, "data": items, "pagination": pagination}
+    found = audit.list_events(core, flt, page=page, limit=limit)
+    return PageEnvelope[AuditEvent](data=found.items, pagination=views.pagination(found))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from mlx_platform.core import replica
@@ -25,5 +23,5 @@ router = APIRouter(prefix="/v1/nodes", tags=["nodes"])
     "the next heartbeat of any replica).",
     responses=errors_for(),
 )
-def list_nodes(core: CoreDep, _p: Admin) -> dict[str, Any]:
-    return {"success": True, "data": replica.nodes(core)}
+def list_nodes(core: CoreDep, _p: Admin) -> Envelope[list[Node]]:
+    return Envelope[list[Node]](data=replica.nodes(core))

@@ -170,7 +170,7 @@ def discover_plugins(
         ),
     ] = None,
     auto_register: bool = False,
-) -> dict[str, Any]:
+) -> Envelope[DiscoveryResult]:
     if auto_register:
         require(principal, "plugins:admin")
     chosen: list[str] = []
@@ -185,15 +185,14 @@ def discover_plugins(
                     {"sources": f"'{part}' is not one of {', '.join(SOURCES)}"},
                 )
             chosen.append(part)
-    return ok(
-        discovery.discover(
-            core,
-            chosen,
-            include_namespace=include_namespace,
-            auto_register=auto_register,
-            origin=origin_of(principal),
-        )
+    result = discovery.discover(
+        core,
+        chosen,
+        include_namespace=include_namespace,
+        auto_register=auto_register,
+        origin=origin_of(principal),
     )
+    return Envelope[DiscoveryResult](data=result)
 
 
 @router.post(
