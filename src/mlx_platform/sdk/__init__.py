@@ -19,11 +19,10 @@ from mlx_platform.sdk._base import (
     DEFAULT_BASE_URL,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    AsyncPage,
     RetryPolicy,
-    SyncPage,
 )
 from mlx_platform.sdk._exceptions import InvalidResponseError, MLXConfigurationError
+from mlx_platform.sdk._pages import AsyncPage, SyncPage
 from mlx_platform.sdk.async_ import AsyncAudit, AsyncMLXClient, AsyncNodes, AsyncPlugins
 from mlx_platform.sdk.sync import Audit, MLXClient, Nodes, Plugins
 

@@ -3,7 +3,7 @@
 `BaseClient` reads the settings (arguments, then `MLX_API_URL` / `MLX_API_TOKEN`), builds
 each HTTP request from an `APIRequest`, turns answers into wire models or typed errors, and
 decides whether and how long to wait before a retry. `MLXClient` and `AsyncMLXClient` only
-send and sleep.
+send and sleep. The pages a listing returns are `_pages.py`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
@@ -73,7 +73,6 @@ def retryable_answer(status: int, code: str | None) -> bool:
 
 
 R = TypeVar("R")
-T = TypeVar("T")
 M = TypeVar("M", bound=WireModel)
 
 
@@ -425,97 +424,4 @@ class BaseClient:
         reason = str(exc) or type(exc).__name__
         return MLXConnectionError(
             f"{request.method} {url}: could not connect: {reason}{tries}", url=url
-        )
-
-
-# ---------------------------------------------------------------- pages
-
-
-class SyncPage(Generic[T]):
-    """One page of a listing, which iterates past its end.
-
-    `page.data` holds this page's items and `page.pagination` the server's figures.
-    Iterating the page yields its items, then those of every following page, fetched as
-    the loop reaches them: ``for plugin in client.plugins.list(): ...`` sees every plugin.
-    """
-
-    def __init__(
-        self, data: list[T], pagination: Pagination, fetch: Callable[[int], SyncPage[T]]
-    ) -> None:
-        self.data = data
-        self.pagination = pagination
-        self._fetch = fetch
-
-    def has_next_page(self) -> bool:
-        # An empty page ends the walk even if the server says more follow: no endless loop.
-        return self.pagination.has_next and bool(self.data)
-
-    def next_page(self) -> SyncPage[T] | None:
-        """The following page, fetched now; None on the last page."""
-        if not self.has_next_page():
-            return None
-        return self._fetch(self.pagination.page + 1)
-
-    def iter_pages(self) -> Iterator[SyncPage[T]]:
-        """This page, then each following page."""
-        page: SyncPage[T] | None = self
-        while page is not None:
-            yield page
-            page = page.next_page()
-
-    def __iter__(self) -> Iterator[T]:
-        for page in self.iter_pages():
-            yield from page.data
-
-    def __repr__(self) -> str:
-        p = self.pagination
-        return (
-            f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
-            f"total={p.total}, has_next={p.has_next})"
-        )
-
-
-class AsyncPage(Generic[T]):
-    """One page of a listing, which iterates past its end with ``async for``.
-
-    `page.data` holds this page's items and `page.pagination` the server's figures;
-    ``async for plugin in await client.plugins.list(): ...`` sees every plugin.
-    """
-
-    def __init__(
-        self,
-        data: list[T],
-        pagination: Pagination,
-        fetch: Callable[[int], Awaitable[AsyncPage[T]]],
-    ) -> None:
-        self.data = data
-        self.pagination = pagination
-        self._fetch = fetch
-
-    def has_next_page(self) -> bool:
-        return self.pagination.has_next and bool(self.data)
-
-    async def next_page(self) -> AsyncPage[T] | None:
-        """The following page, fetched now; None on the last page."""
-        if not self.has_next_page():
-            return None
-        return await self._fetch(self.pagination.page + 1)
-
-    async def iter_pages(self) -> AsyncIterator[AsyncPage[T]]:
-        """This page, then each following page."""
-        page: AsyncPage[T] | None = self
-        while page is not None:
-            yield page
-            page = await page.next_page()
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        async for page in self.iter_pages():
-            for item in page.data:
-                yield item
-
-    def __repr__(self) -> str:
-        p = self.pagination
-        return (
-            f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
-            f"total={p.total}, has_next={p.has_next})"
         )

@@ -23,10 +23,10 @@ from mlx_platform.sdk._base import (
     DEFAULT_RETRY_DELAY,
     DEFAULT_TIMEOUT,
     APIRequest,
-    AsyncPage,
     BaseClient,
     new_request_id,
 )
+from mlx_platform.sdk._pages import AsyncPage
 from mlx_platform.wire import (
     ActivateRequest,
     ActivateResult,

@@ -20,9 +20,9 @@ from mlx_platform.sdk._base import (
     DEFAULT_TIMEOUT,
     APIRequest,
     BaseClient,
-    SyncPage,
     new_request_id,
 )
+from mlx_platform.sdk._pages import SyncPage
 from mlx_platform.wire import (
     ActivateRequest,
     ActivateResult,
