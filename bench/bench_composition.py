@@ -222,7 +222,7 @@ def run() -> list[Figure]:
 
     # The hard case: every plugin in three versions and no entry pinned, so propagation
     # settles little and one large group is left to choose (resolvelib alone is quadratic
-    # in the group's size there; see core.resolver).
+    # in the group's size there; see composition.resolver).
     rng = random.Random(11)
     bodies, entries, _, _ = _family(rng, "unpinned", 1000, 5000, 500, 1.0)
     entries = [CompositionEntry(name=e.name) for e in entries]

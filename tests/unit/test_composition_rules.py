@@ -14,11 +14,13 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from mlx_platform.composition import rules
+from mlx_platform.composition.advice import mismatch
+from mlx_platform.composition.evaluate import evaluate
 from mlx_platform.composition.explain import violations
-from mlx_platform.composition.model import Catalog
+from mlx_platform.composition.model import Catalog, build_index
 from mlx_platform.composition.resolver import Solver
 from mlx_platform.composition.resources import Capacity
-from mlx_platform.core.composition import build_index, evaluate, mismatch, registry_index
+from mlx_platform.core.composition import registry_index
 from mlx_platform.errors import ValidationError
 from mlx_platform.storage import Database, PluginRow
 from mlx_platform.storage.repositories import PluginRepository

@@ -1,7 +1,7 @@
-"""What the resolver reasons with: the registry as it sees it (:class:`Catalog`), the reasons
-a version is (not) acceptable (:class:`Constraint`), one plugin during a solve
-(:class:`Slot`), and what a solve answers (:class:`Outcome`, :class:`Failure`). The algorithm
-is described in ``composition.resolver``.
+"""What the resolver reasons with: the registry as it sees it (:class:`Catalog`, inside a
+:class:`RegistryIndex` with every parsed version), the reasons a version is (not) acceptable
+(:class:`Constraint`), one plugin during a solve (:class:`Slot`), and what a solve answers
+(:class:`Outcome`, :class:`Failure`). The algorithm is described in ``composition.resolver``.
 """
 
 from __future__ import annotations
@@ -43,6 +43,21 @@ class Catalog:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.by_key.values())
+
+
+@dataclass(frozen=True)
+class RegistryIndex:
+    """Every registered plugin version, parsed, as of `marker` (``core.composition`` keeps
+    one per database and rebuilds it when the marker moves)."""
+
+    marker: tuple[Any, ...]
+    facts: tuple[Facts, ...]
+    catalog: Catalog
+
+
+def build_index(facts: Iterable[Facts], marker: tuple[Any, ...] = ()) -> RegistryIndex:
+    facts = tuple(facts)
+    return RegistryIndex(marker, facts, Catalog(facts))
 
 
 # ---------------------------------------------------------------- constraints
