@@ -1,8 +1,26 @@
-"""Fixtures that start the real service: `mlx serve` in its own process, on 127.0.0.1."""
+"""The test tiers' shared helpers (docs/decisions.md, "Test tiers (issue 12)").
+
+Two kinds of server, one interface (`LiveServer`: url, home, env, client, token, admin_token,
+log_text, stop, pid):
+
+- `InProcessServer` (the fixtures `server_factory`, `live_server`, `admin`): the app of
+  `create_app(Settings(...))` in this process, its lifespan entered once, clients whose
+  transport calls the ASGI app directly; a real SQLite file (or PostgreSQL database) of its own,
+  plugins in-process unless the test asks for another isolation. Starts in tens of milliseconds.
+- `ProcessServer` (the fixtures `process_server_factory`, `process_live_server`): `mlx serve`
+  in its own process on 127.0.0.1, for the tests where a process is the point (worker
+  processes parented by the service, crashes and signals, restarts, replicas, the CLI against a
+  URL, the README walk-through, HTTP edges of h11/uvicorn).
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import functools
 import hashlib
+import io
+import logging
 import os
 import signal
 import socket
@@ -11,7 +29,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +37,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_PLUGINS = Path(__file__).resolve().parent / "fixtures" / "plugin_pkgs"
+
+
+def _with_fixture_plugins(pythonpath: str) -> str:
+    parts = [p for p in pythonpath.split(os.pathsep) if p and p != str(FIXTURE_PLUGINS)]
+    return os.pathsep.join([str(FIXTURE_PLUGINS), *parts])
+
+
+# The test plugins importable here (in-process servers load them in this process) and in the
+# processes this one starts (an in-process server's workers and class probes inherit it).
+if str(FIXTURE_PLUGINS) not in sys.path:
+    sys.path.append(str(FIXTURE_PLUGINS))
+os.environ["PYTHONPATH"] = _with_fixture_plugins(os.environ.get("PYTHONPATH", ""))
 
 # `MLX_TEST_DATABASE=postgres` runs every server on its own PostgreSQL database (DESIGN.md:
 # both backends run the same migrations and the same test suite); otherwise SQLite in MLX_HOME.
@@ -78,9 +107,7 @@ def free_port() -> int:
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment of this process without any MLX_* variable, plus `extra`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLX_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(FIXTURE_PLUGINS), env.get("PYTHONPATH", "")]).rstrip(
-        os.pathsep
-    )
+    env["PYTHONPATH"] = _with_fixture_plugins(env.get("PYTHONPATH", ""))
     env.update(extra)
     return env
 
@@ -98,37 +125,106 @@ def mlx_cli(
     )
 
 
-@dataclass
+@functools.cache
+def _explicit_settings_class() -> Any:
+    from mlx_platform.settings import Settings
+
+    class ExplicitSettings(Settings):
+        """Settings from the values given only, never from this process's MLX_* environment
+        (the runner's own variables must not reach a test's server)."""
+
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls: Any, init_settings: Any, **_: Any
+        ) -> tuple[Any, ...]:
+            return (init_settings,)
+
+    return ExplicitSettings
+
+
+def _explicit_settings(home: Path, **settings: Any) -> Any:
+    return _explicit_settings_class()(home=home, **settings)
+
+
+def _setting_names(env: dict[str, str]) -> dict[str, str]:
+    """{"MLX_JWT_SECRET": v} -> {"jwt_secret": v}"""
+    return {k[4:].lower(): v for k, v in env.items() if k.startswith("MLX_") and k != "MLX_HOME"}
+
+
 class LiveServer:
+    """What every test server offers; `InProcessServer` and `ProcessServer` below."""
+
     url: str
     home: Path
-    env: dict[str, str]
-    log_path: Path
-    process: subprocess.Popen[bytes]
-    stdout_path: Path
-    tokens: dict[tuple[str, ...], str] = field(default_factory=dict)
+    env: dict[str, str]  # the MLX_* variables of this server: for `mlx` commands on its home
+    pid: int  # the process the service runs in (the test process for an in-process server)
+
+    def __init__(self) -> None:
+        self.tokens: dict[tuple[str, ...], str] = {}
 
     @property
     def admin_token(self) -> str:
         return (self.home / "admin.token").read_text().strip()
 
     def token(self, *scopes: str, subject: str = "tester", ttl: int = 3600) -> str:
-        """A token minted the way users mint them: `mlx token create`."""
+        """A token minted with the code of `mlx token create` (server.auth.create_token with
+        the secret of this server's settings); tests of the command itself run it."""
+        from mlx_platform.server.auth import create_token
+
         key = (subject, str(ttl), *scopes)
         if key not in self.tokens:
-            args = ["token", "create", "--subject", subject, "--ttl", str(ttl)]
-            for s in scopes:
-                args += ["--scope", s]
-            self.tokens[key] = mlx_cli(*args, env=self.env).stdout.strip()
+            secret = _explicit_settings(self.home, **_setting_names(self.env)).resolved_jwt_secret
+            self.tokens[key] = create_token(secret, subject, list(scopes), ttl)
         return self.tokens[key]
 
     def client(
         self, token: str | None = None, *, scopes: tuple[str, ...] = ("plugins:admin",)
     ) -> httpx.Client:
+        """A client with a token of `scopes` (or `token`; "" for none)."""
         headers = {}
         tok = token if token is not None else self.token(*scopes)
         if tok:
             headers["Authorization"] = f"Bearer {tok}"
+        return self._client(headers)
+
+    @functools.cached_property
+    def anonymous(self) -> httpx.Client:
+        """A client without a token (closed when the server stops)."""
+        return self.client(token="")
+
+    def _client(self, headers: dict[str, str]) -> httpx.Client:
+        raise NotImplementedError
+
+    def _close_anonymous(self) -> None:
+        client = self.__dict__.pop("anonymous", None)
+        if client is not None:
+            client.close()
+
+    def log_text(self) -> str:
+        raise NotImplementedError
+
+    def stop(self) -> int:
+        raise NotImplementedError
+
+
+class ProcessServer(LiveServer):
+    """`mlx serve` in its own process."""
+
+    def __init__(
+        self,
+        url: str,
+        home: Path,
+        env: dict[str, str],
+        log_path: Path,
+        process: subprocess.Popen[bytes],
+        stdout_path: Path,
+    ) -> None:
+        super().__init__()
+        self.url, self.home, self.env = url, home, env
+        self.log_path, self.process, self.stdout_path = log_path, process, stdout_path
+        self.pid = process.pid
+
+    def _client(self, headers: dict[str, str]) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     def log_text(self) -> str:
@@ -137,6 +233,7 @@ class LiveServer:
         )
 
     def stop(self) -> int:
+        self._close_anonymous()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -147,7 +244,8 @@ class LiveServer:
         return self.process.returncode
 
 
-def start_server(home: Path, **settings: str) -> LiveServer:
+def start_server(home: Path, **settings: str) -> ProcessServer:
+    """`mlx serve` on `home` with these MLX_* variables, ready (its /healthz answers)."""
     port = free_port()
     if on_postgres() and "MLX_DATABASE_URL" not in settings:
         settings["MLX_DATABASE_URL"] = postgres_url_for(home, port)
@@ -172,28 +270,163 @@ def start_server(home: Path, **settings: str) -> LiveServer:
         stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return LiveServer(url, home, env, log_path, proc, stdout_path)
+            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server did not become ready:\n{log_path.read_text()}")
+            return False
+
+    try:
+        poll(ready, bool, timeout=60, what="server ready")
+    except AssertionError:
+        proc.kill()
+        raise RuntimeError(f"server did not become ready:\n{log_path.read_text()}") from None
+    return ProcessServer(url, home, env, log_path, proc, stdout_path)
 
 
-@pytest.fixture
-def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start servers with given settings (MLX_* names without the prefix, lower case)."""
+class _PortalTransport(httpx.BaseTransport):
+    """A synchronous httpx transport that hands each request to `httpx.ASGITransport` on the
+    server's event loop (an anyio blocking portal).
+
+    Why not starlette's TestClient: it ties the lifespan and the event loop to one client
+    (entering a client runs the lifespan), while tests hold many clients (tokens of different
+    scopes, one per thread) on one started service, and it raises server exceptions into the
+    test unless told not to. ASGITransport is httpx's own ASGI transport; this class only makes
+    it synchronous and keeps httpx's read timeout: the request runs as a task of the portal and
+    the caller waits on its future, so a handler stuck in a worker thread cannot hold the test
+    past its timeout (a cancel scope around the call would wait for that thread)."""
+
+    def __init__(self, server: InProcessServer) -> None:
+        self.server = server
+        # raise_app_exceptions=False: an unhandled error is the 500 a client would get (the
+        # service's middleware has already answered it in the envelope and logged it)
+        self.asgi = httpx.ASGITransport(app=server.app, raise_app_exceptions=False)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        portal = self.server.portal
+        if portal is None:
+            raise httpx.ConnectError("the in-process server is stopped", request=request)
+        request.read()  # the body as bytes: a stream both sync and async, as ASGITransport needs
+
+        async def call() -> tuple[int, Any, bytes]:
+            response = await self.asgi.handle_async_request(request)
+            return response.status_code, response.headers, await response.aread()
+
+        timeout = request.extensions.get("timeout", {}).get("read")
+        future = portal.start_task_soon(call)
+        try:
+            status, headers, content = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise httpx.ReadTimeout(f"no answer within {timeout} s", request=request) from None
+        return httpx.Response(status, headers=headers, content=content, request=request)
+
+
+class _LogCapture(logging.Handler):
+    """This process's log records while a server runs, formatted as the service formats them
+    and passed through the same secret redactor (server/logging_setup.py)."""
+
+    def __init__(self) -> None:
+        from mlx_platform.core.secrets import REDACTOR
+        from mlx_platform.server.logging_setup import _FORMAT
+
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter(_FORMAT))
+        self.addFilter(REDACTOR)
+        self.buffer = io.StringIO()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - as logging.Handler.handleError would
+            line = f"(unformattable record {record.msg!r})"
+        with self.lock:  # type: ignore[union-attr]
+            self.buffer.write(line + "\n")
+
+    def text(self) -> str:
+        with self.lock:  # type: ignore[union-attr]
+            return self.buffer.getvalue()
+
+
+class InProcessServer(LiveServer):
+    """The service's ASGI app in this process, started (lifespan entered) once.
+
+    `url` names no socket: requests go through `client()` (or `transport()` for an httpx
+    client of one's own, such as the SDK's `http_client`). Log records are this process's
+    while the server runs: with several in-process servers at once, each sees the others'."""
+
+    def __init__(self, home: Path, **settings: str) -> None:
+        super().__init__()
+        from mlx_platform.cli.main import ensure_admin_token
+        from mlx_platform.server.app import create_app
+
+        self.home = home
+        self.url = "http://mlx.inprocess"  # no such host: a request past the transport fails
+        self.pid = os.getpid()
+        if on_postgres() and "database_url" not in settings:
+            settings["database_url"] = postgres_url_for(home, 0)
+        settings.setdefault("isolation", "inprocess")
+        settings.setdefault("port", "0")  # the address it records for itself names no socket
+        self.settings = _explicit_settings(home, **settings)
+        self.env = clean_env(
+            MLX_HOME=str(home), **{f"MLX_{k.upper()}": str(v) for k, v in settings.items()}
+        )
+        self._log = _LogCapture()
+        logging.getLogger().addHandler(self._log)
+        self._stack = contextlib.ExitStack()
+        self.portal: Any = None
+        try:
+            ensure_admin_token(self.settings)  # as `mlx serve` does before it serves
+            self.app = create_app(self.settings)
+            import anyio.from_thread
+
+            self.portal = self._stack.enter_context(anyio.from_thread.start_blocking_portal())
+            # The ASGI lifespan as Starlette's router runs it on `lifespan.startup`
+            self._stack.enter_context(
+                self.portal.wrap_async_context_manager(self.app.router.lifespan_context(self.app))
+            )
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def core(self) -> Any:
+        """The service's Core (settings, database, host): for tests that look inside."""
+        return self.app.state.core
+
+    def transport(self) -> httpx.BaseTransport:
+        return _PortalTransport(self)
+
+    def _client(self, headers: dict[str, str]) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers=headers, timeout=60, transport=self.transport()
+        )
+
+    def log_text(self) -> str:
+        return self._log.text()
+
+    def stop(self) -> int:
+        self._close_anonymous()
+        try:
+            self._stack.close()  # the lifespan's exit (plugins stopped) on the loop, then the loop
+        finally:
+            self.portal = None
+            logging.getLogger().removeHandler(self._log)
+        return 0
+
+
+def make_factory(
+    tmp_path: Path, start: Callable[..., LiveServer], **defaults: Any
+) -> Iterator[Callable[..., LiveServer]]:
+    """A server factory for a fixture: `start(home, **settings)` with `defaults` under the
+    settings of each call; every server it made is stopped at the end."""
     started: list[LiveServer] = []
 
-    def make(home: Path | None = None, **settings: str) -> LiveServer:
-        env_settings = {f"MLX_{k.upper()}": str(v) for k, v in settings.items()}
-        srv = start_server(home or tmp_path / f"home{len(started)}", **env_settings)
+    def make(home: Path | None = None, **settings: Any) -> LiveServer:
+        srv = start(home or tmp_path / f"home{len(started)}", **{**defaults, **settings})
         started.append(srv)
         return srv
 
@@ -202,9 +435,39 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
         srv.stop()
 
 
+def start_inprocess(home: Path, **settings: Any) -> InProcessServer:
+    """An in-process server on `home` with these settings (names without MLX_, lower case)."""
+    return InProcessServer(home, **{k: str(v) for k, v in settings.items()})
+
+
+def start_process(home: Path, **settings: Any) -> ProcessServer:
+    """`mlx serve` on `home` with these settings (names without MLX_, lower case)."""
+    return start_server(home, **{f"MLX_{k.upper()}": str(v) for k, v in settings.items()})
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start in-process servers with given settings (names without MLX_, lower case)."""
+    yield from make_factory(tmp_path, start_inprocess)
+
+
+@pytest.fixture
+def process_server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """Start `mlx serve` processes with given settings (names without MLX_, lower case)."""
+    yield from make_factory(tmp_path, start_process)
+
+
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One server per test module, with the example plugins, on a fresh MLX_HOME."""
+    """One in-process server per test module, with the example plugins, on a fresh home."""
+    srv = start_inprocess(tmp_path_factory.mktemp("live") / "home")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def process_live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One `mlx serve` process per test module, with the example plugins, on a fresh home."""
     srv = start_server(tmp_path_factory.mktemp("live") / "home")
     yield srv
     srv.stop()
@@ -213,6 +476,12 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 @pytest.fixture(scope="module")
 def admin(live_server: LiveServer) -> Iterator[httpx.Client]:
     with live_server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def process_admin(process_live_server: LiveServer) -> Iterator[httpx.Client]:
+    with process_live_server.client() as c:
         yield c
 
 
@@ -307,7 +576,10 @@ def process_gone(pid: int) -> bool:
         if proc.status() != psutil.STATUS_ZOMBIE:
             return False
         parent = proc.parent()
-        return parent is None or "mlx_platform" not in " ".join(parent.cmdline())
+        if parent is None:
+            return True
+        # this process is the service of every in-process server
+        return parent.pid != os.getpid() and "mlx_platform" not in " ".join(parent.cmdline())
     except psutil.NoSuchProcess:
         return True
 
@@ -345,3 +617,25 @@ def poll(
 ) -> T:
     """Call `fetch` until `done(value)`; the value, or AssertionError naming the last one seen."""
     return poll_timed(fetch, done, timeout=timeout, interval=interval, what=what)[0]
+
+
+def holds(
+    fetch: Callable[[], T],
+    ok: Callable[[T], bool],
+    *,
+    seconds: float,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
+    """Check that `ok(fetch())` stays true for `seconds`: for what must NOT happen within a
+    time (a restart that was cancelled, a worker that must be kept), where no event comes to
+    wait on. Checked all along the window, not once after a sleep. The last value."""
+    t0 = time.monotonic()
+    while True:
+        value = fetch()
+        if not ok(value):
+            elapsed = time.monotonic() - t0
+            raise AssertionError(f"{what}: no longer true after {elapsed:.2f} s: {value!r}")
+        if time.monotonic() - t0 >= seconds:
+            return value
+        time.sleep(interval)

@@ -118,7 +118,7 @@ def test_the_trail_filters_pages_and_needs_the_admin_scope(live_server: LiveServ
 
     reader = live_server.client(live_server.token("plugins:read"))
     assert_error(reader.get("/v1/audit"), 403, "FORBIDDEN")
-    assert_error(httpx.get(f"{live_server.url}/v1/audit"), 401, "UNAUTHORIZED")
+    assert_error(live_server.anonymous.get("/v1/audit"), 401, "UNAUTHORIZED")
     assert_error(admin.get("/v1/audit", params={"action": "explode"}), 422, "VALIDATION_ERROR")
 
 

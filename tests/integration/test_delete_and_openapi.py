@@ -160,7 +160,7 @@ def test_delete_needs_a_token(
     live_server: LiveServer, admin: httpx.Client, unique_name: str
 ) -> None:
     pid = register(admin, unique_name)
-    assert_error(httpx.delete(f"{live_server.url}/v1/plugins/{pid}"), 401, "UNAUTHORIZED")
+    assert_error(live_server.anonymous.delete(f"/v1/plugins/{pid}"), 401, "UNAUTHORIZED")
     assert status_of(admin, pid) == "registered"
 
 
@@ -196,7 +196,7 @@ OPERATIONS: dict[tuple[str, str], str] = {
 
 @pytest.fixture(scope="module")
 def openapi(live_server: LiveServer) -> Iterator[dict[str, Any]]:
-    r = httpx.get(f"{live_server.url}/openapi.json", timeout=60)
+    r = live_server.anonymous.get("/openapi.json", timeout=60)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("application/json")
     yield r.json()
@@ -297,7 +297,7 @@ def test_openapi_error_envelope_schema_has_the_error_fields(openapi: dict[str, A
 
 
 def test_docs_page_is_html(live_server: LiveServer) -> None:
-    r = httpx.get(f"{live_server.url}/docs", timeout=60)
+    r = live_server.anonymous.get("/docs", timeout=60)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/html")
     assert "<html" in r.text.lower()

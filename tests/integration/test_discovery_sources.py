@@ -27,6 +27,7 @@ from tests.conftest import (
     assert_error,
     free_port,
     register,
+    start_inprocess,
     start_server,
 )
 
@@ -39,12 +40,19 @@ BUILTIN = {"sqlite_source", "tabular_folder", "local_tracker"}
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    """Start servers with extra folders on their PYTHONPATH and MLX_* settings."""
+    """Start servers with MLX_* settings; with extra folders on their PYTHONPATH (what the
+    service's own import path holds is the point: `mlx serve` processes), else in-process."""
     started: list[LiveServer] = []
 
     def make(
         *, pythonpath: tuple[Path, ...] = (), test_import_log: str | None = None, **settings: object
     ) -> LiveServer:
+        settings.setdefault("seed_builtin_plugins", "false")
+        home = tmp_path / f"home{len(started)}"
+        if not pythonpath and not test_import_log:
+            srv: LiveServer = start_inprocess(home, **settings)
+            started.append(srv)
+            return srv
         env = {f"MLX_{k.upper()}": str(v) for k, v in settings.items()}
         if test_import_log:
             # not an MLX_* variable: the service keeps those from plugin code (workers and the
@@ -56,8 +64,7 @@ def serve(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
             os.environ.get("PYTHONPATH", ""),
         ]
         env["PYTHONPATH"] = os.pathsep.join(p for p in parts if p)
-        env.setdefault("MLX_SEED_BUILTIN_PLUGINS", "false")
-        srv = start_server(tmp_path / f"home{len(started)}", **env)
+        srv = start_server(home, **env)
         started.append(srv)
         return srv
 
@@ -874,14 +881,14 @@ def test_git_repositories_are_cloned_refreshed_and_not_fetched_when_unchanged(
         fetch_head = main_cache / ".git" / "FETCH_HEAD"
         assert fetch_head.is_file()
         stamp = fetch_head.stat().st_mtime_ns
-        log_before = srv.log_path.read_text()
+        log_before = srv.log_text()
         assert f"git file://{main}: fetched at {sha[:12]} (1 fetch)" in log_before
 
         # Nothing changed: a ref check, no fetch.
         third = discover(client, sources="git")
         assert by_name(third)["git_echo"]["version"] == "1.1.0"
         assert fetch_head.stat().st_mtime_ns == stamp
-        new_log = srv.log_path.read_text()[len(log_before) :]
+        new_log = srv.log_text()[len(log_before) :]
         assert f"git file://{main}: unchanged at {sha[:12]} (0 fetches)" in new_log
         assert f"git file://{tagged}@v1: unchanged" in new_log
         assert "fetched" not in new_log and "cloned" not in new_log

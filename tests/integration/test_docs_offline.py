@@ -94,7 +94,7 @@ def check_page(client: httpx.Client, page_url: str) -> list[tuple[str, str]]:
 
 
 def test_docs_pages_load_nothing_from_outside_the_service(live_server: LiveServer) -> None:
-    with httpx.Client(base_url=live_server.url, timeout=30) as anonymous:  # no token: public
+    with live_server.client(token="") as anonymous:  # no token: public
         swagger = check_page(anonymous, "/docs")
         redoc = check_page(anonymous, "/redoc")
     assert {k for k, _ in swagger} >= {"script", "stylesheet", "icon", "openapi"}
@@ -109,13 +109,13 @@ class _PrefixProxy(BaseHTTPRequestHandler):
     nginx's `location /api/ { proxy_pass http://service/; }` does): a page that loads
     `/docs-assets/...` or `/openapi.json` from the root gets 404s through it."""
 
-    upstream = ""
+    upstream: httpx.Client  # the service's, without a token
 
     def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
         if not self.path.startswith("/api/"):
             self.send_error(404, "outside the proxied prefix")
             return
-        r = httpx.get(self.upstream + self.path[len("/api") :], timeout=30)
+        r = self.upstream.get(self.path[len("/api") :], timeout=30)
         self.send_response(r.status_code)
         self.send_header("Content-Type", r.headers.get("content-type", "text/plain"))
         self.send_header("Content-Length", str(len(r.content)))
@@ -128,7 +128,7 @@ class _PrefixProxy(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def prefix_proxy(live_server: LiveServer) -> Iterator[str]:
-    handler = type("Proxy", (_PrefixProxy,), {"upstream": live_server.url})
+    handler = type("Proxy", (_PrefixProxy,), {"upstream": live_server.anonymous})
     server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -149,7 +149,7 @@ def test_docs_work_behind_a_path_prefix(prefix_proxy: str) -> None:
 
 
 def test_a_missing_asset_is_a_404_in_the_envelope(live_server: LiveServer) -> None:
-    r = httpx.get(f"{live_server.url}/docs-assets/no-such-file.js", timeout=30)
+    r = live_server.anonymous.get("/docs-assets/no-such-file.js", timeout=30)
     assert_error(r, 404, "NOT_FOUND")
 
 
@@ -179,7 +179,7 @@ def _media_has_example(media: dict[str, Any], components: dict[str, Any]) -> boo
 
 @pytest.fixture(scope="module")
 def openapi(live_server: LiveServer) -> dict[str, Any]:
-    r = httpx.get(f"{live_server.url}/openapi.json", timeout=30)
+    r = live_server.anonymous.get("/openapi.json", timeout=30)
     assert r.status_code == 200
     document: dict[str, Any] = r.json()
     return document
@@ -306,10 +306,11 @@ if os.environ.get("MLX_TEST_BROWSER") == "1":
             if kind != "openapi" and urlsplit(url).hostname not in (None, "docs.test")
         ]
 
+    # a browser needs a socket: these two run against `mlx serve`
     def test_swagger_ui_renders_every_operation_offline(
-        live_server: LiveServer, openapi: dict[str, Any], tmp_path: Path
+        process_live_server: LiveServer, openapi: dict[str, Any], tmp_path: Path
     ) -> None:
-        dom = render(browser_url(live_server, "/docs"), tmp_path)
+        dom = render(browser_url(process_live_server, "/docs"), tmp_path)
         assert "opblock" in dom, dom[:2000]
         shown = set(re.findall(r'opblock-summary-operation-id">([^<]+)<', dom))
         expected = {op["operationId"] for _, op in _operations(openapi)}
@@ -317,9 +318,9 @@ if os.environ.get("MLX_TEST_BROWSER") == "1":
         assert outside_loads(dom) == []
 
     def test_redoc_renders_every_operation_offline(
-        live_server: LiveServer, openapi: dict[str, Any], tmp_path: Path
+        process_live_server: LiveServer, openapi: dict[str, Any], tmp_path: Path
     ) -> None:
-        dom = render(browser_url(live_server, "/redoc"), tmp_path)
+        dom = render(browser_url(process_live_server, "/redoc"), tmp_path)
         summaries = {op["summary"] for _, op in _operations(openapi)}
         absent = sorted(s for s in summaries if json.dumps(s)[1:-1] not in dom)
         assert absent == [], absent

@@ -68,7 +68,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 @pytest.fixture(scope="module")
 def openapi(env: Env) -> dict[str, Any]:
-    r = httpx.get(f"{env.server.url}/openapi.json", timeout=60)
+    r = env.server.anonymous.get("/openapi.json", timeout=60)
     assert r.status_code == 200
     return dict(r.json())
 
@@ -79,7 +79,7 @@ Provoke = Callable[[Env], httpx.Response]
 
 
 def _unauthorized(env: Env) -> httpx.Response:
-    return httpx.get(f"{env.server.url}{P}", timeout=60)
+    return env.server.anonymous.get(P, timeout=60)
 
 
 def _forbidden(env: Env) -> httpx.Response:

@@ -8,7 +8,8 @@ from tests.conftest import ROOT
 
 def test_example_plugin_folder_is_discovered_and_runs(server_factory) -> None:
     src = ROOT / "examples" / "mlx-plugin-hello" / "src"
-    server = server_factory(seed_builtin_plugins="false", plugin_path=str(src))
+    # isolation "": the plugin's own (process), as a folder plugin needs its folder on the path
+    server = server_factory(seed_builtin_plugins="false", plugin_path=str(src), isolation="")
     with server.client() as c:
         r = c.get("/v1/plugins/discover", params={"sources": "filesystem", "auto_register": "true"})
         assert r.status_code == 200, r.text

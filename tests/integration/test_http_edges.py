@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import httpx
-
 from tests.conftest import assert_error
 
 
 def test_wrong_method_answers_405_listing_every_method_of_the_path(live_server) -> None:
-    r = httpx.put(f"{live_server.url}/v1/plugins")
+    anonymous = live_server.client(token="")
+    r = anonymous.put("/v1/plugins")
     assert_error(r, 405, "METHOD_NOT_ALLOWED")
     assert r.headers["allow"] == "GET, POST"
-    r = httpx.put(f"{live_server.url}/v1/plugins/plugin_x_001")
+    r = anonymous.put("/v1/plugins/plugin_x_001")
     assert r.headers["allow"] == "DELETE, GET"
 
 
@@ -24,8 +23,8 @@ def test_body_that_is_not_utf8_is_a_validation_error(admin) -> None:
 
 
 def test_body_that_is_not_utf8_without_token_is_unauthorized(live_server) -> None:
-    r = httpx.post(
-        f"{live_server.url}/v1/plugins",
+    r = live_server.client(token="").post(
+        "/v1/plugins",
         content=b"\xff\xfe",
         headers={"Content-Type": "application/json"},
     )

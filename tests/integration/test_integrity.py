@@ -17,17 +17,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, assert_error
+from tests.conftest import LiveServer, assert_error, poll
 
 PLUGIN_SOURCE = """
 from mlx_platform.plugins import Plugin, operation
@@ -72,16 +70,6 @@ def body(name: str, class_path: str) -> dict[str, Any]:
     }
 
 
-def wait_for(fetch: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s: {value!r}"
-        time.sleep(0.1)
-
-
 @pytest.fixture
 def plugin_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "plugins"
@@ -91,7 +79,8 @@ def plugin_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def server(server_factory, plugin_dir: Path) -> LiveServer:
-    return server_factory(plugin_path=str(plugin_dir), reconcile_interval="0.2")
+    # isolation "" (each plugin's own: process): code in a plugin folder runs in a worker
+    return server_factory(plugin_path=str(plugin_dir), reconcile_interval="0.2", isolation="")
 
 
 def activate(client: httpx.Client, pid: str, **params: str) -> httpx.Response:
@@ -184,10 +173,11 @@ def test_a_restart_of_a_running_plugin_refuses_changed_code(
         worker = admin.post(f"/v1/plugins/{pid}/invoke", json={"operation": "pid"}).json()
         path.write_text(path.read_text() + "\nSWAPPED = True\n")
         os.kill(worker["data"]["result"], signal.SIGKILL)
-        data = wait_for(
+        data = poll(
             lambda: admin.get(f"/v1/plugins/{pid}").json()["data"],
             lambda d: d["status"] == "error" and "code changed" in (d["status_reason"] or ""),
-            "the restart refused",
+            timeout=20,
+            what="the restart refused",
         )
         assert f"{module}.py changed" in data["status_reason"], data
 

@@ -1,4 +1,8 @@
-"""Limits before reading, and bad input (issue 11): every test talks HTTP to a real `mlx serve`.
+"""Limits before reading, and bad input (issue 11).
+
+The size limits of bodies and heads are about bytes on a socket (what h11/uvicorn buffer, what
+a client can stream, the service's memory meanwhile): those tests talk HTTP to `mlx serve` in
+its own process (`process_live_server`); the others to the in-process app.
 
 - A body over MLX_MAX_BODY_BYTES is refused with 413 in the envelope before any of it is
   read (from its Content-Length, or while a chunked one streams), before the token check.
@@ -23,7 +27,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import LiveServer, assert_error, plugin_body, register, start_server
+from tests.conftest import LiveServer, assert_error, plugin_body, register
 
 MiB = 1024 * 1024
 
@@ -96,8 +100,9 @@ def megabytes(total_mb: int, counter: list[int] | None = None) -> Iterator[bytes
 
 
 def test_a_declared_body_over_the_cap_is_refused_before_one_byte_of_it_is_sent(
-    live_server: LiveServer,
+    process_live_server: LiveServer,
 ) -> None:
+    live_server = process_live_server
     # Content-Length says 100 MB; nothing follows the head. Without the limit the service
     # waits for the body (the socket times out); with it, the 413 comes at once, before
     # the token (there is none) is even looked at.
@@ -114,7 +119,10 @@ def test_a_declared_body_over_the_cap_is_refused_before_one_byte_of_it_is_sent(
     assert headers["connection"] == "close"
 
 
-def test_a_chunked_body_over_the_cap_is_refused_while_it_streams(live_server: LiveServer) -> None:
+def test_a_chunked_body_over_the_cap_is_refused_while_it_streams(
+    process_live_server: LiveServer,
+) -> None:
+    live_server = process_live_server
     sent = [0]
     r = httpx.post(
         f"{live_server.url}/v1/plugins",
@@ -155,9 +163,10 @@ def test_the_cap_is_a_setting_and_bodies_under_it_go_through(server_factory) -> 
 
 
 def test_four_100_mb_uploads_without_a_token_cost_the_service_no_memory(
-    live_server: LiveServer,
+    process_live_server: LiveServer,
 ) -> None:
     """Two declare their length, two stream chunked; the service's RSS is sampled all along."""
+    live_server = process_live_server
     url = f"{live_server.url}/v1/plugins"
 
     def upload(declared: bool) -> int:
@@ -172,7 +181,7 @@ def test_four_100_mb_uploads_without_a_token_cost_the_service_no_memory(
 
     with live_server.client() as c:  # warm up: the first requests allocate for good
         c.get("/v1/plugins")
-    rss = PeakRSS(live_server.process.pid)
+    rss = PeakRSS(live_server.pid)
     rss.start()
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(upload, [True, True, False, False]))
@@ -183,13 +192,14 @@ def test_four_100_mb_uploads_without_a_token_cost_the_service_no_memory(
     )
     assert set(statuses) <= {413, 0} and 413 in statuses, statuses
     assert growth < 40 * MiB, f"service grew by {growth / MiB:.0f} MiB"
-    assert httpx.get(f"{live_server.url}/healthz").status_code == 200
+    assert live_server.anonymous.get("/healthz").status_code == 200
 
 
 # ---------------------------------------------------------------- headers
 
 
-def test_headers_over_the_cap_answer_431_in_the_envelope(live_server: LiveServer) -> None:
+def test_headers_over_the_cap_answer_431_in_the_envelope(process_live_server: LiveServer) -> None:
+    live_server = process_live_server
     with live_server.client() as c:
         r = c.get("/v1/plugins", headers={"X-Padding": "a" * 100_000})
         err = assert_error(r, 431, "HEADERS_TOO_LARGE")
@@ -208,16 +218,17 @@ def test_headers_over_the_cap_answer_431_in_the_envelope(live_server: LiveServer
 
 
 def test_heads_over_the_http_servers_own_limit_leave_the_service_up(
-    live_server: LiveServer,
+    process_live_server: LiveServer,
 ) -> None:
+    live_server = process_live_server
     # Over 1 MiB uvicorn (h11) refuses the head itself, in plain text (documented); the
     # service goes on serving.
     try:
-        r = httpx.get(f"{live_server.url}/v1/plugins", headers={"X-Padding": "a" * 2 * MiB})
+        r = live_server.anonymous.get("/v1/plugins", headers={"X-Padding": "a" * 2 * MiB})
         assert r.status_code == 400
     except httpx.TransportError:
         pass  # the server closed the connection while the client was still sending
-    assert httpx.get(f"{live_server.url}/healthz").status_code == 200
+    assert live_server.anonymous.get("/healthz").status_code == 200
 
 
 # ---------------------------------------------------------------- JSON depth and sizes
@@ -366,7 +377,7 @@ def test_metrics_at_the_edges_of_the_range_are_served(admin: httpx.Client) -> No
 def test_a_plugin_printing_300_mb_at_import_registers_without_costing_the_service_memory(
     live_server: LiveServer, admin: httpx.Client, unique_name: str
 ) -> None:
-    rss = PeakRSS(live_server.process.pid)
+    rss = PeakRSS(live_server.pid)  # this process, for an in-process server
     rss.start()
     r = admin.post(
         "/v1/plugins", json=plugin_body(unique_name, class_path="mlx_loud_plugin.LoudPlugin")
@@ -382,21 +393,17 @@ def test_a_plugin_printing_300_mb_at_import_registers_without_costing_the_servic
 
 
 def test_the_import_process_of_a_registration_sees_none_of_the_services_settings(
-    tmp_path,
+    server_factory, tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     report = tmp_path / "env.txt"
-    srv = start_server(
-        tmp_path / "home",
-        MLX_JWT_SECRET="s3cret-signing-key-for-this-test-only",
-        ENV_REPORT_FILE=str(report),
-    )
-    try:
-        with srv.client() as c:
-            body = plugin_body("env_probe", class_path="mlx_env_probe_plugin.EnvProbePlugin")
-            r = c.post("/v1/plugins", json=body)
-            assert r.status_code == 201, r.text
-    finally:
-        srv.stop()
+    # the environment of the service's process (this one, for an in-process server)
+    monkeypatch.setenv("MLX_JWT_SECRET", "s3cret-signing-key-for-this-test-only")
+    monkeypatch.setenv("ENV_REPORT_FILE", str(report))
+    srv = server_factory(jwt_secret="s3cret-signing-key-for-this-test-only")
+    with srv.client() as c:
+        body = plugin_body("env_probe", class_path="mlx_env_probe_plugin.EnvProbePlugin")
+        r = c.post("/v1/plugins", json=body)
+        assert r.status_code == 201, r.text
     seen = set(report.read_text().split())
     assert "ENV_REPORT_FILE" in seen  # the module did run and report
     assert not {name for name in seen if name.startswith("MLX_")}, sorted(seen)

@@ -181,14 +181,14 @@ def test_an_outage_answers_503_logs_twice_keeps_metrics_and_ends_by_itself(
 
     # ---- while the database is away
     ready = poll(
-        lambda: httpx.get(f"{server.url}/readyz", timeout=10),
+        lambda: server.anonymous.get("/readyz", timeout=10),
         lambda r: r.status_code == 503,
         timeout=5,
         what="/readyz 503",
     )
     assert_error(ready, 503, "SERVICE_UNAVAILABLE")
     assert ready.headers.get("retry-after") == str(RETRY_AFTER_S)
-    live = httpx.get(f"{server.url}/healthz", timeout=10)
+    live = server.anonymous.get("/healthz", timeout=10)
     assert live.status_code == 200, live.text
 
     # A GET through the SDK meets the 503 and retries after Retry-After.
@@ -226,7 +226,7 @@ def test_an_outage_answers_503_logs_twice_keeps_metrics_and_ends_by_itself(
         assert_unavailable(invoke(admin, worker, "pid"))
         requests += 9
     # no token: refused before anything needs the database
-    assert_error(httpx.get(f"{server.url}/v1/plugins", timeout=10), 401, "UNAUTHORIZED")
+    assert_error(server.anonymous.get("/v1/plugins", timeout=10), 401, "UNAUTHORIZED")
 
     # A flush fails while the database is away, and keeps the calls it could not write.
     kept = poll(
@@ -248,7 +248,7 @@ def test_an_outage_answers_503_logs_twice_keeps_metrics_and_ends_by_itself(
     outage.end()
     t_back = time.monotonic()
     poll(
-        lambda: httpx.get(f"{server.url}/readyz", timeout=10).status_code,
+        lambda: server.anonymous.get("/readyz", timeout=10).status_code,
         lambda s: s == 200,
         timeout=RECOVERY_LIMIT_S,
         what=f"/readyz 200 within {RECOVERY_LIMIT_S:g} s",
@@ -311,7 +311,7 @@ def test_healthz_and_readyz_are_documented_in_the_openapi(
     pg: tuple[LiveServer, Outage],
 ) -> None:
     server, _ = pg
-    doc = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+    doc = server.anonymous.get("/openapi.json", timeout=10).json()
     readyz = doc["paths"]["/readyz"]["get"]
     assert "503" in readyz["responses"] and "200" in readyz["responses"]
     assert "database" in readyz["description"]
@@ -324,7 +324,7 @@ def test_healthz_and_readyz_are_documented_in_the_openapi(
                     path,
                     method,
                 )
-    r = httpx.get(f"{server.url}/readyz", timeout=10)
+    r = server.anonymous.get("/readyz", timeout=10)
     assert r.status_code == 200, r.text
     assert r.json() == {
         "status": "ready",
@@ -347,7 +347,7 @@ def test_a_database_error_that_is_no_outage_stays_an_internal_error(
         err = assert_error(r, 500, "INTERNAL_ERROR")
         assert r.headers["x-request-id"] in str(err["message"])
         assert "retry-after" not in r.headers
-        assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+        assert server.anonymous.get("/readyz", timeout=10).status_code == 200
     finally:
         outage.query("ALTER TABLE plugins_away RENAME TO plugins")
     assert reader.get("/v1/plugins").status_code == 200

@@ -1,9 +1,12 @@
 """Plugins in worker processes of their own (isolation "process"), over real HTTP.
 
-Every test here talks to a real server (`mlx serve` in a subprocess) whose plugins run in real
-worker processes: crashes, kills, restarts with backoff, giving up, graceful and forced
-deactivation, hot and cold configuration changes, service restart and shutdown, the
-background health checker, `/metrics`, and in-process isolation.
+Every test here talks to a real service whose plugins run in real worker processes: crashes,
+kills, restarts with backoff, giving up, graceful and forced deactivation, hot and cold
+configuration changes, service restart and shutdown, the background health checker, `/metrics`,
+and in-process isolation. The service runs in this process (`live_server`, `server_factory`
+below: isolation "", each plugin's own); the tests that count the service's child processes or
+restart it run it as `mlx serve` (`process_server_factory`), since this process has children
+of its own.
 
 Worker process ids are learned from the plugin itself (operation `pid` of
 `mlx_test_plugins.WorkerProbePlugin`). Waits poll with generous deadlines; the only upper
@@ -17,8 +20,8 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +34,13 @@ from tests.conftest import (
     KeepCalling,
     LiveServer,
     assert_error,
+    holds,
     invoke,
+    make_factory,
     poll,
     process_gone,
     register,
+    start_inprocess,
 )
 
 PROBE = "mlx_test_plugins.WorkerProbePlugin"
@@ -42,6 +48,23 @@ CRASH_ON_START = "mlx_test_plugins.CrashOnStartPlugin"
 
 # A dead worker is noticed within 2 s (promise); 0.5 s of slack for the HTTP round trips.
 DETECTION_LIMIT_S = 2.5
+
+# ---------------------------------------------------------------- servers
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """An in-process service whose plugins run in worker processes (their own isolation)."""
+    srv = start_inprocess(tmp_path_factory.mktemp("live") / "home", isolation="")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """In-process services whose plugins run in worker processes (their own isolation)."""
+    yield from make_factory(tmp_path, start_inprocess, isolation="")
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -98,7 +121,7 @@ def deactivate(client: httpx.Client, plugin_id: str, **body: Any) -> dict[str, A
 
 def is_worker_of(pid: int, server: LiveServer) -> bool:
     try:
-        return psutil.Process(pid).ppid() == server.process.pid
+        return psutil.Process(pid).ppid() == server.pid
     except psutil.NoSuchProcess:
         return False
 
@@ -159,9 +182,11 @@ def assert_error_envelope(r: httpx.Response) -> dict[str, Any]:
 
 
 def worker_children(server: LiveServer) -> list[int]:
-    """Live worker processes (`mlx_platform.runtime.worker`) the server started."""
+    """Live worker processes (`mlx_platform.runtime.worker`) the server started (a server of
+    its own process: this one's children include the workers of every in-process server)."""
+    assert server.pid != os.getpid(), "worker_children needs a process server"
     found = []
-    for child in psutil.Process(server.process.pid).children():
+    for child in psutil.Process(server.pid).children():
         try:
             if child.status() != psutil.STATUS_ZOMBIE and "mlx_platform.runtime.worker" in (
                 " ".join(child.cmdline())
@@ -200,7 +225,7 @@ def test_an_operation_that_raises_answers_424_and_the_same_worker_keeps_serving(
     other = active_probe(admin, unique_name + "_other")
     pid = worker_pid(admin, failing)
     other_pid = worker_pid(admin, other)
-    assert pid != live_server.process.pid
+    assert pid != live_server.pid
     assert pid != other_pid
     assert is_worker_of(pid, live_server)
 
@@ -241,30 +266,36 @@ def test_many_calls_hung_in_one_plugin_do_not_stall_the_service_or_other_plugins
         stuck = active_probe(client, unique_name)
         other = active_probe(client, unique_name + "_other")
         other_pid = worker_pid(client, other)
-        headers = dict(client.headers)
+        sent = threading.Semaphore(0)
 
         def hung_call(i: int) -> Callable[[], httpx.Response]:
-            return lambda: httpx.post(
-                f"{server.url}/v1/plugins/{stuck}/invoke",
-                json={
-                    "operation": "wait_for_file",
-                    "arguments": {"path": str(release), "started_file": str(started / str(i))},
-                },
-                headers=headers,
-                timeout=120,
-            )
+            def request() -> httpx.Response:
+                sent.release()
+                return client.post(
+                    f"/v1/plugins/{stuck}/invoke",
+                    json={
+                        "operation": "wait_for_file",
+                        "arguments": {"path": str(release), "started_file": str(started / str(i))},
+                    },
+                    timeout=120,
+                )
+
+            return request
 
         hung = [InBackground(hung_call(i)) for i in range(calls)]
         try:
             for t in hung:
                 t.start()
-            # Let the calls pile up (all of them, or as many as the service lets in: at least
-            # the plugin's 16 call slots). A loaded machine may take seconds to start 48 threads.
-            deadline = time.monotonic() + 30
-            while len(list(started.iterdir())) < 16 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.5)  # and any beyond those, if the service lets them in
-            assert len(list(started.iterdir())) >= 10, "the stuck calls never reached the plugin"
+            # Let the calls pile up: every thread has sent its call, and the plugin's 16 call
+            # slots are taken (the rest queue). A loaded machine may take seconds for that.
+            for _ in range(calls):
+                assert sent.acquire(timeout=30), "the calls were not all sent"
+            poll(
+                lambda: len(list(started.iterdir())),
+                lambda n: n >= 16,
+                timeout=30,
+                what="the stuck calls reached the plugin",
+            )
 
             answers = {}
             for what, request in {
@@ -297,7 +328,7 @@ def test_memory_a_plugin_leaks_grows_its_worker_not_the_service(
 ) -> None:
     plugin = active_probe(admin, unique_name)
     pid = worker_pid(admin, plugin)
-    service = psutil.Process(live_server.process.pid)
+    service = psutil.Process(live_server.pid)  # this process, for an in-process service
     service_before = service.memory_info().rss
     worker_before = psutil.Process(pid).memory_info().rss
 
@@ -402,9 +433,9 @@ def test_a_worker_killed_from_outside_is_marked_error_then_restarted_in_a_new_pr
 
 
 def test_an_operator_deactivation_during_the_restart_delay_cancels_the_restart(
-    server_factory: Callable[..., LiveServer], unique_name: str
+    process_server_factory: Callable[..., LiveServer], unique_name: str
 ) -> None:
-    server = server_factory(**restart_server_settings())
+    server = process_server_factory(**restart_server_settings())
     with server.client() as client:
         plugin = active_probe(client, unique_name)
         pid = worker_pid(client, plugin)
@@ -420,18 +451,20 @@ def test_an_operator_deactivation_during_the_restart_delay_cancels_the_restart(
         data = deactivate(client, plugin)
 
         assert data["pending_operations"] == 0
-        # The restart was due 1.5 s after the kill: well past it, nothing came back.
-        time.sleep(3.0)
-        d = detail(client, plugin)
-        assert d["status"] == "inactive"
-        assert worker_children(server) == []
+        # The restart was due 1.5 s after the kill: until well past it, nothing comes back.
+        holds(
+            lambda: (detail(client, plugin)["status"], worker_children(server)),
+            lambda seen: seen == ("inactive", []),
+            seconds=3.0,
+            what="inactive, no worker",
+        )
         assert_error(invoke(client, plugin, "pid"), 409, "INVALID_STATE")
 
 
 def test_after_max_restarts_the_plugin_stays_in_error_until_an_operator_activates_it(
-    server_factory: Callable[..., LiveServer], unique_name: str, tmp_path: Path
+    process_server_factory: Callable[..., LiveServer], unique_name: str, tmp_path: Path
 ) -> None:
-    server = server_factory(
+    server = process_server_factory(
         seed_builtin_plugins="false",
         max_restarts="2",
         restart_backoff_base="0.2",
@@ -455,11 +488,13 @@ def test_after_max_restarts_the_plugin_stays_in_error_until_an_operator_activate
             what="the supervisor gives up",
         )
         assert given_up["status"] == "error"
-        # Nothing restarts it any more: still in error well after the longest backoff (1 s).
-        time.sleep(2.5)
-        still = detail(client, plugin)
-        assert still["status"] == "error"
-        assert "gave up" in str(still["status_reason"]).lower()
+        # Nothing restarts it any more: still in error until well after the longest backoff.
+        holds(
+            lambda: detail(client, plugin),
+            lambda d: d["status"] == "error" and "gave up" in str(d["status_reason"]).lower(),
+            seconds=2.5,
+            what="given up, in error",
+        )
         starts = start_log.read_text().split()
         assert len(starts) == 1 + 2, f"expected the first start and 2 restarts: {starts}"
         assert len(set(starts)) == 3, "each restart runs in a new worker process"
@@ -663,8 +698,9 @@ def test_cold_configuration_change_restarts_the_worker_only_when_the_request_all
 
 
 def test_service_restart_starts_active_plugins_in_new_workers_and_shutdown_stops_them(
-    server_factory: Callable[..., LiveServer], unique_name: str, tmp_path: Path
+    process_server_factory: Callable[..., LiveServer], unique_name: str, tmp_path: Path
 ) -> None:
+    server_factory = process_server_factory  # SIGTERM to `mlx serve`, its children counted
     home = tmp_path / "kept_home"
     first_marker = tmp_path / "stopped-first"
     second_marker = tmp_path / "stopped-second"
@@ -719,7 +755,6 @@ def test_background_health_checks_go_on_for_every_plugin_while_one_hangs(
         hung = active_probe(client, f"{unique_name}_hung")
         assert call(client, hung, "hang_health", on=True) is True
         hung_at = datetime.now(UTC)
-        t_hang = time.monotonic()
 
         seen = poll(
             lambda: detail(client, hung)["health"],
@@ -728,21 +763,28 @@ def test_background_health_checks_go_on_for_every_plugin_while_one_hangs(
             what="the hung plugin reported unhealthy",
         )
         assert seen["message"], seen
-        time.sleep(max(0.0, 3.0 - (time.monotonic() - t_hang)))
 
+        # Twice: every other plugin gets checked again, 3 s after the hang began (its check
+        # still hanging with the 4 s timeout) and once more after that, within 2.5 s each
+        # time: at that moment none's last check is older than 2.5 s.
+        since = hung_at + timedelta(seconds=3)
         for _round in range(2):
+            details = poll(
+                lambda: [detail(client, plugin) for plugin in healthy],
+                lambda ds, since=since: all(
+                    parse_time(d["health"]["last_check"]) > since for d in ds
+                ),
+                timeout=10 + float(health_timeout),
+                what=f"every other plugin checked after {since}",
+            )
             now = datetime.now(UTC)
-            for plugin in healthy:
-                d = detail(client, plugin)
+            late = (now - since).total_seconds()
+            assert late <= 2.5, f"the last of them was checked only {late:.2f} s after {since}"
+            for d in details:
                 assert d["status"] == "active"
-                h = d["health"]
-                assert h["status"] == "healthy", (plugin, h)
-                last = parse_time(h["last_check"])
-                assert last > hung_at, (plugin, h, hung_at)
-                age = (now - last).total_seconds()
-                assert age <= 2.5, f"{plugin}: last health check {age:.2f} s ago"
+                assert d["health"]["status"] == "healthy", d
             assert detail(client, hung)["health"]["status"] == "unhealthy"
-            time.sleep(1.0)
+            since = max(parse_time(d["health"]["last_check"]) for d in details)
 
         call(client, hung, "hang_health", on=False)
 
@@ -761,7 +803,7 @@ def test_prometheus_metrics_count_invocations_and_errors_per_plugin(
         assert invoke(admin, busy, "fail").status_code == 424
     call(admin, quiet, "echo", value="once")
 
-    r = httpx.get(f"{live_server.url}/metrics", timeout=30)
+    r = live_server.anonymous.get("/metrics", timeout=30)
 
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
@@ -805,19 +847,19 @@ def test_a_plugin_registered_inprocess_runs_in_the_service_process(
 
     assert detail(admin, inproc)["isolation"] == "inprocess"
     assert health(admin, inproc)["checks"]["resource_usage"]["scope"] == "service_process"
-    assert worker_pid(admin, inproc) == live_server.process.pid
+    assert worker_pid(admin, inproc) == live_server.pid
     assert health(admin, isolated)["checks"]["resource_usage"]["scope"] == "worker_process"
-    assert worker_pid(admin, isolated) != live_server.process.pid
+    assert worker_pid(admin, isolated) != live_server.pid
 
 
 def test_the_isolation_setting_inprocess_overrides_a_plugin_registered_with_process(
-    server_factory: Callable[..., LiveServer], unique_name: str
+    process_server_factory: Callable[..., LiveServer], unique_name: str
 ) -> None:
-    server = server_factory(seed_builtin_plugins="false", isolation="inprocess")
+    server = process_server_factory(seed_builtin_plugins="false", isolation="inprocess")
     with server.client() as client:
         plugin = active_probe(client, unique_name, isolation="process")
 
         assert health(client, plugin)["checks"]["resource_usage"]["scope"] == "service_process"
-        assert worker_pid(client, plugin) == server.process.pid
+        assert worker_pid(client, plugin) == server.pid
         assert call(client, plugin, "echo", value="inside") == "inside"
         assert worker_children(server) == []

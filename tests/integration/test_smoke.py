@@ -2,9 +2,8 @@ from tests.conftest import LiveServer, assert_error, register
 
 
 def test_healthz_answers_without_auth(live_server: LiveServer) -> None:
-    import httpx
-
-    r = httpx.get(f"{live_server.url}/healthz")
+    with live_server.client(token="") as anonymous:
+        r = anonymous.get("/healthz")
     assert r.status_code == 200
     assert r.json()["status"] == "ok"
 

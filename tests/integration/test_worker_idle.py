@@ -2,7 +2,7 @@
 
 The worker's reader blocks on its socket, and its watchdog (which lets another thread read
 while a call runs longer than a few milliseconds) waits without a deadline while no call is in
-flight. Checked on a real worker of a real `mlx serve`: every thread of the idle worker sits
+flight. Checked on a real worker process (of an in-process service): every thread of the idle worker sits
 in a blocking system call that has no timeout (`/proc/<pid>/task/<tid>/syscall`), where a
 polling worker always has one thread in a timed wait. That a long call still lets the next
 request through is test_runtime_workers.py's
@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import os
 import platform
-import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, invoke, register
+from tests.conftest import LiveServer, invoke, poll, register
 
 PROBE = "mlx_test_plugins.WorkerProbePlugin"
 
@@ -52,11 +52,17 @@ def _blocked_without_deadline(fields: list[str], numbers: dict[str, int]) -> boo
 
 
 def test_an_idle_worker_blocks_without_a_deadline_until_a_request_arrives(
-    live_server: LiveServer, admin: httpx.Client, unique_name: str
+    server_factory: Callable[..., LiveServer], unique_name: str
 ) -> None:
     numbers = _SYSCALLS.get(platform.machine())
     if numbers is None:
         pytest.skip(f"system call numbers not known for {platform.machine()}")
+    server = server_factory(isolation="", seed_builtin_plugins="false")  # plugins in workers
+    with server.client() as admin:
+        _idle_worker_check(admin, unique_name, numbers)
+
+
+def _idle_worker_check(admin: httpx.Client, unique_name: str, numbers: dict[str, int]) -> None:
     plugin_id = register(admin, unique_name, class_path=PROBE)
     r = admin.post(f"/v1/plugins/{plugin_id}/activate", json={"configuration": {}})
     assert r.status_code == 200, r.text
@@ -69,16 +75,16 @@ def test_an_idle_worker_blocks_without_a_deadline_until_a_request_arrives(
         pytest.skip("/proc/<pid>/task/*/syscall is not readable here (ptrace restrictions)")
 
     # The background health check wakes the worker now and then: poll for a moment between.
-    deadline = time.monotonic() + 10
-    while True:
-        seen = _thread_syscalls(pid)
-        if seen and all(_blocked_without_deadline(f, numbers) for f in seen.values()):
-            break
-        assert time.monotonic() < deadline, (
-            f"no moment in 10 s when every thread of the idle worker blocked without a "
-            f"deadline; last seen (syscall nr, args...): {seen}"
-        )
-        time.sleep(0.01)
+    poll(
+        lambda: _thread_syscalls(pid),
+        lambda seen: (
+            bool(seen) and all(_blocked_without_deadline(f, numbers) for f in seen.values())
+        ),
+        timeout=10,
+        interval=0.01,
+        what="a moment when every thread of the idle worker blocked without a deadline "
+        "(syscall nr, args...)",
+    )
 
     # and it still answers at once
     r = invoke(admin, plugin_id, "echo", value="awake")

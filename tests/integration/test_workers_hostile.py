@@ -1,6 +1,7 @@
 """Careless and hostile plugins in real worker processes, over real HTTP (issue 11, "Workers").
 
-Each test starts `mlx serve` with the settings it needs and drives plugins of
+Each test starts a service with the settings it needs (in this process, its plugins in worker
+processes; `mlx serve` as another user for the worker-user test) and drives plugins of
 `tests/fixtures/plugin_pkgs/mlx_hostile_plugins.py` through the API: what a worker's
 environment holds, what happens to the processes a plugin spawns, its memory cap, timeouts
 that count the wait for a call slot, workers wedged or burning CPU past a timeout, the result
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,23 @@ from tests.conftest import (
     LiveServer,
     assert_error,
     free_port,
+    holds,
     invoke,
+    make_factory,
     poll,
     process_gone,
     register,
+    start_inprocess,
 )
 
 HOSTILE = "mlx_hostile_plugins.HostilePlugin"
 SECRET_SCHEMA = {"password": {"type": "string", "secret": True}}
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+    """In-process services whose plugins run in worker processes (their own isolation)."""
+    yield from make_factory(tmp_path, start_inprocess, isolation="")
 
 
 def call(client: httpx.Client, plugin_id: str, operation: str, **args: Any) -> Any:
@@ -93,22 +103,27 @@ class InBackground(threading.Thread):
 
 
 def test_a_worker_gets_no_service_secret_only_what_the_plugin_declares(
-    server_factory: Callable[..., LiveServer], unique_name: str, tmp_path: Path
+    server_factory: Callable[..., LiveServer],
+    unique_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     jwt_secret = "jwt-secret-" + "a" * 40
     fernet_key = Fernet.generate_key().decode()
     db_url = f"sqlite:///{tmp_path / 'hostile.db'}"
-    os.environ["HOSTILE_DECLARED"] = "declared-value"
-    os.environ["HOSTILE_UNDECLARED"] = "undeclared-value"
-    try:
-        server = server_factory(
-            seed_builtin_plugins="false",
-            jwt_secret=jwt_secret,
-            secret_key=fernet_key,
-            database_url=db_url,
-        )
-    finally:
-        del os.environ["HOSTILE_DECLARED"], os.environ["HOSTILE_UNDECLARED"]
+    # the environment of the service's process (this one: the service runs in-process),
+    # settings included, as `mlx serve` would have them
+    monkeypatch.setenv("HOSTILE_DECLARED", "declared-value")
+    monkeypatch.setenv("HOSTILE_UNDECLARED", "undeclared-value")
+    monkeypatch.setenv("MLX_JWT_SECRET", jwt_secret)
+    monkeypatch.setenv("MLX_SECRET_KEY", fernet_key)
+    monkeypatch.setenv("MLX_DATABASE_URL", db_url)
+    server = server_factory(
+        seed_builtin_plugins="false",
+        jwt_secret=jwt_secret,
+        secret_key=fernet_key,
+        database_url=db_url,
+    )
     with server.client() as client:
         plugin = hostile(
             client,
@@ -239,13 +254,11 @@ def test_a_worker_whose_threads_are_all_held_by_timed_out_calls_is_replaced_at_o
     with server.client() as client:
         plugin = hostile(client, unique_name)
         worker = worker_pid(client, plugin)
-        headers = dict(client.headers)
 
         def hung_call() -> httpx.Response:
-            return httpx.post(
-                f"{server.url}/v1/plugins/{plugin}/invoke",
+            return client.post(
+                f"/v1/plugins/{plugin}/invoke",
                 json={"operation": "hang", "arguments": {}, "timeout": 3},
-                headers=headers,
                 timeout=60,
             )
 
@@ -305,10 +318,17 @@ def test_a_timed_out_call_that_ends_within_its_grace_keeps_its_worker(
         assert_error(
             invoke(client, plugin, "sleep", timeout=0.5, seconds=1.5), 504, "OPERATION_TIMEOUT"
         )
-        time.sleep(4)  # past the grace: the check has run
-
-        assert worker_pid(client, plugin) == worker
-        assert client.get(f"/v1/plugins/{plugin}").json()["data"]["status"] == "active"
+        # until past the grace (the check runs 3 s after the timeout): the same worker serves
+        holds(
+            lambda: (
+                worker_pid(client, plugin),
+                client.get(f"/v1/plugins/{plugin}").json()["data"]["status"],
+            ),
+            lambda seen: seen == (worker, "active"),
+            seconds=4,
+            interval=0.25,
+            what="the same worker, active",
+        )
 
 
 # ---------------------------------------------------------------- results
@@ -356,7 +376,7 @@ def test_what_a_plugin_prints_and_logs_reaches_the_service_log_masked_and_bounde
         assert f"WARNING mlx_platform.plugin: [{plugin}] log: hostile: TALK-MARK logging" in text
         assert "\x1b" not in text and "\\x1b[2J\\x0dcharacters" in text, text
 
-        service = psutil.Process(server.process.pid)
+        service = psutil.Process(server.pid)  # this process, for an in-process service
         rss_before = service.memory_info().rss
         log_before = len(server.log_text())
         assert call(client, plugin, "flood", megabytes=300, lines=20_000, marker="FLOOD") is True
