@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mlx_platform import __version__
 from mlx_platform.composition.resources import resource_shortfall
 from mlx_platform.core import config_schema, integrity
+from mlx_platform.core.refusals import shortfall_text
 from mlx_platform.core.secrets import REDACTOR
 from mlx_platform.runtime.instance import WorkerOptions
 from mlx_platform.runtime.reconciler import Desired, Observation, Reconciler
@@ -125,10 +126,7 @@ class _DesiredSource:
         short = resource_shortfall(self.core.capacity(), mine, need)
         if not short:
             return None
-        what = ", ".join(
-            f"{k}: needs {v['required']}, {v['available']} available" for k, v in short.items()
-        )
-        return f"not enough resources on replica {self.core.node_id}: {what}"
+        return f"not enough resources on replica {self.core.node_id}: {shortfall_text(short)}"
 
 
 def make_reconciler(core: Core) -> Reconciler:

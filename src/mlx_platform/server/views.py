@@ -1,10 +1,10 @@
-"""Stored plugins as the API shows them (PluginSummary, PluginDetail): secrets masked,
-figures measured or zero; and the pagination block of a page.
+"""Core's typed results as the API shows them: stored plugins (PluginSummary, PluginDetail:
+secrets masked, figures measured or zero), a page's pagination block, a configuration change.
 
-Core hands over typed results (`registry.ShownPlugin`, `registry.PluginDetails`,
-`paging.Page`); each is turned into its wire model here, once, by the model's validating
-constructor (pydantic-core builds it; FastAPI then serialises the instance without
-validating it again).
+Core hands over frozen dataclasses (`registry.ShownPlugin`, `registry.PluginDetails`,
+`paging.Page`, `configuration.ConfigurationChange`); each is turned into its wire model here,
+once, by the model's validating constructor (pydantic-core builds it; FastAPI then
+serialises the instance without validating it again).
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from mlx_platform.core import config_schema, integrity
+from mlx_platform.core.configuration import ConfigurationChange
 from mlx_platform.core.paging import Page
 from mlx_platform.core.registry import PluginDetails, ShownPlugin
 from mlx_platform.core.secrets import REDACTOR, mask
 from mlx_platform.wire import (
     ConfigurationSummary,
+    ConfigurationUpdateResult,
     HealthSummary,
     Pagination,
     PluginDetail,
@@ -119,5 +121,26 @@ def plugin_detail(details: PluginDetails) -> PluginDetail:
         created_at=row.created_at,
         updated_at=row.updated_at,
         activated_at=row.activated_at,
+        **extras,
+    )
+
+
+def configuration_update(change: ConfigurationChange) -> ConfigurationUpdateResult:
+    # beyond the model's fields, present only when they say something (kept, as every answer
+    # keeps unknown fields): the changed hot_reload false fields, and those waiting for a
+    # restart the request did not allow
+    extras: dict[str, Any] = {}
+    if change.restart_fields:
+        extras["restart_fields"] = change.restart_fields
+    if change.pending_restart is not None:
+        extras["pending_restart"] = change.pending_restart
+    return ConfigurationUpdateResult(
+        id=change.plugin_id,
+        configuration_updated=change.configuration_updated,
+        restart_required=change.restart_required,
+        restarted=change.restarted,
+        updated_fields=change.updated_fields,
+        effective_time=change.effective_time,
+        dry_run=change.dry_run,
         **extras,
     )

@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Body, Path, Query, Response
-from fastapi.encoders import jsonable_encoder
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
-from mlx_platform.core import composition, discovery, lifecycle, registry
+from mlx_platform.core import activation, composition, configuration, discovery, lifecycle, registry
 from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
 from mlx_platform.discovery.scan import SOURCES
 from mlx_platform.errors import (
@@ -38,6 +35,7 @@ from mlx_platform.errors import (
 from mlx_platform.server import views
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
+from mlx_platform.server.invocation import invoke_encoded
 from mlx_platform.server.openapi import errors_for
 from mlx_platform.server.routes.audit import origin_of
 from mlx_platform.storage.repositories import PluginFilter
@@ -90,7 +88,8 @@ DryRun = Annotated[
 ]
 
 
-def ok(data: Any) -> dict[str, Any]:
+def ok(data: object) -> dict[str, object]:
+    """The envelope of an answer the route encodes itself (or whose core result is untyped)."""
     return {"success": True, "data": data}
 
 
@@ -280,18 +279,17 @@ def activate_plugin(
     plugin_id: PluginId,
     body: Annotated[ActivateRequest | None, Body()] = None,
     dry_run: DryRun = False,
-) -> dict[str, Any]:
+) -> Envelope[ActivateResult]:
     req = body or ActivateRequest()
-    return ok(
-        lifecycle.activate_plugin(
-            core,
-            plugin_id,
-            req.configuration,
-            auto_start=req.auto_start,
-            dry_run=dry_run,
-            origin=origin_of(principal),
-        )
+    result = activation.activate_plugin(
+        core,
+        plugin_id,
+        req.configuration,
+        auto_start=req.auto_start,
+        dry_run=dry_run,
+        origin=origin_of(principal),
     )
+    return Envelope[ActivateResult](data=result)
 
 
 @router.post(
@@ -308,17 +306,16 @@ def deactivate_plugin(
     principal: Writer,
     plugin_id: PluginId,
     body: Annotated[DeactivateRequest | None, Body()] = None,
-) -> dict[str, Any]:
+) -> Envelope[DeactivateResult]:
     req = body or DeactivateRequest()
-    return ok(
-        lifecycle.deactivate_plugin(
-            core,
-            plugin_id,
-            force=req.force,
-            graceful_timeout=req.graceful_shutdown_timeout,
-            origin=origin_of(principal),
-        )
+    result = lifecycle.deactivate_plugin(
+        core,
+        plugin_id,
+        force=req.force,
+        graceful_timeout=req.graceful_shutdown_timeout,
+        origin=origin_of(principal),
     )
+    return Envelope[DeactivateResult](data=result)
 
 
 @router.patch(
@@ -343,17 +340,16 @@ def update_configuration(
     plugin_id: PluginId,
     body: ConfigurationUpdateRequest,
     dry_run: DryRun = False,
-) -> dict[str, Any]:
-    return ok(
-        lifecycle.update_configuration(
-            core,
-            plugin_id,
-            body.configuration,
-            allow_restart=body.restart_required,
-            dry_run=dry_run,
-            origin=origin_of(principal),
-        )
+) -> Envelope[ConfigurationUpdateResult]:
+    change = configuration.update_configuration(
+        core,
+        plugin_id,
+        body.configuration,
+        allow_restart=body.restart_required,
+        dry_run=dry_run,
+        origin=origin_of(principal),
     )
+    return Envelope[ConfigurationUpdateResult](data=views.configuration_update(change))
 
 
 @router.get(
@@ -364,8 +360,8 @@ def update_configuration(
     description="Scope: `plugins:read`. Runs the plugin's health check now, under a timeout.",
     responses=errors_for(PluginNotFoundError, ValidationError),
 )
-def plugin_health(core: CoreDep, _p: Reader, plugin_id: PluginId) -> dict[str, Any]:
-    return ok(lifecycle.plugin_health(core, plugin_id))
+def plugin_health(core: CoreDep, _p: Reader, plugin_id: PluginId) -> Envelope[HealthReport]:
+    return Envelope[HealthReport](data=lifecycle.plugin_health(core, plugin_id))
 
 
 # Metrics are recorded in UTC from the service's clock: a date outside these is a mistake,
@@ -413,7 +409,7 @@ def plugin_metrics(
         str | None, Query(description="ISO 8601", json_schema_extra={"format": "date-time"})
     ] = None,
     granularity: Literal["minute", "hour", "day"] = "hour",
-) -> dict[str, Any]:
+) -> Envelope[MetricsReport]:
     registry.get_row(core, plugin_id)
     end = _parse_time("end_time", end_time) or datetime.now(UTC)
     start = _parse_time("start_time", start_time) or end - timedelta(hours=24)
@@ -429,7 +425,9 @@ def plugin_metrics(
             "choose a coarser granularity or a shorter range",
             {"granularity": "too many points for the range"},
         )
-    return ok(query_metrics(core.metrics, plugin_id, start, end, granularity))
+    return Envelope[MetricsReport](
+        data=query_metrics(core.metrics, plugin_id, start, end, granularity)
+    )
 
 
 @router.post(
@@ -458,7 +456,7 @@ async def invoke_plugin(
     timeout = body.timeout if body.timeout is not None else core.settings.invoke_timeout
     deadline = time.monotonic() + timeout
     future = core.host.executor_for(plugin_id).submit(
-        _invoke_encoded, core, plugin_id, body.operation, body.arguments, timeout, deadline
+        invoke_encoded, core, plugin_id, body.operation, body.arguments, timeout, deadline
     )
     waiting = asyncio.wrap_future(future)
     try:
@@ -484,43 +482,3 @@ async def invoke_plugin(
 
 # How long past its deadline a running invocation's own timeout answer is awaited.
 _LATE_ANSWER_S = 2.0
-# The envelope around a result (plugin id, operation, duration): allowed on top of the cap.
-_ENVELOPE_BYTES = 1024
-
-
-def _invoke_encoded(
-    core: Any,
-    plugin_id: str,
-    operation: str,
-    arguments: dict[str, Any],
-    timeout: float,
-    deadline: float,
-) -> bytes:
-    data = lifecycle.invoke_plugin(
-        core, plugin_id, operation, arguments, timeout, deadline=deadline
-    )
-    content = _encode(ok(data))
-    cap = core.settings.max_invoke_result_bytes
-    if len(content) > cap + _ENVELOPE_BYTES:
-        # a worker refuses an oversize result itself; this measures in-process plugins
-        raise PluginExecutionError(
-            f"the result of operation '{operation}' is {len(content)} bytes, over the cap of "
-            f"{cap} bytes (MLX_MAX_INVOKE_RESULT_BYTES): return less, or a reference to the data",
-            {"operation": operation, "result_bytes": len(content), "max_result_bytes": cap},
-        )
-    return content
-
-
-def _encode(value: Any) -> bytes:
-    """JSON as FastAPI would write it (types orjson does not know go through FastAPI's own
-    encoder), with orjson's speed; NaN and infinities become null."""
-    try:
-        return orjson.dumps(value, default=jsonable_encoder, option=orjson.OPT_NON_STR_KEYS)
-    except TypeError:  # an integer beyond 64 bits, say: the standard library takes it
-        pass
-    try:
-        return json.dumps(jsonable_encoder(value), separators=(",", ":"), allow_nan=False).encode()
-    except (TypeError, ValueError) as exc:  # an in-process plugin returned an object
-        raise PluginExecutionError(
-            f"the plugin returned a value that is not JSON: {type(exc).__name__}"
-        ) from None
