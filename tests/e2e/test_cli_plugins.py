@@ -104,9 +104,13 @@ def write_manifest(folder: Path, name: str, fmt: str, **extra: Any) -> Path:
 
 
 @pytest.fixture
-def registered(live_server: LiveServer, tmp_path: Path, unique_name: str) -> str:
+def registered(process_live_server: LiveServer, tmp_path: Path, unique_name: str) -> str:
     proc = mlx(
-        live_server, "register", "-f", str(write_manifest(tmp_path, unique_name, "json")), "--json"
+        process_live_server,
+        "register",
+        "-f",
+        str(write_manifest(tmp_path, unique_name, "json")),
+        "--json",
     )
     return str(as_json(proc)["id"])
 
@@ -114,8 +118,8 @@ def registered(live_server: LiveServer, tmp_path: Path, unique_name: str) -> str
 # ---------------------------------------------------------------- tables and JSON
 
 
-def test_list_prints_a_table_for_people(live_server: LiveServer) -> None:
-    out = ok(mlx(live_server, "list"))
+def test_list_prints_a_table_for_people(process_live_server: LiveServer) -> None:
+    out = ok(mlx(process_live_server, "list"))
     header = out.splitlines()[0].split()
     assert header == ["ID", "NAME", "TYPE", "VERSION", "STATUS", "HEALTH"]
     row = next(line for line in out.splitlines() if "plugin_sqlite_source_001" in line)
@@ -123,31 +127,31 @@ def test_list_prints_a_table_for_people(live_server: LiveServer) -> None:
     assert re.search(r"page 1: \d+ of \d+ plugin\(s\)", out)
 
 
-def test_list_json_is_the_page_and_all_walks_every_page(live_server: LiveServer) -> None:
-    page = as_json(mlx(live_server, "list", "--limit", "1", "--json"))
+def test_list_json_is_the_page_and_all_walks_every_page(process_live_server: LiveServer) -> None:
+    page = as_json(mlx(process_live_server, "list", "--limit", "1", "--json"))
     assert len(page["data"]) == 1 and page["pagination"]["has_next"] is True
     total = page["pagination"]["total"]
-    everything = as_json(mlx(live_server, "list", "--limit", "1", "--all", "--json"))
+    everything = as_json(mlx(process_live_server, "list", "--limit", "1", "--all", "--json"))
     assert len(everything["data"]) == total
     assert everything["data"][0] == page["data"][0]
-    filtered = as_json(mlx(live_server, "list", "--type", "experiment_tracker", "--json"))
+    filtered = as_json(mlx(process_live_server, "list", "--type", "experiment_tracker", "--json"))
     assert [p["name"] for p in filtered["data"]] == ["local_tracker"]
 
 
-def test_register_from_a_toml_manifest(live_server: LiveServer, tmp_path: Path) -> None:
+def test_register_from_a_toml_manifest(process_live_server: LiveServer, tmp_path: Path) -> None:
     path = write_manifest(tmp_path / "toml_plugin", "cli_toml_plugin", "toml")
-    out = ok(mlx(live_server, "register", "-f", str(path)))
+    out = ok(mlx(process_live_server, "register", "-f", str(path)))
     assert "registered plugin_cli_toml_plugin_001 (cli_toml_plugin 1.0.0): status registered" in out
     assert re.search(r"class loadable\s+yes", out)
-    detail = as_json(mlx(live_server, "get", "plugin_cli_toml_plugin_001", "--json"))
+    detail = as_json(mlx(process_live_server, "get", "plugin_cli_toml_plugin_001", "--json"))
     assert detail["description"] == "cli_toml_plugin from a TOML manifest"
     assert detail["configuration_schema"]["pool_size"]["maximum"] == 50
     assert detail["metadata"]["capabilities"] == ["echo"]
 
 
-def test_register_from_json_and_from_stdin(live_server: LiveServer, tmp_path: Path) -> None:
+def test_register_from_json_and_from_stdin(process_live_server: LiveServer, tmp_path: Path) -> None:
     path = write_manifest(tmp_path, "cli_json_plugin", "json")
-    result = as_json(mlx(live_server, "register", "-f", str(path), "--json"))
+    result = as_json(mlx(process_live_server, "register", "-f", str(path), "--json"))
     assert (result["id"], result["status"]) == ("plugin_cli_json_plugin_001", "registered")
     body = json.dumps(
         {
@@ -157,36 +161,52 @@ def test_register_from_json_and_from_stdin(live_server: LiveServer, tmp_path: Pa
             "class_path": "mlx_test_plugins.EchoPlugin",
         }
     )
-    dry = as_json(mlx(live_server, "register", "-f", "-", "--dry-run", "--json", stdin=body))
+    dry = as_json(
+        mlx(process_live_server, "register", "-f", "-", "--dry-run", "--json", stdin=body)
+    )
     assert dry["dry_run"] is True
 
 
-def test_get_shows_the_plugin(live_server: LiveServer, registered: str) -> None:
-    out = ok(mlx(live_server, "get", registered))
+def test_get_shows_the_plugin(process_live_server: LiveServer, registered: str) -> None:
+    out = ok(mlx(process_live_server, "get", registered))
     assert re.search(rf"^id\s+{registered}\s*$", out, re.M)
     assert re.search(r"^operations\s+.*\becho\b", out, re.M)
     assert "pool_size" in out  # the schema table
 
 
-def test_a_plugin_lifecycle_from_the_command_line(live_server: LiveServer, registered: str) -> None:
-    out = ok(mlx(live_server, "activate", registered, "-c", "pool_size=3", "-c", "region=eu"))
+def test_a_plugin_lifecycle_from_the_command_line(
+    process_live_server: LiveServer, registered: str
+) -> None:
+    out = ok(
+        mlx(process_live_server, "activate", registered, "-c", "pool_size=3", "-c", "region=eu")
+    )
     assert f"{registered} is active" in out and "health: healthy" in out
-    update = as_json(mlx(live_server, "configure", registered, "pool_size=7", "--json"))
+    update = as_json(mlx(process_live_server, "configure", registered, "pool_size=7", "--json"))
     assert update["updated_fields"] == ["pool_size"]
-    config = as_json(mlx(live_server, "get", registered, "--json"))["configuration"]
+    config = as_json(mlx(process_live_server, "get", registered, "--json"))["configuration"]
     assert config == {"pool_size": 7, "region": "eu"}
-    assert re.search(r"connectivity\s+pass", ok(mlx(live_server, "health", registered)))
-    assert as_json(mlx(live_server, "health", registered, "--json"))["status"] == "healthy"
-    out = ok(mlx(live_server, "invoke", registered, "add", "a=2", "b=3"))
+    assert re.search(r"connectivity\s+pass", ok(mlx(process_live_server, "health", registered)))
+    assert as_json(mlx(process_live_server, "health", registered, "--json"))["status"] == "healthy"
+    out = ok(mlx(process_live_server, "invoke", registered, "add", "a=2", "b=3"))
     assert out.splitlines()[0] == "5" and f"{registered}.add:" in out
     echoed = as_json(
-        mlx(live_server, "invoke", registered, "echo", "--args", '{"value": [1, "x"]}', "--json")
+        mlx(
+            process_live_server,
+            "invoke",
+            registered,
+            "echo",
+            "--args",
+            '{"value": [1, "x"]}',
+            "--json",
+        )
     )
     assert echoed["result"] == [1, "x"]
-    assert re.search(r"calls\s+2", ok(mlx(live_server, "metrics", registered)))
-    metrics = as_json(mlx(live_server, "metrics", registered, "--granularity", "minute", "--json"))
+    assert re.search(r"calls\s+2", ok(mlx(process_live_server, "metrics", registered)))
+    metrics = as_json(
+        mlx(process_live_server, "metrics", registered, "--granularity", "minute", "--json")
+    )
     assert metrics["metrics"]["execution_count"] == 2 and metrics["granularity"] == "minute"
-    assert f"{registered} is inactive" in ok(mlx(live_server, "deactivate", registered))
+    assert f"{registered} is inactive" in ok(mlx(process_live_server, "deactivate", registered))
 
 
 def answering_node(server: LiveServer) -> str:
@@ -197,12 +217,14 @@ def answering_node(server: LiveServer) -> str:
     return response.headers["x-mlx-node"]
 
 
-def test_nodes_shows_the_replica_and_what_it_runs(live_server: LiveServer, registered: str) -> None:
-    ok(mlx(live_server, "activate", registered))
-    node_id = answering_node(live_server)
-    server_pid = str(live_server.process.pid)
+def test_nodes_shows_the_replica_and_what_it_runs(
+    process_live_server: LiveServer, registered: str
+) -> None:
+    ok(mlx(process_live_server, "activate", registered))
+    node_id = answering_node(process_live_server)
+    server_pid = str(process_live_server.process.pid)
 
-    out = ok(mlx_top(live_server, "nodes"))
+    out = ok(mlx_top(process_live_server, "nodes"))
     lines = out.splitlines()
     assert lines[0].split() == ["ID", "HOST", "PID", "ALIVE", "HEARTBEAT", "PLUGINS"]
     row = next(line for line in lines if line.startswith(node_id + " ")).split()
@@ -213,55 +235,55 @@ def test_nodes_shows_the_replica_and_what_it_runs(live_server: LiveServer, regis
     assert lines[-1] == f"1 node(s), 1 alive; answered by {node_id}"
 
     # The table fits 80 columns.
-    narrow = ok(mlx_top(live_server, "nodes", COLUMNS="80"))
+    narrow = ok(mlx_top(process_live_server, "nodes", COLUMNS="80"))
     assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 80
     assert f"answered by {node_id}" in narrow
 
-    nodes = as_json(mlx_top(live_server, "nodes", "--json"))
+    nodes = as_json(mlx_top(process_live_server, "nodes", "--json"))
     assert [(n["id"], n["alive"], n["this_node"]) for n in nodes] == [(node_id, True, True)]
     instance = next(i for i in nodes[0]["instances"] if i["plugin_id"] == registered)
     assert instance["state"] == "running" and instance["pid"]
 
     # The health report shows every replica's view of the plugin, and who answered.
-    health = ok(mlx(live_server, "health", registered))
+    health = ok(mlx(process_live_server, "health", registered))
     lines = health.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["NODE", "STATE"])
     assert lines[header].split() == ["NODE", "STATE", "PID", "HEALTH", "LAST", "ERROR"]
     assert lines[header + 2].split() == [node_id, "running", str(instance["pid"]), "healthy"]
     assert lines[-1] == f"answered by node {node_id}"
-    report = as_json(mlx(live_server, "health", registered, "--json"))
+    report = as_json(mlx(process_live_server, "health", registered, "--json"))
     assert report["node_id"] == node_id
     assert [r["node_id"] for r in report["replicas"]] == [node_id]
-    ok(mlx(live_server, "deactivate", registered))
+    ok(mlx(process_live_server, "deactivate", registered))
 
 
 def test_nodes_takes_url_and_token_options_and_needs_the_admin_scope(
-    live_server: LiveServer,
+    process_live_server: LiveServer,
 ) -> None:
     unreachable = f"http://127.0.0.1:{free_port()}"
     proc = mlx_top(
         None,
         "nodes",
         "--url",
-        live_server.url,
+        process_live_server.url,
         "--token",
-        live_server.token("plugins:admin"),
+        process_live_server.token("plugins:admin"),
         "--json",
         MLX_API_URL=unreachable,
     )
     assert as_json(proc)[0]["this_node"] is True
-    proc = mlx_top(live_server, "nodes", token=live_server.token("plugins:read"))
+    proc = mlx_top(process_live_server, "nodes", token=process_live_server.token("plugins:read"))
     assert proc.returncode == 5 and "FORBIDDEN" in one_error_line(proc)
-    proc = mlx_top(live_server, "nodes", MLX_API_URL=unreachable)
+    proc = mlx_top(process_live_server, "nodes", MLX_API_URL=unreachable)
     assert proc.returncode == 7 and "could not connect" in one_error_line(proc)
 
 
 def test_discover_scans_each_source_then_shows_one_table(
-    server_factory: Callable[..., LiveServer], tmp_path: Path
+    process_server_factory: Callable[..., LiveServer], tmp_path: Path
 ) -> None:
     plugin_path = tmp_path / "plugins"
     write_manifest(plugin_path / "found_here", "cli_found_plugin", "toml")
-    srv = server_factory(plugin_path=str(plugin_path))
+    srv = process_server_factory(plugin_path=str(plugin_path))
     proc = mlx(srv, "discover")
     out = ok(proc)
     assert "scanned filesystem, pypi, git" in proc.stderr and "3/3" in proc.stderr
@@ -279,10 +301,12 @@ def test_discover_scans_each_source_then_shows_one_table(
     assert set(merged) == {"discovered_plugins", "discovery_summary", "errors"}
 
 
-def test_validate_exits_4_when_the_composition_is_not_valid(live_server: LiveServer) -> None:
-    out = ok(mlx(live_server, "validate", "sqlite_source", "local_tracker>=1.0"))
+def test_validate_exits_4_when_the_composition_is_not_valid(
+    process_live_server: LiveServer,
+) -> None:
+    out = ok(mlx(process_live_server, "validate", "sqlite_source", "local_tracker>=1.0"))
     assert "composition is valid" in out
-    proc = mlx(live_server, "validate", "sqlite_source@1.0.0", "no_such_plugin", "--json")
+    proc = mlx(process_live_server, "validate", "sqlite_source@1.0.0", "no_such_plugin", "--json")
     assert proc.returncode == 4
     result = json.loads(proc.stdout)
     assert result["composition_valid"] is False
@@ -292,79 +316,91 @@ def test_validate_exits_4_when_the_composition_is_not_valid(live_server: LiveSer
 # ---------------------------------------------------------------- errors and exit codes
 
 
-def test_not_found_exits_3_with_one_line_and_the_request_id(live_server: LiveServer) -> None:
-    proc = mlx(live_server, "get", "plugin_nothing_999")
+def test_not_found_exits_3_with_one_line_and_the_request_id(
+    process_live_server: LiveServer,
+) -> None:
+    proc = mlx(process_live_server, "get", "plugin_nothing_999")
     assert proc.returncode == 3 and proc.stdout == ""
     line = one_error_line(proc)
     match = ERROR_LINE.match(line)
     assert match, line
     assert line.startswith("error: PLUGIN_NOT_FOUND: Plugin 'plugin_nothing_999'")
-    assert f"request_id={match.group(1)}" in live_server.log_text()
+    assert f"request_id={match.group(1)}" in process_live_server.log_text()
 
 
-def test_json_errors_are_the_api_envelope(live_server: LiveServer) -> None:
-    proc = mlx(live_server, "get", "plugin_nothing_999", "--json")
+def test_json_errors_are_the_api_envelope(process_live_server: LiveServer) -> None:
+    proc = mlx(process_live_server, "get", "plugin_nothing_999", "--json")
     assert proc.returncode == 3
     error = json.loads(proc.stdout)["error"]
     assert (error["code"], error["status"]) == ("PLUGIN_NOT_FOUND", 404)
     assert f"request_id={error['request_id']}" in one_error_line(proc)
 
 
-def test_conflicts_exit_4(live_server: LiveServer, tmp_path: Path, registered: str) -> None:
+def test_conflicts_exit_4(process_live_server: LiveServer, tmp_path: Path, registered: str) -> None:
     again = write_manifest(tmp_path, registered.removeprefix("plugin_")[:-4], "json")
-    proc = mlx(live_server, "register", "-f", str(again))
+    proc = mlx(process_live_server, "register", "-f", str(again))
     assert proc.returncode == 4
     assert ERROR_LINE.match(one_error_line(proc)) and "PLUGIN_ALREADY_EXISTS" in proc.stderr
-    proc = mlx(live_server, "deactivate", registered)
+    proc = mlx(process_live_server, "deactivate", registered)
     assert proc.returncode == 4 and "INVALID_STATE" in one_error_line(proc)
 
 
-def test_invalid_input_exits_2(live_server: LiveServer, tmp_path: Path, registered: str) -> None:
-    proc = mlx(live_server, "list", "--limit", "1000")
+def test_invalid_input_exits_2(
+    process_live_server: LiveServer, tmp_path: Path, registered: str
+) -> None:
+    proc = mlx(process_live_server, "list", "--limit", "1000")
     assert proc.returncode == 2
     assert ERROR_LINE.match(one_error_line(proc)) and "VALIDATION_ERROR" in proc.stderr
-    proc = mlx(live_server, "activate", registered, "-c", "pool_size=500")
+    proc = mlx(process_live_server, "activate", registered, "-c", "pool_size=500")
     assert proc.returncode == 2 and "INVALID_CONFIGURATION" in one_error_line(proc)
     bad = tmp_path / "bad.toml"
     bad.write_text("name = ")
-    proc = mlx(live_server, "register", "-f", str(bad))
+    proc = mlx(process_live_server, "register", "-f", str(bad))
     assert proc.returncode == 2
     assert one_error_line(proc).startswith(f"error: {bad} is not valid TOML")
-    proc = mlx(live_server, "register", "-f", str(tmp_path / "missing.json"))
+    proc = mlx(process_live_server, "register", "-f", str(tmp_path / "missing.json"))
     assert proc.returncode == 2 and "cannot read" in one_error_line(proc)
-    proc = mlx(live_server, "activate", registered, "-c", "no-equals-sign")
+    proc = mlx(process_live_server, "activate", registered, "-c", "no-equals-sign")
     assert proc.returncode == 2 and "is not KEY=VALUE" in one_error_line(proc)
 
 
-def test_a_missing_token_exits_2_before_any_request(live_server: LiveServer) -> None:
-    proc = mlx(None, "list", MLX_API_URL=live_server.url)
+def test_a_missing_token_exits_2_before_any_request(process_live_server: LiveServer) -> None:
+    proc = mlx(None, "list", MLX_API_URL=process_live_server.url)
     assert proc.returncode == 2
     assert "MLX_API_TOKEN" in one_error_line(proc)
 
 
-def test_bad_tokens_and_missing_scopes_exit_5(live_server: LiveServer, tmp_path: Path) -> None:
-    proc = mlx(live_server, "list", token="not-a-token")
+def test_bad_tokens_and_missing_scopes_exit_5(
+    process_live_server: LiveServer, tmp_path: Path
+) -> None:
+    proc = mlx(process_live_server, "list", token="not-a-token")
     assert proc.returncode == 5 and "UNAUTHORIZED" in one_error_line(proc)
     path = write_manifest(tmp_path, "cli_forbidden_plugin", "json")
-    proc = mlx(live_server, "register", "-f", str(path), token=live_server.token("plugins:read"))
+    proc = mlx(
+        process_live_server,
+        "register",
+        "-f",
+        str(path),
+        token=process_live_server.token("plugins:read"),
+    )
     assert proc.returncode == 5 and "FORBIDDEN" in one_error_line(proc)
 
 
-def test_plugin_failures_exit_6(live_server: LiveServer, registered: str) -> None:
-    ok(mlx(live_server, "activate", registered))
-    proc = mlx(live_server, "invoke", registered, "fail", "message=no warehouse")
+def test_plugin_failures_exit_6(process_live_server: LiveServer, registered: str) -> None:
+    ok(mlx(process_live_server, "activate", registered))
+    proc = mlx(process_live_server, "invoke", registered, "fail", "message=no warehouse")
     assert proc.returncode == 6
     line = one_error_line(proc)
     assert ERROR_LINE.match(line) and "PLUGIN_EXECUTION_ERROR" in line
     assert "no warehouse" in line
-    proc = mlx(live_server, "invoke", registered, "nope")
+    proc = mlx(process_live_server, "invoke", registered, "nope")
     assert proc.returncode == 3 and "OPERATION_NOT_FOUND" in one_error_line(proc)
-    ok(mlx(live_server, "deactivate", registered))
+    ok(mlx(process_live_server, "deactivate", registered))
 
 
-def test_an_unreachable_service_exits_7(live_server: LiveServer) -> None:
+def test_an_unreachable_service_exits_7(process_live_server: LiveServer) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    proc = mlx(live_server, "get", "plugin_sqlite_source_001", MLX_API_URL=url)
+    proc = mlx(process_live_server, "get", "plugin_sqlite_source_001", MLX_API_URL=url)
     assert proc.returncode == 7 and proc.stdout == ""
     line = one_error_line(proc)
     assert line.startswith(
@@ -373,7 +409,7 @@ def test_an_unreachable_service_exits_7(live_server: LiveServer) -> None:
     assert "is the service running?" in line
 
 
-def test_url_and_token_options_override_the_environment(live_server: LiveServer) -> None:
+def test_url_and_token_options_override_the_environment(process_live_server: LiveServer) -> None:
     proc = subprocess.run(
         [
             sys.executable,
@@ -381,9 +417,9 @@ def test_url_and_token_options_override_the_environment(live_server: LiveServer)
             "mlx_platform.cli.main",
             "plugins",
             "--url",
-            live_server.url,
+            process_live_server.url,
             "--token",
-            live_server.token("plugins:read"),
+            process_live_server.token("plugins:read"),
             "get",
             "plugin_sqlite_source_001",
             "--json",
@@ -458,19 +494,19 @@ def audit_rows(events: list[dict[str, Any]]) -> list[tuple[str, ...]]:
 
 
 def test_audit_shows_who_changed_a_plugin_and_how_it_ended(
-    live_server: LiveServer, registered: str
+    process_live_server: LiveServer, registered: str
 ) -> None:
-    refused = mlx(live_server, "activate", registered, "-c", "pool_size=999")  # maximum 50
+    refused = mlx(process_live_server, "activate", registered, "-c", "pool_size=999")  # maximum 50
     assert refused.returncode == 2, refused.stdout + refused.stderr
     match = ERROR_LINE.match(one_error_line(refused))
     assert match and "INVALID_CONFIGURATION" in match.group(0)
     refused_request = match.group(1)
-    ok(mlx(live_server, "activate", registered))
-    ok(mlx(live_server, "deactivate", registered))
+    ok(mlx(process_live_server, "activate", registered))
+    ok(mlx(process_live_server, "deactivate", registered))
 
     # --json prints the API's answer as it came.
-    answer = as_json(mlx_top(live_server, "audit", "--plugin", registered, "--json"))
-    with live_server.client() as http:
+    answer = as_json(mlx_top(process_live_server, "audit", "--plugin", registered, "--json"))
+    with process_live_server.client() as http:
         direct = http.get("/v1/audit", params={"plugin_id": registered})
     assert answer == direct.json()
     events = answer["data"]
@@ -483,28 +519,30 @@ def test_audit_shows_who_changed_a_plugin_and_how_it_ended(
     assert events[2]["request_id"] == refused_request
     assert answer["pagination"] == {"page": 1, "limit": 50, "total": 4, "has_next": False}
 
-    out = ok(mlx_top(live_server, "audit", "--plugin", registered))
+    out = ok(mlx_top(process_live_server, "audit", "--plugin", registered))
     assert audit_table(out) == audit_rows(events)
     assert out.splitlines()[-1] == "page 1: 4 of 4 event(s), newest first (50 per page)"
     # At 80 columns the table still fits, with nothing cut: cells fold onto more lines.
-    narrow = ok(mlx_top(live_server, "audit", "--plugin", registered, COLUMNS="80"))
+    narrow = ok(mlx_top(process_live_server, "audit", "--plugin", registered, COLUMNS="80"))
     assert max(len(line.rstrip()) for line in narrow.splitlines()) <= 80, narrow
     assert len(registered) > 20 and registered not in narrow  # the id did have to fold
     assert "…" not in narrow
     assert audit_table(narrow) == audit_rows(events)
 
 
-def test_audit_filters_pass_through(live_server: LiveServer, registered: str) -> None:
-    refused = mlx(live_server, "activate", registered, "-c", "pool_size=999")
+def test_audit_filters_pass_through(process_live_server: LiveServer, registered: str) -> None:
+    refused = mlx(process_live_server, "activate", registered, "-c", "pool_size=999")
     assert refused.returncode == 2
-    ok(mlx(live_server, "activate", registered))
-    someone = live_server.token("plugins:write", subject=f"someone_{registered}")
-    ok(mlx(live_server, "deactivate", registered, token=someone))
-    every = as_json(mlx_top(live_server, "audit", "--plugin", registered, "--json"))["data"]
+    ok(mlx(process_live_server, "activate", registered))
+    someone = process_live_server.token("plugins:write", subject=f"someone_{registered}")
+    ok(mlx(process_live_server, "deactivate", registered, token=someone))
+    every = as_json(mlx_top(process_live_server, "audit", "--plugin", registered, "--json"))["data"]
     assert [e["action"] for e in every] == ["deactivate", "activate", "activate", "register"]
 
     def ids(*options: str) -> list[int]:
-        answer = as_json(mlx_top(live_server, "audit", "--plugin", registered, *options, "--json"))
+        answer = as_json(
+            mlx_top(process_live_server, "audit", "--plugin", registered, *options, "--json")
+        )
         return [e["id"] for e in answer["data"]]
 
     assert ids("--action", "activate") == [every[1]["id"], every[2]["id"]]
@@ -517,36 +555,36 @@ def test_audit_filters_pass_through(live_server: LiveServer, registered: str) ->
         e["id"] for e in every[1:]
     ]
     assert ids("--limit", "1", "--page", "2") == [every[1]["id"]]
-    page = as_json(mlx_top(live_server, "audit", "--plugin", registered, "--limit", "3", "--json"))[
-        "pagination"
-    ]
+    page = as_json(
+        mlx_top(process_live_server, "audit", "--plugin", registered, "--limit", "3", "--json")
+    )["pagination"]
     assert page == {"page": 1, "limit": 3, "total": 4, "has_next": True}
-    out = ok(mlx_top(live_server, "audit", "--plugin", registered, "--limit", "3"))
+    out = ok(mlx_top(process_live_server, "audit", "--plugin", registered, "--limit", "3"))
     assert out.splitlines()[-1] == (
         "page 1: 3 of 4 event(s), newest first (3 per page); more with --page 2"
     )
 
     # What the service refuses exits 2 with its one line; so do options out of range.
-    proc = mlx_top(live_server, "audit", "--action", "explode")
+    proc = mlx_top(process_live_server, "audit", "--action", "explode")
     assert proc.returncode == 2 and "VALIDATION_ERROR" in one_error_line(proc)
     assert "action" in proc.stderr
-    proc = mlx_top(live_server, "audit", "--since", "yesterday-ish")
+    proc = mlx_top(process_live_server, "audit", "--since", "yesterday-ish")
     assert proc.returncode == 2 and "VALIDATION_ERROR" in one_error_line(proc)
-    proc = mlx_top(live_server, "audit", "--limit", "101")
+    proc = mlx_top(process_live_server, "audit", "--limit", "101")
     assert proc.returncode == 2 and proc.stdout == ""
 
 
 def test_audit_takes_url_and_token_options_and_needs_the_admin_scope(
-    live_server: LiveServer,
+    process_live_server: LiveServer,
 ) -> None:
     unreachable = f"http://127.0.0.1:{free_port()}"
     proc = mlx_top(
         None,
         "audit",
         "--url",
-        live_server.url,
+        process_live_server.url,
         "--token",
-        live_server.token("plugins:admin"),
+        process_live_server.token("plugins:admin"),
         "--limit",
         "1",
         "--json",
@@ -554,22 +592,24 @@ def test_audit_takes_url_and_token_options_and_needs_the_admin_scope(
     )
     assert as_json(proc)["success"] is True
     for scope in ("plugins:read", "plugins:write"):
-        proc = mlx_top(live_server, "audit", token=live_server.token(scope))
+        proc = mlx_top(process_live_server, "audit", token=process_live_server.token(scope))
         assert proc.returncode == 5 and "FORBIDDEN" in one_error_line(proc)
         assert proc.stdout == ""
-    proc = mlx_top(live_server, "audit", "--json", token=live_server.token("plugins:read"))
+    proc = mlx_top(
+        process_live_server, "audit", "--json", token=process_live_server.token("plugins:read")
+    )
     assert proc.returncode == 5 and json.loads(proc.stdout)["error"]["code"] == "FORBIDDEN"
-    proc = mlx_top(live_server, "audit", MLX_API_URL=unreachable)
+    proc = mlx_top(process_live_server, "audit", MLX_API_URL=unreachable)
     assert proc.returncode == 7 and "could not connect" in one_error_line(proc)
 
 
 # ---------------------------------------------------------------- delete, schema, --version
 
 
-def test_delete_and_schema_from_the_command_line(live_server: LiveServer) -> None:
+def test_delete_and_schema_from_the_command_line(process_live_server: LiveServer) -> None:
     from tests.conftest import register
 
-    admin = live_server.client()
+    admin = process_live_server.client()
     plugin_id = register(
         admin,
         "cli_delete_schema",
@@ -579,23 +619,23 @@ def test_delete_and_schema_from_the_command_line(live_server: LiveServer) -> Non
         },
         isolation="inprocess",
     )
-    schema = as_json(mlx(live_server, "schema", plugin_id))
+    schema = as_json(mlx(process_live_server, "schema", plugin_id))
     assert schema["type"] == "object"
     assert schema["properties"]["size"]["default"] == 2
     assert schema["required"] == ["password"]
 
     r = admin.post(f"/v1/plugins/{plugin_id}/activate", json={"configuration": {"password": "pw"}})
     assert r.status_code == 200, r.text
-    refused = mlx(live_server, "delete", plugin_id)
+    refused = mlx(process_live_server, "delete", plugin_id)
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert "INVALID_STATE" in one_error_line(refused)
     assert admin.get(f"/v1/plugins/{plugin_id}").status_code == 200  # still there
 
     assert "unregistered (deactivated first)" in ok(
-        mlx(live_server, "delete", plugin_id, "--force")
+        mlx(process_live_server, "delete", plugin_id, "--force")
     )
     assert admin.get(f"/v1/plugins/{plugin_id}").status_code == 404
-    gone = mlx(live_server, "delete", plugin_id, "--json")
+    gone = mlx(process_live_server, "delete", plugin_id, "--json")
     assert gone.returncode == 3
     assert json.loads(gone.stdout)["error"]["code"] == "PLUGIN_NOT_FOUND"
 

@@ -518,8 +518,8 @@ def test_plugin_health_check_failed(api: Api, unique_name: str) -> None:
     assert api.plugins.get(plugin_id).status == "registered"
 
 
-def test_insufficient_resources(server_factory: Callable[..., LiveServer]) -> None:
-    small = server_factory(capacity_memory_mb="100")
+def test_insufficient_resources(process_server_factory: Callable[..., LiveServer]) -> None:
+    small = process_server_factory(capacity_memory_mb="100")
     for mode in ("sync", "async"):
         api = Api(mode, small)
         try:

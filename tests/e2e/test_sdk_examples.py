@@ -64,11 +64,11 @@ SEEDED_PLUGIN_ID = "plugin_sqlite_source_001"
 
 
 def run_example(
-    live_server: LiveServer, example: str, report: str
+    process_live_server: LiveServer, example: str, report: str
 ) -> tuple[list[str], dict[str, object]]:
     """Run `example` with the token and id substituted, then `report` (which prints one JSON
     line); the base URL comes from MLX_API_URL, as the example gives none."""
-    token = live_server.token("plugins:admin")
+    token = process_live_server.token("plugins:admin")
     assert example.count('"your_token"') == 1 and example.count(SPEC_PLUGIN_ID) == 1
     script = (
         example.replace('"your_token"', json.dumps(token)).replace(SPEC_PLUGIN_ID, SEEDED_PLUGIN_ID)
@@ -77,7 +77,7 @@ def run_example(
     )
     proc = subprocess.run(
         [sys.executable, "-c", script],
-        env=clean_env(MLX_API_URL=live_server.url),
+        env=clean_env(MLX_API_URL=process_live_server.url),
         capture_output=True,
         text=True,
         timeout=120,
@@ -88,9 +88,9 @@ def run_example(
 
 
 @pytest.fixture(scope="module")
-def active_data_source(live_server: LiveServer) -> str:
+def active_data_source(process_live_server: LiveServer) -> str:
     """An active data source, so that the example's filtered listing has something to show."""
-    with live_server.client() as admin:
+    with process_live_server.client() as admin:
         plugin_id = register(admin, "examples_echo_source")
         r = admin.post(f"/v1/plugins/{plugin_id}/activate", json={})
         assert r.status_code == 200, r.text
@@ -98,10 +98,10 @@ def active_data_source(live_server: LiveServer) -> str:
 
 
 def test_sync_example_registers_activates_and_checks_health(
-    live_server: LiveServer, active_data_source: str
+    process_live_server: LiveServer, active_data_source: str
 ) -> None:
     printed, produced = run_example(
-        live_server,
+        process_live_server,
         SYNC_EXAMPLE,
         "print(_json.dumps({\n"
         "    'listed': [[p.id, p.type, p.status] for p in plugins],\n"
@@ -118,17 +118,17 @@ def test_sync_example_registers_activates_and_checks_health(
     assert produced["new_plugin"] == ["plugin_custom_source_001", "registered"]
     assert produced["now"] == "active"
     assert produced["health"] == [new_id, "healthy"]
-    with live_server.client() as admin:
+    with process_live_server.client() as admin:
         stored = admin.get(f"/v1/plugins/{new_id}").json()["data"]
     assert stored["class_path"] == "my_package.CustomPlugin"
     assert stored["configuration"] == {"connection_string": "..."}
 
 
 def test_async_example_lists_and_checks_health_together(
-    live_server: LiveServer, active_data_source: str
+    process_live_server: LiveServer, active_data_source: str
 ) -> None:
     printed, produced = run_example(
-        live_server,
+        process_live_server,
         ASYNC_EXAMPLE,
         "print(_json.dumps({\n"
         "    'page': type(plugins).__name__,\n"
@@ -139,7 +139,7 @@ def test_async_example_lists_and_checks_health_together(
     )
     assert printed == []
     assert produced["page"] == "AsyncPage"
-    with live_server.client() as admin:
+    with process_live_server.client() as admin:
         listing = admin.get("/v1/plugins").json()
     assert produced["ids"] == [p["id"] for p in listing["data"]]
     assert produced["total"] == listing["pagination"]["total"]
