@@ -327,7 +327,10 @@ class _PortalTransport(httpx.BaseTransport):
 
 class _LogCapture(logging.Handler):
     """This process's log records while a server runs, formatted as the service formats them
-    and passed through the same secret redactor (server/logging_setup.py)."""
+    and passed through the same secret redactor (server/logging_setup.py); not those of the
+    test's own clients (httpx, the SDK), which a service process's log would not hold."""
+
+    CLIENT_LOGGERS = ("httpx", "httpcore", "mlx_platform.sdk")
 
     def __init__(self) -> None:
         from mlx_platform.core.secrets import REDACTOR
@@ -339,6 +342,8 @@ class _LogCapture(logging.Handler):
         self.buffer = io.StringIO()
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith(self.CLIENT_LOGGERS):
+            return
         try:
             line = self.format(record)
         except Exception:  # noqa: BLE001 - as logging.Handler.handleError would

@@ -19,7 +19,7 @@ import pytest
 from mlx_platform.cli.output import exit_code_for
 from mlx_platform.errors import ERROR_CLASSES, ERROR_SPECS, ERROR_TABLE
 from mlx_platform.sdk._base import BaseClient, retryable_answer
-from tests.conftest import LiveServer, assert_error, invoke, plugin_body, register, start_server
+from tests.conftest import LiveServer, assert_error, invoke, plugin_body, register, start_inprocess
 
 P = "/v1/plugins"
 PID = f"{P}/{{plugin_id}}"
@@ -57,8 +57,8 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     # a write limit per token subject, low enough to reach with one subject's requests;
     # the admin client's subject stays far below it
-    server = start_server(
-        tmp_path_factory.mktemp("codes") / "home", MLX_WRITE_RATE_LIMIT="40/minute"
+    server = start_inprocess(
+        tmp_path_factory.mktemp("codes") / "home", write_rate_limit="40/minute"
     )
     e = Env(server)
     yield e

@@ -42,7 +42,7 @@ from tests.conftest import (
     poll,
     postgres_url_for,
     register,
-    start_server,
+    start_inprocess,
 )
 
 # The service says "try again in" this many seconds while the database is away.
@@ -94,7 +94,8 @@ def pg(tmp_path: Path) -> Iterator[tuple[LiveServer, Outage]]:
     home = tmp_path / "home"
     url = postgres_url_for(home, 0)
     outage = Outage(url.rsplit("/", 1)[1])
-    server = start_server(home, MLX_DATABASE_URL=url, MLX_LOG_LEVEL="INFO")
+    # in-process; isolation "": each plugin's own (one test runs one in a worker process)
+    server = start_inprocess(home, database_url=url, log_level="INFO", isolation="")
     try:
         yield server, outage
     finally:
@@ -196,7 +197,10 @@ def test_an_outage_answers_503_logs_twice_keeps_metrics_and_ends_by_itself(
 
     def sdk_get() -> None:
         with MLXClient(
-            api_token=server.token("plugins:read"), base_url=server.url, max_retries=6
+            api_token=server.token("plugins:read"),
+            base_url=server.url,
+            max_retries=6,
+            http_client=server.anonymous,  # its requests to the in-process service
         ) as client:
             try:
                 sdk_answer["health"] = client.plugins.health_check(local)

@@ -2,24 +2,24 @@
 
 The plugins of tests/fixtures/plugin_pkgs/mlx_leaky_plugins.py quote their `api_key` (a
 configuration field marked secret) in their health message, in exceptions and in results.
-Over real HTTP against a real `mlx serve` and real worker processes: every answer that can
+Against a real service (in this process) and real worker processes: every answer that can
 carry what the plugin wrote (activate, get, list, search, health, invoke, audit) shows the
 mask instead, to a read token as to an admin; the SQLite database file (with its write-ahead
 log) holds the secret nowhere, while it does hold the masked messages (so the search is not
-vacuous); after a service restart too. And a second replica on PostgreSQL, which never saw
+vacuous); after a service restart too (as `mlx serve`: a new process, whose secret redactor
+has seen nothing until it decrypts the stored configuration). And a second replica on PostgreSQL, which never saw
 the activation request (it decrypts the stored configuration), masks it as well.
 """
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from tests.conftest import LiveServer, assert_error, start_server
+from tests.conftest import LiveServer, assert_error, poll, start_server
 from tests.integration.test_replicas import create_database, drop_database, shared_secrets
 from tests.integration.test_secrets import db_bytes, postgres_rows_text
 
@@ -49,14 +49,8 @@ def register_leaky(client: httpx.Client, cls: str) -> str:
     return str(r.json()["data"]["id"])
 
 
-def wait_for(fetch: Callable[[], Any], done: Callable[[Any], bool], what: str, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:g} s: {value!r}"
-        time.sleep(0.1)
+def wait_for(fetch: Callable[[], Any], done: Callable[[Any], bool], what: str) -> Any:
+    return poll(fetch, done, timeout=20, interval=0.1, what=what)
 
 
 def assert_clean(label: str, text: str | bytes, key: str) -> None:
@@ -68,7 +62,8 @@ def assert_clean(label: str, text: str | bytes, key: str) -> None:
 
 
 def test_what_a_plugin_writes_never_shows_or_stores_its_secret(server_factory) -> None:
-    srv: LiveServer = server_factory(**{k.removeprefix("MLX_").lower(): v for k, v in FAST.items()})
+    fast = {k.removeprefix("MLX_").lower(): v for k, v in FAST.items()}
+    srv: LiveServer = server_factory(isolation="", **fast)  # plugins in worker processes
     key = new_key()
     answers: dict[str, httpx.Response] = {}
     with (

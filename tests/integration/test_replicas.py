@@ -41,6 +41,7 @@ from tests.conftest import (
     KeepCalling,
     LiveServer,
     assert_error,
+    holds,
     invoke,
     process_gone,
     register,
@@ -767,12 +768,18 @@ def test_a_cold_configuration_change_restarts_every_replicas_worker_only_when_al
     assert refused.json()["data"]["restart_required"] is True
     assert refused.json()["data"]["restarted"] is False
     # Watch every replica for longer than the promise: no restart, the old value stays.
-    deadline = time.monotonic() + LIVE_LIMIT_S + LIVE_ALLOWANCE_S
-    while time.monotonic() < deadline:
-        for i in range(REPLICAS):
-            assert running_pid(replicas, clients[i], i, plugin) == pids[i], f"replica {i}"
-            assert call(clients[i], plugin, "config_value", key="pool_size") == 1, f"replica {i}"
-        time.sleep(0.1)
+    holds(
+        lambda: [
+            (
+                running_pid(replicas, clients[i], i, plugin),
+                call(clients[i], plugin, "config_value", key="pool_size"),
+            )
+            for i in range(REPLICAS)
+        ],
+        lambda seen: seen == [(pids[i], 1) for i in range(REPLICAS)],
+        seconds=LIVE_LIMIT_S + LIVE_ALLOWANCE_S,
+        what="each replica's (worker pid, pool_size)",
+    )
 
     allowed = clients[1].patch(
         f"/v1/plugins/{plugin}/configuration",
@@ -1086,11 +1093,13 @@ def test_invocations_through_every_replica_are_counted_exactly(
     )
     assert time.monotonic() - t_sent <= METRICS_FLUSH_S + 3, "not within a flush interval"
     # Through every replica, and still exact after every replica flushed again.
-    deadline = time.monotonic() + METRICS_FLUSH_S + 0.5
-    while time.monotonic() < deadline:
-        for client in clients:
-            assert count(client) == total
-        time.sleep(0.5)
+    holds(
+        lambda: [count(client) for client in clients],
+        lambda counts: counts == [total] * len(clients),
+        seconds=METRICS_FLUSH_S + 0.5,
+        interval=0.5,
+        what="execution_count through each replica",
+    )
     r = clients[2].get(f"/v1/plugins/{plugin}/metrics")
     metrics = r.json()["data"]["metrics"]
     assert metrics["error_count"] == 0, metrics
@@ -1423,11 +1432,13 @@ def test_the_restart_budget_resets_after_the_plugin_ran_healthily_for_the_reset_
             )
 
             # patient runs healthily for longer than the reset time, then crashes again.
-            while time.monotonic() - t_back < 2.5:
-                d = detail(client, patient)
-                assert d["status"] == "active", d
-                assert int(call(client, patient, "pid")) == second[patient]
-                time.sleep(0.25)
+            holds(
+                lambda: (detail(client, patient)["status"], int(call(client, patient, "pid"))),
+                lambda seen: seen == ("active", second[patient]),
+                seconds=max(0.0, 2.5 - (time.monotonic() - t_back)),
+                interval=0.25,
+                what="patient active in its second worker",
+            )
             assert detail(client, patient)["health"]["status"] == "healthy"
             assert invoke(client, patient, "exit_now", code=4).status_code == 424
             third = poll(

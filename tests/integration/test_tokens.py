@@ -25,7 +25,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tests.conftest import LiveServer, assert_error, clean_env, mlx_cli, plugin_body, start_server
+from tests.conftest import (
+    LiveServer,
+    assert_error,
+    clean_env,
+    mlx_cli,
+    plugin_body,
+    start_inprocess,
+)
 
 SECRET = "tokens-test-signing-secret-0123456789-abcdefghijklmnopqrstuvwxyz-0123456789"
 ISS = "https://idp.example.test/"
@@ -100,15 +107,15 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[LiveServer]:
-    srv = start_server(
+    srv = start_inprocess(
         tmp_path_factory.mktemp("tokens") / "home",
-        MLX_JWT_SECRET=SECRET,
-        MLX_JWT_PUBLIC_KEY=str(keys.pem_path),
-        MLX_JWKS_FILE=str(keys.jwks_path),
-        MLX_JWT_ISSUER=ISS,
-        MLX_JWT_AUDIENCE=AUD,
-        MLX_JWT_ALGORITHMS="HS256,RS256,ES256",
-        MLX_SEED_BUILTIN_PLUGINS="false",
+        jwt_secret=SECRET,
+        jwt_public_key=str(keys.pem_path),
+        jwks_file=str(keys.jwks_path),
+        jwt_issuer=ISS,
+        jwt_audience=AUD,
+        jwt_algorithms="HS256,RS256,ES256",
+        seed_builtin_plugins="false",
     )
     yield srv
     srv.stop()
@@ -171,14 +178,12 @@ def with_payload(token: str, claims: dict[str, Any]) -> str:
 
 
 def get(server: LiveServer, token: str, path: str = READ_PATH) -> httpx.Response:
-    return httpx.get(
-        f"{server.url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
+    return server.anonymous.get(path, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
 def post(server: LiveServer, token: str, path: str, body: object) -> httpx.Response:
-    return httpx.post(
-        f"{server.url}{path}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    return server.anonymous.post(
+        path, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
     )
 
 
@@ -341,10 +346,8 @@ def test_rs256_admin_token_from_the_pem_key_registers_and_deletes(
     r = post(server, admin, "/v1/plugins", plugin_body("idp_registered"))
     assert r.status_code == 201, r.text
     plugin_id = r.json()["data"]["id"]
-    r = httpx.delete(
-        f"{server.url}/v1/plugins/{plugin_id}",
-        headers={"Authorization": f"Bearer {admin}"},
-        timeout=30,
+    r = server.anonymous.delete(
+        f"/v1/plugins/{plugin_id}", headers={"Authorization": f"Bearer {admin}"}, timeout=30
     )
     assert r.status_code == 200, r.text
 
@@ -367,12 +370,12 @@ def test_rs256_token_from_the_jwks_file_is_accepted(server: LiveServer, keys: Ke
 def test_a_rotated_jwks_file_is_read_again_without_a_restart(tmp_path: Path, keys: Keys) -> None:
     jwks = tmp_path / "rotating.json"
     jwks.write_text(json.dumps({"keys": [jwk_of(keys.ec, "ec-1", "ES256")]}))
-    srv = start_server(
+    srv = start_inprocess(
         tmp_path / "home",
-        MLX_JWKS_FILE=str(jwks),
-        MLX_JWT_ISSUER=ISS,
-        MLX_JWT_AUDIENCE=AUD,
-        MLX_SEED_BUILTIN_PLUGINS="false",
+        jwks_file=str(jwks),
+        jwt_issuer=ISS,
+        jwt_audience=AUD,
+        seed_builtin_plugins="false",
     )
     try:
         new_key = ec.generate_private_key(ec.SECP256R1())
@@ -435,20 +438,41 @@ def test_a_jwks_file_with_a_symmetric_or_private_key_is_refused(tmp_path: Path, 
 # ------------------------------------------------------------------ rate limit on writes
 
 
+class Clock:
+    """A monotonic clock that moves only when told (`advance`)."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    srv = start_server(
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory, clock: Clock) -> Iterator[LiveServer]:
+    srv = start_inprocess(
         tmp_path_factory.mktemp("limited") / "home",
-        MLX_JWT_SECRET=SECRET,
-        MLX_WRITE_RATE_LIMIT="2/5s",
-        MLX_SEED_BUILTIN_PLUGINS="false",
+        jwt_secret=SECRET,
+        write_rate_limit="2/5s",
+        seed_builtin_plugins="false",
     )
+    # the service's write rate limiter (made at the first request) on the clock of the test
+    assert get(srv, own(sub="nobody")).status_code == 200
+    srv.app.state.auth_guards.limiter.clock = clock
     yield srv
     srv.stop()
 
 
 def test_writes_over_the_limit_answer_429_with_retry_after_then_pass_again(
-    limited: LiveServer,
+    limited: LiveServer, clock: Clock
 ) -> None:
     alice = own(sub="alice", scopes=["plugins:admin"])
     bob = own(sub="bob", scopes=["plugins:admin"])
@@ -462,15 +486,16 @@ def test_writes_over_the_limit_answer_429_with_retry_after_then_pass_again(
     # the refused write changed nothing; reads are not limited; another subject is not limited
     assert get(limited, alice, "/v1/plugins/plugin_rate_limited_probe_001").status_code == 404
     assert post(limited, bob, WRITE_PATH, WRITE_BODY).status_code == 200
-    # after waiting what Retry-After said, alice may write again (this wait is what is tested)
-    time.sleep(retry_after)
+    # still refused while no time passes; once what Retry-After said has passed (on the
+    # limiter's clock, here the test's), alice may write again
+    assert_error(post(limited, alice, WRITE_PATH, WRITE_BODY), 429, "RATE_LIMITED")
+    clock.advance(retry_after)
     assert post(limited, alice, WRITE_PATH, WRITE_BODY).status_code == 200
 
 
 def test_every_write_method_counts_and_reads_and_invocations_never_do(limited: LiveServer) -> None:
     carol = own(sub="carol", scopes=["plugins:admin"])
-    headers = {"Authorization": f"Bearer {carol}"}
-    with httpx.Client(base_url=limited.url, headers=headers, timeout=30) as c:
+    with limited.client(token=carol) as c:
         for _ in range(20):
             assert c.get("/v1/plugins").status_code == 200
         for _ in range(5):  # invocations are the data plane, not writes: never limited
@@ -492,7 +517,11 @@ def test_the_sdk_sees_rate_limited_error(limited: LiveServer) -> None:
     from mlx_platform import MLXClient
     from mlx_platform.errors import RateLimitedError
 
-    client = MLXClient(base_url=limited.url, api_token=own(sub="dave", scopes=["plugins:admin"]))
+    client = MLXClient(
+        base_url=limited.url,
+        api_token=own(sub="dave", scopes=["plugins:admin"]),
+        http_client=limited.anonymous,  # the SDK's requests to the in-process service
+    )
     with client:
         for _ in range(2):
             client.plugins.validate_composition([{"name": "x"}])
