@@ -35,7 +35,7 @@ from mlx_platform.core.context import Core
 from mlx_platform.settings import Settings
 from mlx_platform.storage import PluginRow
 from mlx_platform.storage.repositories import PluginRepository
-from mlx_platform.wire import CompositionEntry
+from mlx_platform.wire import CompositionEntry, CompositionResult
 
 TYPES = ["data_source", "ml_platform", "feature_store", "model_registry", "orchestrator"]
 
@@ -139,20 +139,20 @@ def run() -> list[Figure]:
         core.db.migrate()
         _store(core, big_bodies + small_bodies)
 
-        def big() -> dict[str, Any]:
+        def big() -> CompositionResult:
             answer = composition.validate_composition(core, big_entries)
-            assert answer["composition_valid"], answer["conflicts"][:3]
-            assert len(answer["resolved"]) == 1000
+            assert answer.composition_valid, answer.conflicts[:3]
+            assert len(answer.resolved) == 1000
             return answer
 
-        def small() -> dict[str, Any]:
+        def small() -> CompositionResult:
             answer = composition.validate_composition(core, small_entries)
-            assert answer["composition_valid"], answer["conflicts"][:3]
+            assert answer.composition_valid, answer.conflicts[:3]
             return answer
 
-        def bare_loop(answer: dict[str, Any], bodies: list[dict[str, Any]]) -> Any:
+        def bare_loop(answer: CompositionResult, bodies: list[dict[str, Any]]) -> Any:
             """Check the answer's requires one by one: the least a validation must do."""
-            chosen = {r["name"]: Version(r["version"]) for r in answer["resolved"]}
+            chosen = {r["name"]: Version(r["version"]) for r in answer.resolved}
             parsed = [
                 Requirement(text)
                 for b in bodies
@@ -198,7 +198,7 @@ def run() -> list[Figure]:
             # A registry change (here: a status write) moves the change marker: the next
             # validation rebuilds the index from the database.
             with core.db.transaction() as session:
-                row = session.get(PluginRow, answer["resolved"][0]["id"])
+                row = session.get(PluginRow, answer.resolved[0]["id"])
                 assert row is not None
                 row.status_reason = f"touched {time.perf_counter()}"
             t0 = time.perf_counter()
@@ -235,8 +235,8 @@ def run() -> list[Figure]:
 
         def unpinned() -> None:
             answer = composition.validate_composition(core, entries)
-            assert answer["composition_valid"], answer["conflicts"][:3]
-            assert len(answer["resolved"]) == 1000
+            assert answer.composition_valid, answer.conflicts[:3]
+            assert len(answer.resolved) == 1000
 
         unpinned()
         figures.append(

@@ -20,7 +20,7 @@ from mlx_platform.composition.evaluate import evaluate
 from mlx_platform.composition.model import RegistryIndex, build_index
 from mlx_platform.core.context import Core
 from mlx_platform.storage import Database, PluginRow
-from mlx_platform.wire import CompositionEntry
+from mlx_platform.wire import CompositionEntry, CompositionResult
 
 # ---------------------------------------------------------------- the registry index
 
@@ -86,10 +86,13 @@ def registry_index(db: Database) -> RegistryIndex:
 # ---------------------------------------------------------------- entry point
 
 
-def validate_composition(core: Core, entries: list[CompositionEntry]) -> dict[str, Any]:
-    return evaluate(
+def validate_composition(core: Core, entries: list[CompositionEntry]) -> CompositionResult:
+    """The composition engine's answer over the registry, as the wire model (validated once,
+    here: the route hands it on as it is)."""
+    answer = evaluate(
         registry_index(core.db),
         [(e.name, e.version) for e in entries],
         singleton_types=core.settings.singleton_type_set,
         capacity=core.capacity(),
     )
+    return CompositionResult.model_validate(answer)

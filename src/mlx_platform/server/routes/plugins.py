@@ -6,7 +6,7 @@ import asyncio
 import re
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import AfterValidator
@@ -204,8 +204,8 @@ def discover_plugins(
 )
 def validate_composition(
     core: CoreDep, _p: Writer, body: ValidateCompositionRequest
-) -> dict[str, Any]:
-    return ok(composition.validate_composition(core, body.plugins))
+) -> Envelope[CompositionResult]:
+    return Envelope[CompositionResult](data=composition.validate_composition(core, body.plugins))
 
 
 @router.get(
