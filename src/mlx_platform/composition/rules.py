@@ -30,7 +30,6 @@ from mlx_platform.composition.facts import (
     sort_version,
     specifier_allows,
     specifier_set,
-    specs_of,
     version_of,
 )
 
@@ -279,15 +278,10 @@ def missing_python_requirements(meta: dict[str, Any]) -> list[str]:
     return missing
 
 
-def dependents_of(row: Any, active: list[Any]) -> list[Any]:
-    """Active plugins whose `requires` names `row`."""
-    out = []
-    for other in active:
-        if other.id == row.id:
-            continue
-        if any(
-            s.matches(row.name, row.version)
-            for s in specs_of(other.plugin_metadata or {}, "requires")
-        ):
-            out.append(other)
-    return out
+def dependents_of(me: Facts, active: list[Facts]) -> list[Facts]:
+    """Active plugins whose `requires` names `me` (unregistering it would break them)."""
+    return [
+        other
+        for other in active
+        if other.id != me.id and any(s.matches(me.name, me.version) for s in other.requires)
+    ]

@@ -367,9 +367,12 @@ def _delete_plugin(core: Core, plugin_id: str, *, force: bool) -> DeleteResult:
             row = repo.get(plugin_id)
             if row is None:
                 raise refusals.not_found(plugin_id)
-            dependents = rules.dependents_of(row, repo.active())
+            active = {r.id: r for r in repo.active()}
+            dependents = rules.dependents_of(
+                rules.facts_of_row(row), [rules.facts_of_row(r) for r in active.values()]
+            )
             if dependents:
-                raise refusals.required_by_active(row, dependents)
+                raise refusals.required_by_active(row, [active[d.id] for d in dependents])
             deactivated = row.status == "active"
             if deactivated and not force:
                 raise refusals.active_without_force(row)
