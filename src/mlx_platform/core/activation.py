@@ -233,11 +233,7 @@ def _activate_plugin(
     guarded transaction; then start this replica's instance and wait for its first health
     check. A failure there rolls the desired state back and answers why."""
     with core.plugin_lock(plugin_id):
-        with core.db.state_change() as session:
-            repo = PluginRepository(session)
-            row = repo.get(plugin_id)
-            if row is None:
-                raise refusals.not_found(plugin_id)
+        with core.changing(plugin_id) as (repo, row):
             merged = _activatable(core, row, repo, configuration)
             if dry_run:
                 # beyond the model's fields (kept, as every answer keeps unknown fields)
@@ -252,7 +248,7 @@ def _activate_plugin(
                     **preview,
                 )
             before = {k: getattr(row, k) for k in _DESIRED_FIELDS}
-            activated = _write_active(core, session, row, merged, auto_start)
+            activated = _write_active(core, repo.session, row, merged, auto_start)
             desired = replica.desired_of(core, row)
         health = _start_here(core, desired, before, auto_start)
     log.info("activated plugin %s", plugin_id)

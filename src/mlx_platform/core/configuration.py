@@ -150,10 +150,7 @@ def _update_configuration(
     value no longer changes. Other changes reach the instances through configure()."""
     with core.plugin_lock(plugin_id):
         desired: Desired | None = None
-        with core.db.state_change() as session:
-            row = PluginRepository(session).get(plugin_id)
-            if row is None:
-                raise refusals.not_found(plugin_id)
+        with core.changing(plugin_id) as (repo, row):
             plan = _plan(core, row, configuration)
             restart = plan.restart(allow_restart)
             if dry_run:
@@ -162,7 +159,7 @@ def _update_configuration(
             _write(core, row, plan, allow_restart)
             effective = _now() if plan.applies(allow_restart) else None
             if plan.changed or restart or plan.running_changes:
-                core.db.notify(session, plugin_id)
+                core.db.notify(repo.session, plugin_id)
                 if plan.active and plan.applies(allow_restart):
                     desired = replica.desired_of(core, row)
         if desired is not None:

@@ -6,16 +6,19 @@ import os
 import secrets
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mlx_platform.composition.resources import Capacity, machine_capacity
-from mlx_platform.core import replica
+from mlx_platform.core import refusals, replica
 from mlx_platform.core.metrics import MetricsRecorder
 from mlx_platform.core.secrets import SecretBox
 from mlx_platform.runtime.host import PluginHost
 from mlx_platform.runtime.reconciler import Reconciler
 from mlx_platform.settings import Settings
-from mlx_platform.storage import Database
+from mlx_platform.storage import Database, PluginRow
+from mlx_platform.storage.repositories import PluginRepository
 
 
 def new_node_id() -> str:
@@ -64,3 +67,15 @@ class Core:
         """Serialises state changes of one plugin within this process (across replicas, the
         database's state-change guard does)."""
         return self.reconciler.lock(plugin_id)
+
+    @contextmanager
+    def changing(self, plugin_id: str) -> Iterator[tuple[PluginRepository, PluginRow]]:
+        """A state change of one plugin: the state-change guard (one transaction, serialised
+        against every other change on every replica) with the plugin's row read inside it, or
+        PLUGIN_NOT_FOUND. Callers hold `plugin_lock` around it when they converge after it."""
+        with self.db.state_change() as session:
+            repo = PluginRepository(session)
+            row = repo.get(plugin_id)
+            if row is None:
+                raise refusals.not_found(plugin_id)
+            yield repo, row

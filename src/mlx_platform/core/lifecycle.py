@@ -42,10 +42,7 @@ def _deactivate_plugin(
     """Write the desired state (inactive), then stop this replica's instance; the others stop
     theirs when they hear of it."""
     with core.plugin_lock(plugin_id):
-        with core.db.state_change() as session:
-            row = PluginRepository(session).get(plugin_id)
-            if row is None:
-                raise refusals.not_found(plugin_id)
+        with core.changing(plugin_id) as (repo, row):
             if row.status not in ("active", "error"):
                 raise refusals.not_active(row)
             if row.status == "error" and not row.loadable:
@@ -56,7 +53,7 @@ def _deactivate_plugin(
             row.singleton_slot = None
             row.deactivated_at = when
             row.health_status = "unknown"
-            core.db.notify(session, plugin_id)
+            core.db.notify(repo.session, plugin_id)
         pending = core.reconciler.retire(plugin_id, graceful_timeout=graceful_timeout, force=force)
     log.info("deactivated plugin %s (pending operations: %d)", plugin_id, pending)
     return DeactivateResult(

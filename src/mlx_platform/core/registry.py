@@ -362,11 +362,7 @@ def _delete_plugin(core: Core, plugin_id: str, *, force: bool) -> DeleteResult:
     """Remove the plugin from the desired state (and its metrics) in one guarded transaction,
     then stop this replica's instance; the others stop theirs when they hear of it."""
     with core.plugin_lock(plugin_id):
-        with core.db.state_change() as session:
-            repo = PluginRepository(session)
-            row = repo.get(plugin_id)
-            if row is None:
-                raise refusals.not_found(plugin_id)
+        with core.changing(plugin_id) as (repo, row):
             active = {r.id: r for r in repo.active()}
             dependents = rules.dependents_of(
                 rules.facts_of_row(row), [rules.facts_of_row(r) for r in active.values()]
@@ -377,7 +373,7 @@ def _delete_plugin(core: Core, plugin_id: str, *, force: bool) -> DeleteResult:
             if deactivated and not force:
                 raise refusals.active_without_force(row)
             repo.delete(row)
-            core.db.notify(session, plugin_id)
+            core.db.notify(repo.session, plugin_id)
         core.reconciler.retire(plugin_id, graceful_timeout=0, force=True)
         core.host.drop_executor(plugin_id)
         core.metrics.forget(plugin_id)
