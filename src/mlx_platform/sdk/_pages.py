@@ -3,7 +3,7 @@ on through the following pages, fetched as the loop reaches them."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator  # noqa: F401 (Awaitable: in a base class string)
 from typing import Generic, TypeVar
 
 from mlx_platform.wire import Pagination
@@ -11,17 +11,14 @@ from mlx_platform.wire import Pagination
 T = TypeVar("T")
 
 
-class SyncPage(Generic[T]):
-    """One page of a listing, which iterates past its end.
+F = TypeVar("F")  # what fetching a page number gives: a page, or an awaitable of one
 
-    `page.data` holds this page's items and `page.pagination` the server's figures.
-    Iterating the page yields its items, then those of every following page, fetched as
-    the loop reaches them: ``for plugin in client.plugins.list(): ...`` sees every plugin.
-    """
 
-    def __init__(
-        self, data: list[T], pagination: Pagination, fetch: Callable[[int], SyncPage[T]]
-    ) -> None:
+class _Page(Generic[T, F]):
+    """What both kinds of page hold: this page's items, the server's figures, and how to
+    fetch another page by number."""
+
+    def __init__(self, data: list[T], pagination: Pagination, fetch: Callable[[int], F]) -> None:
         self.data = data
         self.pagination = pagination
         self._fetch = fetch
@@ -29,6 +26,22 @@ class SyncPage(Generic[T]):
     def has_next_page(self) -> bool:
         # An empty page ends the walk even if the server says more follow: no endless loop.
         return self.pagination.has_next and bool(self.data)
+
+    def __repr__(self) -> str:
+        p = self.pagination
+        return (
+            f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
+            f"total={p.total}, has_next={p.has_next})"
+        )
+
+
+class SyncPage(_Page[T, "SyncPage[T]"]):
+    """One page of a listing, which iterates past its end.
+
+    `page.data` holds this page's items and `page.pagination` the server's figures.
+    Iterating the page yields its items, then those of every following page, fetched as
+    the loop reaches them: ``for plugin in client.plugins.list(): ...`` sees every plugin.
+    """
 
     def next_page(self) -> SyncPage[T] | None:
         """The following page, fetched now; None on the last page."""
@@ -47,33 +60,13 @@ class SyncPage(Generic[T]):
         for page in self.iter_pages():
             yield from page.data
 
-    def __repr__(self) -> str:
-        p = self.pagination
-        return (
-            f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
-            f"total={p.total}, has_next={p.has_next})"
-        )
 
-
-class AsyncPage(Generic[T]):
+class AsyncPage(_Page[T, "Awaitable[AsyncPage[T]]"]):
     """One page of a listing, which iterates past its end with ``async for``.
 
     `page.data` holds this page's items and `page.pagination` the server's figures;
     ``async for plugin in await client.plugins.list(): ...`` sees every plugin.
     """
-
-    def __init__(
-        self,
-        data: list[T],
-        pagination: Pagination,
-        fetch: Callable[[int], Awaitable[AsyncPage[T]]],
-    ) -> None:
-        self.data = data
-        self.pagination = pagination
-        self._fetch = fetch
-
-    def has_next_page(self) -> bool:
-        return self.pagination.has_next and bool(self.data)
 
     async def next_page(self) -> AsyncPage[T] | None:
         """The following page, fetched now; None on the last page."""
@@ -92,10 +85,3 @@ class AsyncPage(Generic[T]):
         async for page in self.iter_pages():
             for item in page.data:
                 yield item
-
-    def __repr__(self) -> str:
-        p = self.pagination
-        return (
-            f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
-            f"total={p.total}, has_next={p.has_next})"
-        )
