@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -186,13 +187,8 @@ def store_health(core: Core, results: dict[str, dict[str, Any]]) -> None:
     if not results:
         return
     results = {pid: _masked(r) for pid, r in results.items()}
-    try:
-        _store_health(core, results)
-    except Exception as exc:
-        if classify(exc) is None:
-            raise  # not the database being away: the loop logs it
-        # away (logged once, by storage): the next round's results replace these anyway
-        log.debug("health results not stored: %s", reason_of(exc))
+    # away, the next round's results replace these anyway
+    _unless_away("health results", lambda: _store_health(core, results))
 
 
 def _store_health(core: Core, results: dict[str, dict[str, Any]]) -> None:
@@ -256,12 +252,18 @@ def heartbeat(core: Core) -> None:
     Says nothing while the database is known to be away (that is logged once, by storage):
     it tries again every round, and the first that works ends the outage."""
     now = _now()
+    _unless_away("heartbeat", lambda: _heartbeat(core, now))
+
+
+def _unless_away(what: str, write: Callable[[], None]) -> None:
+    """A background write, skipped while the database is away (the outage is logged once, by
+    storage; the next round writes again). Any other failure is raised for the loop to log."""
     try:
-        _heartbeat(core, now)
+        write()
     except Exception as exc:
         if classify(exc) is None:
-            raise  # not the database being away: the loop logs it
-        log.debug("heartbeat not written: %s", reason_of(exc))
+            raise
+        log.debug("%s not written: %s", what, reason_of(exc))
 
 
 def _heartbeat(core: Core, now: datetime) -> None:
