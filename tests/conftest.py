@@ -91,6 +91,47 @@ def drop_postgres_databases() -> None:
     _pg_databases.clear()
 
 
+# ---------------------------------------------------------------- tiers and scheduling
+
+PROCESS_FIXTURES = frozenset({"process_server_factory", "process_live_server", "process_admin"})
+
+# `make test` distributes whole files (`--dist loadfile`: a module-scoped server starts once)
+# in this order: the files that take longest on one worker first, so that none of them starts
+# last and holds up the end of the run (measured, `pytest --durations`; the rest follow in
+# collection order).
+LONGEST_FILES = (
+    "tests/integration/test_replicas.py",
+    "tests/e2e/test_cli_plugins.py",
+    "tests/integration/test_runtime_workers.py",
+    "tests/e2e/test_sdk_client.py",
+    "tests/integration/test_workers_hostile.py",
+    "tests/integration/test_discovery_sources.py",
+    "tests/integration/test_metrics_store.py",
+    "tests/integration/test_list.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "process: the service (or what the test is about) runs in processes of its own: "
+        "`make test-postgres` leaves these out (set by the process_* fixtures, or by hand)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by the marks set here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.process)
+    rank = {path: i for i, path in enumerate(LONGEST_FILES)}
+
+    def file_rank(item: pytest.Item) -> int:
+        return rank.get(item.nodeid.split("::", 1)[0], len(rank))
+
+    items.sort(key=file_rank)  # stable: collection order within a file and among the rest
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _postgres_databases() -> Iterator[None]:
     """Drops the databases this session created (one per server home) at its end."""
@@ -562,6 +603,9 @@ class KeepCalling(threading.Thread):
                 self.answers.append((r.status_code, r.json()))
             except httpx.HTTPError as exc:
                 self.answers.append((0, repr(exc)))
+            except RuntimeError as exc:  # the client was closed: the test has ended
+                self.answers.append((0, repr(exc)))
+                return
             self._stop_event.wait(0.05)
 
     def finish(self) -> list[tuple[int, Any]]:

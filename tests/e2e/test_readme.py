@@ -3,9 +3,12 @@
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT, clean_env, free_port
 
 
+@pytest.mark.process  # the walk-through starts `mlx serve` itself
 def test_readme_walkthrough_answers_as_shown() -> None:
     proc = subprocess.run(
         [

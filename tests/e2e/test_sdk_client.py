@@ -60,6 +60,10 @@ from mlx_platform.wire import (
 )
 from tests.conftest import LiveServer, clean_env, free_port, mlx_cli, plugin_body, start_server
 
+# the SDK against `mlx serve` over a socket (and servers started late, on purpose)
+pytestmark = pytest.mark.process
+
+
 # ---------------------------------------------------------------- fixtures
 
 
@@ -159,6 +163,9 @@ def api(request: pytest.FixtureRequest, server: LiveServer) -> Iterator[Api]:
 
 
 def register(api: Api, name: str, **overrides: Any) -> str:
+    # in the service's process unless a test asks for a worker: what the SDK sees is the same,
+    # and no worker process is started for each test
+    overrides.setdefault("isolation", "inprocess")
     result = api.plugins.register(plugin_body(name, **overrides))
     assert isinstance(result, RegisterResult) and result.status == "registered", result
     return str(result.id)
@@ -332,7 +339,7 @@ def pid_is_alive(pid: int) -> bool:
 def test_nodes_list_names_the_answering_replica_and_what_it_runs(
     api: Api, unique_name: str
 ) -> None:
-    plugin_id = active(api, unique_name)
+    plugin_id = active(api, unique_name, isolation="process")
     node_id = answering_node(api.server)
 
     nodes = api.nodes.list()

@@ -429,6 +429,7 @@ def test_auto_register_folders_reports_conflicts_and_skips_the_incompatible(
 # ---------------------------------------------------------------------------- installed
 
 
+@pytest.mark.process  # the service's own PYTHONPATH
 def test_installed_wheel_entry_points_are_read_once_outside_the_service(
     serve, tmp_path: Path
 ) -> None:
@@ -494,6 +495,7 @@ def test_installed_wheel_entry_points_are_read_once_outside_the_service(
         assert by_name(again)["wheel_echo"]["already_registered"] is True
 
 
+@pytest.mark.process  # the service's own PYTHONPATH
 def test_broken_entry_points_are_reported_each_and_spare_the_others(serve, tmp_path: Path) -> None:
     site = broken_wheel(tmp_path)
     srv = serve(pythonpath=(site,), class_check_timeout="4")
@@ -759,6 +761,7 @@ def test_package_index_lists_newest_mlx_plugin_projects(
     assert {p["name"] for p in again["discovered_plugins"] if not p["installed"]} == set(listed)
 
 
+@pytest.mark.process  # the service's own PYTHONPATH
 def test_an_installed_plugin_is_listed_once_and_an_unreachable_index_is_an_error(
     serve, tmp_path: Path
 ) -> None:
@@ -903,6 +906,7 @@ def test_git_repositories_are_cloned_refreshed_and_not_fetched_when_unchanged(
 # ---------------------------------------------------------------------------- namespace
 
 
+@pytest.mark.process  # the service's own PYTHONPATH
 def test_namespace_packages_are_read_from_source_never_imported(serve, tmp_path: Path) -> None:
     log = tmp_path / "ns_imports.log"
     one, two = tmp_path / "ns_one", tmp_path / "ns_two"

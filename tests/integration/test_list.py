@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, assert_error, register
+from tests.conftest import assert_error, register, start_inprocess
+
+
+@contextmanager
+def empty_server(home: Path) -> Iterator[httpx.Client]:
+    """An admin client of a new server holding no plugin at all (example plugins not seeded)."""
+    srv = start_inprocess(home, seed_builtin_plugins="false")
+    try:
+        with srv.client() as c:
+            assert c.get("/v1/plugins").json()["pagination"]["total"] == 0
+            yield c
+    finally:
+        srv.stop()
 
 
 @pytest.fixture
-def fresh(server_factory: Callable[..., LiveServer]) -> Iterator[httpx.Client]:
-    """An admin client of a new server holding no plugin at all (example plugins not seeded)."""
-    srv = server_factory(seed_builtin_plugins="false")
-    with srv.client() as c:
-        assert c.get("/v1/plugins").json()["pagination"]["total"] == 0
+def fresh(tmp_path: Path) -> Iterator[httpx.Client]:
+    with empty_server(tmp_path / "home") as c:
         yield c
 
 
@@ -54,9 +65,15 @@ def deactivate(client: httpx.Client, pid: str) -> None:
 # ---------------------------------------------------------------- filters
 
 
-@pytest.fixture
-def mixed(fresh: httpx.Client) -> httpx.Client:
-    """Six plugins over two types, two categories and all four statuses."""
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """Six plugins over two types, two categories and all four statuses (read only: the
+    tests that use it only list)."""
+    with empty_server(tmp_path_factory.mktemp("mixed") / "home") as fresh:
+        yield _mixed(fresh)
+
+
+def _mixed(fresh: httpx.Client) -> httpx.Client:
     a = register(fresh, "a_src", type="data_source", category="warehouse")
     register(fresh, "b_src", type="data_source", category="lake")
     c = register(fresh, "c_ml", type="ml_platform", category="warehouse")
@@ -184,13 +201,15 @@ def test_list_items_carry_the_summary_fields(fresh: httpx.Client) -> None:
 # ---------------------------------------------------------------- search
 
 
-@pytest.fixture
-def searchable(fresh: httpx.Client) -> httpx.Client:
-    register(fresh, "Snowflake_Conn", description="Cloud WAREHOUSE connector")
-    register(fresh, "postgres_reader", description="Reads rows from PostgreSQL")
-    register(fresh, "csv_files", description="Loads comma separated values")
-    register(fresh, "percent", description="Keeps 100% of the data")
-    return fresh
+@pytest.fixture(scope="module")
+def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """Four plugins to search (read only: the tests that use it only list)."""
+    with empty_server(tmp_path_factory.mktemp("searchable") / "home") as fresh:
+        register(fresh, "Snowflake_Conn", description="Cloud WAREHOUSE connector")
+        register(fresh, "postgres_reader", description="Reads rows from PostgreSQL")
+        register(fresh, "csv_files", description="Loads comma separated values")
+        register(fresh, "percent", description="Keeps 100% of the data")
+        yield fresh
 
 
 @pytest.mark.parametrize(

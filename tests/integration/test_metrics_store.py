@@ -261,6 +261,7 @@ def test_two_replicas_in_threads_flushing_at_once_lose_nothing(store_url, nodes)
     assert_exactly_stored(store_url, by_node)
 
 
+@pytest.mark.process  # replica processes, on both backends already
 def test_two_replica_processes_flushing_at_once_lose_nothing(store_url):
     """The same race between two OS processes, each a replica with its own node id."""
     n, flush_every = 1500, 7

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import LiveServer, assert_error, poll, start_server
 from tests.integration.test_replicas import create_database, drop_database, shared_secrets
@@ -160,6 +161,7 @@ def test_what_a_plugin_writes_never_shows_or_stores_its_secret(server_factory) -
         again.stop()
 
 
+@pytest.mark.process  # two `mlx serve` replicas on PostgreSQL
 def test_a_replica_that_never_saw_the_activation_masks_the_secret_too(tmp_path) -> None:
     """Two replicas on one PostgreSQL database: activated through the first, the plugin runs
     on the second, whose health answer and stored observed state show the mask."""

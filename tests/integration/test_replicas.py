@@ -51,6 +51,10 @@ from tests.conftest import (
     poll_timed as poll,  # (value, seconds): the replica tests time propagation
 )
 
+# replicas are `mlx serve` processes (on PostgreSQL whatever MLX_TEST_DATABASE says)
+pytestmark = pytest.mark.process
+
+
 PROBE = "mlx_test_plugins.WorkerProbePlugin"
 CRASH_ON_START = "mlx_test_plugins.CrashOnStartPlugin"
 SLOW_START = "mlx_replica_test_plugins.SlowStartPlugin"

@@ -426,6 +426,7 @@ def _python_for_nobody() -> tuple[str, str] | None:
     return None
 
 
+@pytest.mark.process  # `mlx serve` as root, its workers as nobody
 @pytest.mark.skipif(os.geteuid() != 0, reason="switching users needs a service running as root")
 def test_workers_run_as_the_worker_user_and_cannot_read_the_keys(
     tmp_path: Path, unique_name: str
