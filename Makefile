@@ -26,15 +26,22 @@ install: $(STAMP_SERVE)
 serve: $(STAMP_SERVE)
 	$(VENV)/bin/mlx serve
 
-test: $(STAMP_TEST)
-	$(PY) -m pytest -n 2 -q
+# Whole files to each xdist worker, the longest first (tests/conftest.py: LONGEST_FILES), so
+# that a module's server starts once; TEST_WORKERS measured (docs/decisions.md, "Test tiers").
+TEST_WORKERS ?= 3
+PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-# The integration and end-to-end suites against PostgreSQL (a server on 127.0.0.1:5432, user
-# postgres, trust auth): each test server gets a database of its own, dropped at the end.
-# (tests/integration/test_replicas.py always runs on PostgreSQL: `make test` runs it.)
+# Every tier: unit, in-process (the app over ASGI), process (`mlx serve`, the CLI, replicas).
+test: $(STAMP_TEST)
+	$(PY) -m pytest $(PYTEST_XDIST) -q
+
+# What depends on the database, on PostgreSQL (a server on 127.0.0.1:5432, user postgres,
+# trust auth): the in-process tier, each server on a database of its own, dropped at the end.
+# The process tier (mark `process`: replicas, the CLI, workers counted as the service's
+# children...) is not about the database: `make test` alone runs it.
 test-postgres: $(STAMP_TEST)
-	MLX_TEST_DATABASE=postgres $(PY) -m pytest -n 2 -q tests/integration tests/e2e \
-		--ignore=tests/integration/test_replicas.py
+	MLX_TEST_DATABASE=postgres $(PY) -m pytest $(PYTEST_XDIST) -q -m "not process" \
+		tests/integration tests/e2e
 
 $(STAMP_FUZZ): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[server,fuzz]"

@@ -1,6 +1,6 @@
 """The audit trail (issue 11): every state change, refused ones included, says who, what,
 when, through which request and how it ended; never a secret; `GET /v1/audit` (admin) filters
-and pages it. Over real HTTP against a real server."""
+and pages it. Against the service's app in-process."""
 
 from __future__ import annotations
 

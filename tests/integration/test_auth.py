@@ -1,4 +1,4 @@
-"""Authentication, scopes and request ids, over real HTTP against `mlx serve`."""
+"""Authentication, scopes and request ids, against the service's app in-process."""
 
 from __future__ import annotations
 

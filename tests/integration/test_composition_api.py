@@ -1,4 +1,4 @@
-"""POST /v1/plugins/validate-composition and the activation rules, over real HTTP."""
+"""POST /v1/plugins/validate-composition and the activation rules (the app in-process)."""
 
 from __future__ import annotations
 

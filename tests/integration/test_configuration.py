@@ -1,4 +1,4 @@
-"""PATCH /v1/plugins/{id}/configuration over real HTTP."""
+"""PATCH /v1/plugins/{id}/configuration, against the service's app in-process."""
 
 from __future__ import annotations
 

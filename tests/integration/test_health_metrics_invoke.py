@@ -1,4 +1,4 @@
-"""Health, metrics and invocation of plugins, over real HTTP."""
+"""Health, metrics and invocation of plugins, against the service's app in-process."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Registration records the sha256 of the plugin's files (its package folder or mod
 plugin folder, or the files an installed distribution's RECORD lists); activation refuses a
 plugin whose files changed since, with 409 PLUGIN_CODE_CHANGED naming a changed, added or
 removed file, until it is registered again; a restart of a running plugin (its worker died)
-refuses changed code too. Over real HTTP against a real `mlx serve` with real workers; the
+refuses changed code too. Against an in-process service with real worker processes; the
 plugin code lives in folders this test writes (MLX_PLUGIN_PATH), and the distribution is a
 real wheel installed by pip.
 """

@@ -1,4 +1,4 @@
-"""Activation, deactivation and the checks activation makes, over real HTTP."""
+"""Activation, deactivation and the checks activation makes, against the service's app in-process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""GET /v1/plugins: filters, search, pagination and parameter checks, over real HTTP."""
+"""GET /v1/plugins: filters, search, pagination and parameter checks (the app in-process)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Plugins in worker processes of their own (isolation "process"), over real HTTP.
+"""Plugins in worker processes of their own (isolation "process"), against an in-process service.
 
 Every test here talks to a real service whose plugins run in real worker processes: crashes,
 kills, restarts with backoff, giving up, graceful and forced deactivation, hot and cold

@@ -1,4 +1,4 @@
-"""Crafted tokens and the write rate limit, over real HTTP against `mlx serve` (issue 11).
+"""Crafted tokens and the write rate limit, against the service's app in-process (issue 11).
 
 One service trusts three kinds of key at once: its own HS256 secret, an identity provider's
 RSA public key (MLX_JWT_PUBLIC_KEY, a PEM file) and a JWKS file with an EC and an RSA key

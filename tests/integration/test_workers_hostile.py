@@ -1,4 +1,4 @@
-"""Careless and hostile plugins in real worker processes, over real HTTP (issue 11, "Workers").
+"""Careless and hostile plugins in real worker processes (issue 11, "Workers").
 
 Each test starts a service with the settings it needs (in this process, its plugins in worker
 processes; `mlx serve` as another user for the worker-user test) and drives plugins of
