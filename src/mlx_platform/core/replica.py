@@ -112,6 +112,20 @@ class _DesiredSource:
         self._cache, self.claims, self.digests = cache, claims, digests
         return out
 
+    def one(self, plugin_id: str) -> Desired | None:
+        """The desired state of one plugin as stored now (None: it should not run), for the
+        reconciler's decision under the plugin's lock; its claims and code pin as read."""
+        with self.core.db.read() as session:
+            row = PluginRepository(session).get(plugin_id)
+        if row is None or row.status != "active" or not row.loadable:
+            return None
+        key = (row.generation or 0, row.config_version or 0)
+        hit = self._cache.get(row.id)
+        d = hit[2] if hit is not None and hit[:2] == key else desired_of(self.core, row)
+        self.claims[row.id] = row.requirements
+        self.digests[row.id] = row.code_digest or {}
+        return d
+
     def admit(self, d: Desired) -> str | None:
         """Why this replica cannot run `d` beside what it already runs, or None. Every start
         that is not an activation (a restart, another replica, a service start) checks the
@@ -136,6 +150,7 @@ def make_reconciler(core: Core) -> Reconciler:
     return Reconciler(
         core.host,
         load_desired=source,
+        load_one=source.one,
         admit=source.admit,
         report=lambda plugin_id, obs: report(core, plugin_id, obs),
         interval=s.reconcile_interval,

@@ -111,6 +111,7 @@ class Reconciler:
         host: PluginHost,
         *,
         load_desired: Callable[[], list[Desired]],
+        load_one: Callable[[str], Desired | None],
         admit: Callable[[Desired], str | None],
         report: Callable[[str, Observation | None], None],
         interval: float,
@@ -125,6 +126,7 @@ class Reconciler:
     ) -> None:
         self.host = host
         self.load_desired = load_desired
+        self.load_one = load_one
         self.admit = admit
         self.report = report
         self.interval = interval
@@ -213,9 +215,9 @@ class Reconciler:
         futures = []
         for plugin_id, d in desired.items():
             if self._needs_work(d):
-                futures.append(self._submit(plugin_id, self._converge_quietly, d))
+                futures.append(self._submit(plugin_id, self._sync_quietly, plugin_id))
         for plugin_id in [p for p in list(self.host.instances) if p not in desired]:
-            futures.append(self._submit(plugin_id, self._retire_quietly, plugin_id))
+            futures.append(self._submit(plugin_id, self._sync_quietly, plugin_id))
         submitted = [f for f in futures if f is not None]
         if wait:
             for f in submitted:
@@ -249,17 +251,24 @@ class Reconciler:
 
         return self._pool.submit(task)
 
-    def _converge_quietly(self, d: Desired) -> None:
+    def _sync_quietly(self, plugin_id: str) -> None:
         try:
-            self.converge(d)
+            self.sync(plugin_id)
         except Exception:  # noqa: BLE001 - reported as the observed state; retried later
-            log.warning("plugin %s: could not be brought to its desired state", d.plugin_id)
+            log.warning("plugin %s: could not be brought to its desired state", plugin_id)
 
-    def _retire_quietly(self, plugin_id: str) -> None:
-        try:
-            self.retire(plugin_id, graceful_timeout=self.graceful_timeout, force=False)
-        except Exception:  # noqa: BLE001
-            log.warning("plugin %s: stopping failed", plugin_id, exc_info=True)
+    def sync(self, plugin_id: str) -> None:
+        """Bring one plugin to its desired state as read now, under its lock. A pass's list
+        may be older than a change made meanwhile: a deactivation that waits for calls in
+        flight holds the lock, and the pass, once it gets it, must not start again what was
+        just stopped (nor stop what an activation just started)."""
+        with self.lock(plugin_id):
+            d = self.load_one(plugin_id)
+            if d is None:
+                if self.host.get(plugin_id) is not None:
+                    self.retire(plugin_id, graceful_timeout=self.graceful_timeout, force=False)
+            elif self._needs_work(d):
+                self.converge(d)
 
     # ------------------------------------------------------------------ one plugin
 
@@ -447,10 +456,13 @@ class Reconciler:
             return
         plugin_id = inst.plugin_id
         with self.lock(plugin_id):
-            if not self.host.remove_if(plugin_id, inst):
+            if self.host.get(plugin_id) is not inst:
                 return  # already replaced or removed
-        ran_for = time.time() - inst.started_at if inst.started_at else None
-        self._count_failure(plugin_id, inst.generation, inst.config_version, reason, ran_for)
+            ran_for = time.time() - inst.started_at if inst.started_at else None
+            # The failure, with its reason, is reported before the instance leaves the host:
+            # the status never says error without saying why (a restart waits for the lock).
+            self._count_failure(plugin_id, inst.generation, inst.config_version, reason, ran_for)
+            self.host.remove_if(plugin_id, inst)
 
     def _count_failure(
         self,
