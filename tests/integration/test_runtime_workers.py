@@ -345,12 +345,9 @@ def test_memory_a_plugin_leaks_grows_its_worker_not_the_service(
 
 
 def test_a_worker_that_calls_os_exit_is_marked_error_then_restarted_in_a_new_process(
-    process_server_factory: Callable[..., LiveServer], unique_name: str
+    server_factory: Callable[..., LiveServer], unique_name: str
 ) -> None:
-    # a crash under `mlx serve`: in this process, the test's own polling shares the service's
-    # interpreter and widens a window where the status says error before its reason is
-    # stored (reported: core/registry.shown_status, "no live replica runs it")
-    server = process_server_factory(**restart_server_settings())
+    server = server_factory(**restart_server_settings())
     with server.client() as client, server.client() as bystander_client:
         crashing = active_probe(client, unique_name)
         bystander = active_probe(client, unique_name + "_bystander")
@@ -392,12 +389,9 @@ def test_a_worker_that_calls_os_exit_is_marked_error_then_restarted_in_a_new_pro
 
 
 def test_a_worker_killed_from_outside_is_marked_error_then_restarted_in_a_new_process(
-    process_server_factory: Callable[..., LiveServer], unique_name: str
+    server_factory: Callable[..., LiveServer], unique_name: str
 ) -> None:
-    # a crash under `mlx serve`: in this process, the test's own polling shares the service's
-    # interpreter and widens a window where the status says error before its reason is
-    # stored (reported: core/registry.shown_status, "no live replica runs it")
-    server = process_server_factory(**restart_server_settings())
+    server = server_factory(**restart_server_settings())
     with server.client() as client, server.client() as bystander_client:
         victim = active_probe(client, unique_name)
         bystander = active_probe(client, unique_name + "_bystander")
