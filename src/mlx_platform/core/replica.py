@@ -102,9 +102,7 @@ class _DesiredSource:
         for row in rows:
             if not row.loadable:
                 continue
-            key = (row.generation or 0, row.config_version or 0)
-            hit = self._cache.get(row.id)
-            d = hit[2] if hit is not None and hit[:2] == key else desired_of(self.core, row)
+            key, d = self._desired(row)
             cache[row.id] = (*key, d)
             claims[row.id] = row.requirements
             digests[row.id] = row.code_digest or {}
@@ -119,12 +117,16 @@ class _DesiredSource:
             row = PluginRepository(session).get(plugin_id)
         if row is None or row.status != "active" or not row.loadable:
             return None
-        key = (row.generation or 0, row.config_version or 0)
-        hit = self._cache.get(row.id)
-        d = hit[2] if hit is not None and hit[:2] == key else desired_of(self.core, row)
+        d = self._desired(row)[1]
         self.claims[row.id] = row.requirements
         self.digests[row.id] = row.code_digest or {}
         return d
+
+    def _desired(self, row: PluginRow) -> tuple[tuple[int, int], Desired]:
+        """`row`'s desired state, from the cache while its counters have not moved."""
+        key = (row.generation or 0, row.config_version or 0)
+        hit = self._cache.get(row.id)
+        return key, hit[2] if hit is not None and hit[:2] == key else desired_of(self.core, row)
 
     def admit(self, d: Desired) -> str | None:
         """Why this replica cannot run `d` beside what it already runs, or None. Every start
