@@ -42,6 +42,8 @@ from tests.conftest import (
     LiveServer,
     assert_error,
     holds,
+    http_client,
+    http_get,
     invoke,
     process_gone,
     register,
@@ -311,13 +313,13 @@ class Cluster:
         self.node_ids = [self.node_id_of(i) for i in range(len(self.servers))]
 
     def node_id_of(self, i: int) -> str:
-        r = httpx.get(f"{self.servers[i].url}/healthz", timeout=10)
+        r = http_get(f"{self.servers[i].url}/healthz", timeout=10)
         return str(r.headers.get("x-mlx-node", ""))
 
     def client(self, i: int, token: str | None = None) -> httpx.Client:
         tok = self.token if token is None else token
         headers = {"Authorization": f"Bearer {tok}"} if tok else {}
-        return httpx.Client(base_url=self.servers[i].url, headers=headers, timeout=60)
+        return http_client(base_url=self.servers[i].url, headers=headers, timeout=60)
 
     def pid(self, i: int) -> int:
         return int(self.servers[i].process.pid)
@@ -539,7 +541,7 @@ def test_three_replicas_started_together_list_each_other_and_name_themselves_in_
             "GET /healthz": client.get("/healthz"),
             "GET /v1/plugins": client.get("/v1/plugins"),
             "404": client.get("/v1/plugins/no_such_plugin_xyz"),
-            "401": httpx.get(f"{replicas.servers[i].url}/v1/plugins", timeout=10),
+            "401": http_get(f"{replicas.servers[i].url}/v1/plugins", timeout=10),
             "POST invalid": client.post("/v1/plugins", json={"name": 3}),
         }
         for what, r in answers.items():

@@ -34,6 +34,7 @@ from tests.conftest import (
     assert_error,
     free_port,
     holds,
+    http_get,
     invoke,
     make_factory,
     poll,
@@ -491,6 +492,6 @@ def test_workers_run_as_the_worker_user_and_cannot_read_the_keys(
 def _ready(url: str, proc: subprocess.Popen[bytes]) -> bool:
     assert proc.poll() is None, "the service ended"
     try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+        return http_get(f"{url}/healthz", timeout=2).status_code == 200
     except httpx.TransportError:
         return False

@@ -9,9 +9,11 @@ send and sleep. The pages a listing returns are `_pages.py`'s.
 from __future__ import annotations
 
 import email.utils
+import functools
 import logging
 import os
 import random
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,6 +37,18 @@ from mlx_platform.sdk._exceptions import InvalidResponseError, MLXConfigurationE
 from mlx_platform.wire import Pagination, WireModel
 
 log = logging.getLogger("mlx_platform.sdk")
+
+
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """The TLS context of every client the SDK builds itself, made once per process.
+
+    httpx builds one for each new client by default, and building one loads the CA bundle
+    (about 35 ms of CPU): a script or the CLI that makes a client per command paid it every
+    time. A client-side context is safe to share between clients and threads. Built as httpx
+    builds its default (certifi's bundle; SSL_CERT_FILE / SSL_CERT_DIR when set)."""
+    return httpx.create_ssl_context()
+
 
 DEFAULT_BASE_URL: Final = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT: Final = httpx.Timeout(60.0, connect=5.0)

@@ -24,6 +24,7 @@ from mlx_platform.sdk._base import (
     DEFAULT_TIMEOUT,
     APIRequest,
     BaseClient,
+    default_tls_context,
     new_request_id,
 )
 from mlx_platform.sdk._pages import AsyncPage
@@ -98,7 +99,11 @@ class AsyncMLXClient(BaseClient):
             default_headers=default_headers,
         )
         self._owns_http_client = http_client is None
-        self._http = http_client if http_client is not None else httpx.AsyncClient()
+        self._http = (
+            http_client
+            if http_client is not None
+            else httpx.AsyncClient(verify=default_tls_context())
+        )
 
     @cached_property
     def plugins(self) -> AsyncPlugins:

@@ -20,6 +20,7 @@ from mlx_platform.sdk._base import (
     DEFAULT_TIMEOUT,
     APIRequest,
     BaseClient,
+    default_tls_context,
     new_request_id,
 )
 from mlx_platform.sdk._pages import SyncPage
@@ -94,7 +95,9 @@ class MLXClient(BaseClient):
             default_headers=default_headers,
         )
         self._owns_http_client = http_client is None
-        self._http = http_client if http_client is not None else httpx.Client()
+        self._http = (
+            http_client if http_client is not None else httpx.Client(verify=default_tls_context())
+        )
 
     @cached_property
     def plugins(self) -> Plugins:
