@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import assert_error, plugin_body, register
+from tests.conftest import assert_error, plugin_body, poll, process_gone, register
 
 # The request body of the spec's "Register Plugin" example, verbatim.
 SPEC_EXAMPLE_BODY: dict[str, Any] = {
@@ -474,3 +474,80 @@ def test_register_dry_run_rejects_an_invalid_body(admin: httpx.Client, unique_na
     body = plugin_body(unique_name, version="not a version")
     err = assert_error(post(admin, body, dry_run="true"), 422, "VALIDATION_ERROR")
     assert "version" in err["details"]
+
+
+# ---------------------------------------------------------------- the import process
+
+IMPORT_MISBEHAVIOURS = {
+    # ends its process during the import, before any answer
+    "mlx_exits_at_import": "import os\nos._exit(9)\n",
+    # never finishes its import (the class check's timeout ends it)
+    "mlx_hangs_at_import": (
+        "import os, pathlib, time\n"
+        "pathlib.Path(os.environ['PID_DIR'], 'hang').write_text(str(os.getpid()))\n"
+        "time.sleep(120)\n"
+    ),
+    # imports fine, leaving a process of its own behind
+    "mlx_spawns_at_import": (
+        "import os, pathlib, subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "pathlib.Path(os.environ['PID_DIR'], 'spawned').write_text(str(child.pid))\n"
+        "from mlx_test_plugins import EchoPlugin as Spawner\n"
+    ),
+}
+
+
+@pytest.fixture
+def misbehaving(server_factory, tmp_path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A server whose plugin folder holds modules that misbehave while imported."""
+    folder = tmp_path / "misbehaving"
+    folder.mkdir()
+    for module, source in IMPORT_MISBEHAVIOURS.items():
+        (folder / f"{module}.py").write_text(source)
+    monkeypatch.setenv("PID_DIR", str(tmp_path))
+    return server_factory(plugin_path=str(folder), class_check_timeout="2")
+
+
+def test_an_import_that_ends_its_process_is_reported_with_the_exit_code(misbehaving) -> None:
+    with misbehaving.client() as c:
+        r = c.post("/v1/plugins", json=plugin_body("exits", class_path="mlx_exits_at_import.X"))
+    assert r.status_code == 201, r.text
+    results = r.json()["data"]["validation_results"]
+    assert results["class_loadable"] is False
+    assert "ended with exit code 9 before answering" in results["class_error"], results
+
+
+def test_an_import_that_hangs_is_ended_at_the_class_check_timeout(misbehaving, tmp_path) -> None:
+    with misbehaving.client() as c:
+        r = c.post("/v1/plugins", json=plugin_body("hangs", class_path="mlx_hangs_at_import.X"))
+    assert r.status_code == 201, r.text
+    results = r.json()["data"]["validation_results"]
+    assert results["class_loadable"] is False
+    assert "took longer than 2 s" in results["class_error"], results
+    pid = int((tmp_path / "hang").read_text())
+    poll(lambda: process_gone(pid), bool, timeout=10, what="the hung import process ended")
+
+
+def test_processes_an_import_starts_end_with_it(misbehaving, tmp_path) -> None:
+    with misbehaving.client() as c:
+        r = c.post(
+            "/v1/plugins", json=plugin_body("spawns", class_path="mlx_spawns_at_import.Spawner")
+        )
+    assert r.status_code == 201, r.text
+    assert r.json()["data"]["validation_results"]["class_loadable"] is True
+    pid = int((tmp_path / "spawned").read_text())
+    poll(lambda: process_gone(pid), bool, timeout=10, what="the process the import started ended")
+
+
+def test_import_processes_run_side_by_side(misbehaving) -> None:
+    """Registrations at the same moment each get their own import process and answer."""
+    import concurrent.futures
+
+    def one(i: int) -> tuple[int, Any]:
+        with misbehaving.client() as c:
+            r = c.post("/v1/plugins", json=plugin_body(f"side_by_side_{i}"))
+        return r.status_code, r.json()["data"]["validation_results"]["class_loadable"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(one, range(16)))
+    assert answers == [(201, True)] * 16
