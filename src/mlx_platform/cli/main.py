@@ -1,14 +1,27 @@
-"""`mlx`: serve the API, mint tokens, list the replicas, read the audit trail."""
+"""`mlx`: serve the API, mint tokens, list the replicas, read the audit trail.
+
+Defining the commands imports typer alone (and cli/plugins.py, which does the same): what a
+command needs (the SDK, the server, output.py and render.py, rich) it imports when it runs, so
+that `mlx --help` costs typer and its help formatting, not the SDK (bench/bench_cli.py).
+"""
 
 from __future__ import annotations
 
 import sys
+from importlib.util import find_spec
 from typing import Annotated
+
+
+def _needs(name: str | None) -> SystemExit:
+    return SystemExit(
+        f'mlx: the command line needs {name}: pip install "mlx-platform[cli]" '
+        '(or "mlx-platform[server]" for the service too)'
+    )
+
 
 try:
     import typer
 
-    from mlx_platform.cli import output, render
     from mlx_platform.cli.plugins import (
         JsonOption,
         Target,
@@ -20,10 +33,11 @@ try:
 except ModuleNotFoundError as exc:  # the command line is an extra: say how to get it
     if exc.name not in ("typer", "rich", "click"):
         raise
-    raise SystemExit(
-        f'mlx: the command line needs {exc.name}: pip install "mlx-platform[cli]" '
-        '(or "mlx-platform[server]" for the service too)'
-    ) from None
+    raise _needs(exc.name) from None
+# rich is imported by the commands when they run (and by typer for help): missing, it is said
+# now, as when it was imported here.
+if find_spec("rich") is None:
+    raise _needs("rich")
 
 app = typer.Typer(help="mlx-platform: a plugin manager for ML platforms.", no_args_is_help=True)
 
@@ -190,6 +204,8 @@ def migrate() -> None:
 @app.command("nodes")
 def nodes(url: UrlOption = None, token: TokenOption = None, as_json: JsonOption = False) -> None:
     """List the service's replicas (scope plugins:admin): heartbeat and plugins each runs."""
+    from mlx_platform.cli import output, render
+
     with connect(Target(url, token), as_json) as client:
         found = client.nodes.list()
     output.emit(found, as_json, render.render_nodes)
@@ -221,6 +237,8 @@ def audit(
 ) -> None:
     """The audit trail (scope plugins:admin): every state change, refused ones too, newest
     first, with who made it, when, its outcome and the request id."""
+    from mlx_platform.cli import output, render
+
     with connect(Target(url, token), as_json) as client:
         found = client.audit.list(
             plugin_id=plugin,

@@ -4,6 +4,10 @@ The service is `MLX_API_URL` (default http://127.0.0.1:8000) and the token `MLX_
 (or `--url` / `--token` before the command). Every command prints a table for people, or
 with `--json` the answer as JSON; errors are one line on stderr and an exit code per kind
 of failure (see `output.ExitCode`).
+
+Defining the commands imports typer alone: the SDK, the wire models, rich and the output and
+render helpers are imported by each command when it runs (annotations name them under
+TYPE_CHECKING), so that `--help` does not load them.
 """
 
 from __future__ import annotations
@@ -11,21 +15,17 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tomllib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 
-from mlx_platform.cli import output, render
-from mlx_platform.cli.output import ExitCode, InputError
-from mlx_platform.errors import MLXConnectionError, MLXError
-from mlx_platform.sdk import MLXClient, MLXConfigurationError
-from mlx_platform.wire import DiscoveryResult, DiscoverySummary
+if TYPE_CHECKING:
+    from mlx_platform.sdk import MLXClient
+    from mlx_platform.wire import DiscoveryResult
 
 plugins_app = typer.Typer(
     help="Manage plugins through the API: MLX_API_URL (default http://127.0.0.1:8000) "
@@ -74,6 +74,11 @@ def _target(ctx: typer.Context, url: UrlOption = None, token: TokenOption = None
 @contextmanager
 def connect(target: Target, as_json: bool) -> Iterator[MLXClient]:
     """A client for one command; any error becomes one line and its exit code."""
+    from mlx_platform.cli import output
+    from mlx_platform.cli.output import InputError
+    from mlx_platform.errors import MLXConnectionError, MLXError
+    from mlx_platform.sdk import MLXClient, MLXConfigurationError
+
     try:
         with MLXClient(api_token=target.token, base_url=target.url) as client:
             yield client
@@ -98,6 +103,8 @@ def _value(text: str) -> Any:
 
 
 def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
+    from mlx_platform.cli.output import InputError
+
     result: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -109,6 +116,10 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, Any]:
 
 def _read_document(path: str) -> dict[str, Any]:
     """A JSON or TOML file (by its suffix; `-` reads JSON from stdin) holding an object."""
+    import tomllib
+
+    from mlx_platform.cli.output import InputError
+
     try:
         if path == "-":
             text, suffix = sys.stdin.read(), ".json"
@@ -138,6 +149,8 @@ def _read_document(path: str) -> dict[str, Any]:
 
 def _composition_entry(text: str) -> dict[str, str]:
     """`name`, `name@1.2.0` or `name>=1.0` (any PEP 440 specifier after the name)."""
+    from mlx_platform.cli.output import InputError
+
     name, at, version = text.partition("@")
     if at:
         return {"name": name.strip(), "version": version.strip()}
@@ -151,6 +164,8 @@ def _composition_entry(text: str) -> dict[str, str]:
 
 
 def _merge_discoveries(results: list[DiscoveryResult]) -> DiscoveryResult:
+    from mlx_platform.wire import DiscoveryResult, DiscoverySummary
+
     plugins = [p for r in results for p in r.discovered_plugins]
     return DiscoveryResult(
         discovered_plugins=plugins,
@@ -182,6 +197,8 @@ def list_plugins(
     as_json: JsonOption = False,
 ) -> None:
     """List plugins, one page at a time (or --all)."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         first = client.plugins.list(
             type=type_, status=status, category=category, search=search, page=page, limit=limit
@@ -202,6 +219,8 @@ def list_plugins(
 @plugins_app.command("get")
 def get_plugin(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption = False) -> None:
     """Show a plugin: metadata, configuration (secrets masked), schema, metrics."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         detail = client.plugins.get(plugin_id)
     output.emit(detail, as_json, render.render_plugin_detail)
@@ -222,6 +241,8 @@ def register_plugin(
     as_json: JsonOption = False,
 ) -> None:
     """Register a plugin from a manifest file (TOML or JSON)."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         manifest = _read_document(file)
         # mlx-plugin.toml may keep the fields under a [plugin] table.
@@ -241,6 +262,8 @@ def delete_plugin(
     as_json: JsonOption = False,
 ) -> None:
     """Unregister a plugin (refused while it is active, unless --force)."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         result = client.plugins.delete(plugin_id, force=force)
     output.emit(result, as_json, render.render_delete)
@@ -251,6 +274,8 @@ def configuration_schema(
     ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption = False
 ) -> None:
     """Print a plugin's configuration schema as standard JSON Schema (always JSON)."""
+    from mlx_platform.cli import output
+
     with _api(ctx, as_json) as client:
         schema = client.plugins.configuration_schema(plugin_id)
     output.print_json(schema)
@@ -274,6 +299,8 @@ def activate_plugin(
     as_json: JsonOption = False,
 ) -> None:
     """Activate a plugin, with configuration."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         configuration = _read_document(config_file) if config_file else {}
         configuration.update(_pairs(config, "--config"))
@@ -297,6 +324,8 @@ def deactivate_plugin(
     as_json: JsonOption = False,
 ) -> None:
     """Deactivate a plugin."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         result = client.plugins.deactivate(
             plugin_id, force=force, graceful_shutdown_timeout=graceful_timeout
@@ -322,11 +351,13 @@ def configure_plugin(
     as_json: JsonOption = False,
 ) -> None:
     """Change configuration fields of a plugin."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         configuration = _read_document(config_file) if config_file else {}
         configuration.update(_pairs(settings, "setting"))
         if not configuration:
-            raise InputError("nothing to change: give KEY=VALUE or --config-file")
+            raise output.InputError("nothing to change: give KEY=VALUE or --config-file")
         result = client.plugins.update_configuration(
             plugin_id, configuration, restart_required=allow_restart, dry_run=dry_run
         )
@@ -336,6 +367,8 @@ def configure_plugin(
 @plugins_app.command("health")
 def plugin_health(ctx: typer.Context, plugin_id: PluginIdArg, as_json: JsonOption = False) -> None:
     """Run a plugin's health check now."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         report = client.plugins.health_check(plugin_id)
     output.emit(report, as_json, render.render_health)
@@ -353,6 +386,8 @@ def plugin_metrics(
     as_json: JsonOption = False,
 ) -> None:
     """Recorded call metrics of a plugin."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         report = client.plugins.metrics(
             plugin_id, start_time=start, end_time=end, granularity=granularity
@@ -376,6 +411,10 @@ def discover_plugins(
     as_json: JsonOption = False,
 ) -> None:
     """Find plugins without running them: one scan per source, then one merged table."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    from mlx_platform.cli import output, render
+
     sources = list(dict.fromkeys(source or DISCOVERY_SOURCES))
     results: list[DiscoveryResult] = []
     with _api(ctx, as_json) as client:
@@ -417,11 +456,13 @@ def validate_composition(
     as_json: JsonOption = False,
 ) -> None:
     """Check that plugins can run together; exit code 4 when they cannot."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         result = client.plugins.validate_composition([_composition_entry(p) for p in plugins])
     output.emit(result, as_json, render.render_composition)
     if not result.composition_valid:
-        raise typer.Exit(ExitCode.CONFLICT)
+        raise typer.Exit(output.ExitCode.CONFLICT)
 
 
 @plugins_app.command("invoke")
@@ -441,12 +482,14 @@ def invoke_plugin(
     as_json: JsonOption = False,
 ) -> None:
     """Call an operation of an active plugin and print its result."""
+    from mlx_platform.cli import output, render
+
     with _api(ctx, as_json) as client:
         call_args: dict[str, Any] = {}
         if args_json is not None:
             parsed = _value(args_json)
             if not isinstance(parsed, dict):
-                raise InputError("--args is not a JSON object")
+                raise output.InputError("--args is not a JSON object")
             call_args.update(parsed)
         call_args.update(_pairs(arguments, "argument"))
         result = client.plugins.invoke(plugin_id, operation, call_args, timeout=timeout)
