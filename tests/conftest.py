@@ -103,11 +103,11 @@ LONGEST_FILES = (
     "tests/integration/test_replicas.py",
     "tests/e2e/test_cli_plugins.py",
     "tests/integration/test_runtime_workers.py",
+    "tests/integration/test_metrics_store.py",
     "tests/e2e/test_sdk_client.py",
     "tests/integration/test_workers_hostile.py",
     "tests/integration/test_discovery_sources.py",
-    "tests/integration/test_metrics_store.py",
-    "tests/integration/test_list.py",
+    "tests/integration/test_outage.py",
 )
 
 
@@ -166,6 +166,97 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = _with_fixture_plugins(env.get("PYTHONPATH", ""))
     env.update(extra)
     return env
+
+
+def _as_a_fresh_interpreter() -> None:
+    """What pytest set up in this process and a new interpreter would not have: handlers on
+    the root logger (a fresh `mlx` prints WARNING and above to stderr, through logging's
+    last resort) and warning filters."""
+    import warnings
+
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
+    warnings.resetwarnings()
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning):
+        warnings.simplefilter("ignore", category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+    warnings.simplefilter("ignore", ResourceWarning)
+
+
+def forked_mlx(
+    args: list[str], env: dict[str, str], stdin: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`mlx ARGS` in a process of its own, forked from this one instead of started afresh.
+
+    The command runs as `mlx` runs it (`cli.main.main()`, its own stdin, stdout and stderr
+    file descriptors, this environment, its exit code), without the ~0.3 s of CPU a new
+    interpreter spends importing typer, pydantic, httpx and the SDK: ~110 calls made that
+    the biggest single cost of the suite. Whether the installed `mlx` starts and imports
+    as it should is the business of the tests that exec it (`mlx_cli`, test_version_flag,
+    the missing-typer test, the README walk-through) and of bench/bench_cli.py."""
+    import tempfile
+
+    from mlx_platform.cli import main as cli_main
+
+    with (
+        tempfile.TemporaryFile() as fin,
+        tempfile.TemporaryFile() as fout,
+        tempfile.TemporaryFile() as ferr,
+    ):
+        fin.write((stdin or "").encode())
+        fin.flush()
+        fin.seek(0)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 70
+            try:
+                os.dup2(fin.fileno(), 0)
+                os.dup2(fout.fileno(), 1)
+                os.dup2(ferr.fileno(), 2)
+                sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+                sys.stdout = open(1, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+                sys.stderr = open(2, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
+                os.environ.clear()
+                os.environ.update(env)
+                _as_a_fresh_interpreter()
+                sys.argv = ["mlx", *args]
+                try:
+                    cli_main.main()
+                    code = 0
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+                except BaseException:  # noqa: BLE001 - as an uncaught exception ends `mlx`
+                    import traceback
+
+                    traceback.print_exc()
+                    code = 1
+            finally:
+                for stream in (sys.stdout, sys.stderr):
+                    try:
+                        stream.flush()
+                    except BaseException:  # noqa: BLE001,S110 - ending anyway
+                        pass
+                os._exit(code)
+        deadline = time.monotonic() + timeout
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise subprocess.TimeoutExpired(["mlx", *args], timeout)
+            time.sleep(0.002)
+        fout.seek(0)
+        ferr.seek(0)
+        return subprocess.CompletedProcess(
+            ["mlx", *args],
+            os.waitstatus_to_exitcode(status),
+            fout.read().decode("utf-8", errors="replace"),
+            ferr.read().decode("utf-8", errors="replace"),
+        )
 
 
 def mlx_cli(

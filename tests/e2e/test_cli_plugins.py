@@ -1,6 +1,6 @@
-"""`mlx plugins ...`, `mlx nodes` and `mlx audit` run as a user runs it (a subprocess with
-MLX_API_URL / MLX_API_TOKEN) against a live server: tables, --json, manifests, exit codes,
-one-line errors."""
+"""`mlx plugins ...`, `mlx nodes` and `mlx audit` run as a user runs it (a process of its own
+with MLX_API_URL / MLX_API_TOKEN: forked from the test's, or the installed command) against a
+live `mlx serve`: tables, --json, manifests, exit codes, one-line errors."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LiveServer, clean_env, free_port
+from tests.conftest import LiveServer, clean_env, forked_mlx, free_port
 
+# the console script pip installed beside this interpreter: `mlx` as a user runs it
+MLX_COMMAND = str(Path(sys.executable).with_name("mlx"))
 ERROR_LINE = re.compile(r"^error: [A-Z_]+: .+ \(request_id=(req_[0-9a-f]{16})\)$")
 
 
@@ -24,10 +26,11 @@ def mlx(
     *args: str,
     token: str | None = None,
     stdin: str | None = None,
+    exec_: bool = False,
     **env: str,
 ) -> subprocess.CompletedProcess[str]:
     """`mlx plugins ARGS`."""
-    return mlx_top(server, "plugins", *args, token=token, stdin=stdin, **env)
+    return mlx_top(server, "plugins", *args, token=token, stdin=stdin, exec_=exec_, **env)
 
 
 def mlx_top(
@@ -35,16 +38,22 @@ def mlx_top(
     *args: str,
     token: str | None = None,
     stdin: str | None = None,
+    exec_: bool = False,
     **env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """`mlx ARGS`, with the server's URL and a token (admin unless given) in the environment."""
+    """`mlx ARGS`, with the server's URL and a token (admin unless given) in the environment:
+    in a process forked from the test's (tests/conftest.py forked_mlx: its own file
+    descriptors, environment and exit code, without a new interpreter's imports), or with
+    `exec_` the installed command itself, for the tests about the command as a whole."""
     variables = {"COLUMNS": "200"}
     if server is not None:
         variables["MLX_API_URL"] = server.url
         variables["MLX_API_TOKEN"] = token or server.token("plugins:admin")
     variables.update(env)
+    if not exec_:
+        return forked_mlx(list(args), clean_env(**variables), stdin=stdin)
     return subprocess.run(
-        [sys.executable, "-m", "mlx_platform.cli.main", *args],
+        [MLX_COMMAND, *args],
         env=clean_env(**variables),
         input=stdin,
         capture_output=True,
@@ -119,7 +128,7 @@ def registered(process_live_server: LiveServer, tmp_path: Path, unique_name: str
 
 
 def test_list_prints_a_table_for_people(process_live_server: LiveServer) -> None:
-    out = ok(mlx(process_live_server, "list"))
+    out = ok(mlx(process_live_server, "list", exec_=True))
     header = out.splitlines()[0].split()
     assert header == ["ID", "NAME", "TYPE", "VERSION", "STATUS", "HEALTH"]
     row = next(line for line in out.splitlines() if "plugin_sqlite_source_001" in line)
@@ -162,7 +171,16 @@ def test_register_from_json_and_from_stdin(process_live_server: LiveServer, tmp_
         }
     )
     dry = as_json(
-        mlx(process_live_server, "register", "-f", "-", "--dry-run", "--json", stdin=body)
+        mlx(
+            process_live_server,
+            "register",
+            "-f",
+            "-",
+            "--dry-run",
+            "--json",
+            stdin=body,
+            exec_=True,
+        )
     )
     assert dry["dry_run"] is True
 
@@ -178,7 +196,16 @@ def test_a_plugin_lifecycle_from_the_command_line(
     process_live_server: LiveServer, registered: str
 ) -> None:
     out = ok(
-        mlx(process_live_server, "activate", registered, "-c", "pool_size=3", "-c", "region=eu")
+        mlx(
+            process_live_server,
+            "activate",
+            registered,
+            "-c",
+            "pool_size=3",
+            "-c",
+            "region=eu",
+            exec_=True,
+        )
     )
     assert f"{registered} is active" in out and "health: healthy" in out
     update = as_json(mlx(process_live_server, "configure", registered, "pool_size=7", "--json"))
@@ -643,5 +670,5 @@ def test_delete_and_schema_from_the_command_line(process_live_server: LiveServer
 def test_version_flag() -> None:
     from mlx_platform import __version__
 
-    proc = mlx_top(None, "--version")
+    proc = mlx_top(None, "--version", exec_=True)
     assert ok(proc).strip() == f"mlx-platform {__version__}"
