@@ -101,12 +101,12 @@ PROCESS_FIXTURES = frozenset({"process_server_factory", "process_live_server", "
 # collection order).
 LONGEST_FILES = (
     "tests/integration/test_replicas.py",
-    "tests/e2e/test_cli_plugins.py",
     "tests/integration/test_runtime_workers.py",
     "tests/integration/test_metrics_store.py",
     "tests/e2e/test_sdk_client.py",
     "tests/integration/test_workers_hostile.py",
     "tests/integration/test_discovery_sources.py",
+    "tests/e2e/test_cli_plugins.py",
     "tests/integration/test_outage.py",
 )
 
@@ -169,15 +169,20 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def _as_a_fresh_interpreter() -> None:
-    """What pytest set up in this process and a new interpreter would not have: handlers on
-    the root logger (a fresh `mlx` prints WARNING and above to stderr, through logging's
-    last resort) and warning filters."""
+    """What this process set up and a new interpreter would not have: handlers on the root
+    logger (a fresh `mlx` prints WARNING and above to stderr, through logging's last
+    resort), modules that read the environment when imported, warning filters."""
     import warnings
 
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(logging.WARNING)
+    # Modules that read the environment when imported (rich consoles sized from COLUMNS,
+    # typer's help settings), imported again from this environment
+    for name in list(sys.modules):
+        if name.startswith(("mlx_platform.cli", "typer.rich_utils")):
+            del sys.modules[name]
     warnings.resetwarnings()
     for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning):
         warnings.simplefilter("ignore", category)
@@ -196,9 +201,8 @@ def forked_mlx(
     the biggest single cost of the suite. Whether the installed `mlx` starts and imports
     as it should is the business of the tests that exec it (`mlx_cli`, test_version_flag,
     the missing-typer test, the README walk-through) and of bench/bench_cli.py."""
+    import importlib
     import tempfile
-
-    from mlx_platform.cli import main as cli_main
 
     with (
         tempfile.TemporaryFile() as fin,
@@ -223,7 +227,7 @@ def forked_mlx(
                 _as_a_fresh_interpreter()
                 sys.argv = ["mlx", *args]
                 try:
-                    cli_main.main()
+                    importlib.import_module("mlx_platform.cli.main").main()
                     code = 0
                 except SystemExit as exc:
                     code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
