@@ -29,7 +29,7 @@ serve: $(STAMP_SERVE)
 
 # Whole files to each xdist worker, the longest first (tests/conftest.py: LONGEST_FILES), so
 # that a module's server starts once; TEST_WORKERS measured (docs/decisions.md, "Test tiers").
-TEST_WORKERS ?= 3
+TEST_WORKERS ?= 4
 PYTEST_XDIST := -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The project's modules compiled once (an editable install is not compiled, and where
