@@ -299,3 +299,52 @@ def test_metrics_with_an_unknown_granularity_are_refused(admin, unique_name) -> 
 
 def test_metrics_of_an_unknown_plugin_are_not_found(admin) -> None:
     assert_error(metrics(admin, "plugin_absent_001"), 404, "PLUGIN_NOT_FOUND")
+
+
+def test_reads_write_nothing_and_still_count_calls_not_yet_stored(live_server, admin) -> None:
+    """GET of a plugin, of its metrics and of the list answer from the stored rows plus
+    what this replica recorded since its last flush: no read opens a write (issue 13), and
+    no call is missing or counted twice, before or after the flush."""
+    import threading
+
+    from sqlalchemy import event
+
+    pid = active_echo(admin, "reads_write_nothing")
+    core = live_server.core
+    writes: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        # statements of the requests only (run on AnyIO's worker threads or the event
+        # loop's): the service's background work (heartbeats, health rounds) writes on
+        # threads of its own, named mlx-...
+        if threading.current_thread().name.startswith("mlx-"):
+            return
+        if statement.lstrip().split(None, 1)[0].upper() in {"INSERT", "UPDATE", "DELETE"}:
+            writes.append(statement)
+
+    engines = {core.db.engine, core.db.write_engine}
+    # No flush while the test runs (the background one would wait): the calls below are in
+    # this replica's memory only when the reads count them.
+    with core.metrics._flush_lock:
+        for i in range(4):
+            assert invoke(admin, pid, "add", a=i, b=1).status_code == 200
+        assert invoke(admin, pid, "fail").status_code == 424
+        for engine in engines:
+            event.listen(engine, "before_cursor_execute", note)
+        try:
+            perf = admin.get(f"/v1/plugins/{pid}").json()["data"]["performance_metrics"]
+            m = metrics(admin, pid, granularity="minute").json()["data"]
+            listed = admin.get("/v1/plugins", params={"search": "reads_write_nothing"})
+            assert listed.status_code == 200, listed.text
+        finally:
+            for engine in engines:
+                event.remove(engine, "before_cursor_execute", note)
+    assert writes == [], writes
+    assert perf["execution_count"] == 5 and m["metrics"]["execution_count"] == 5
+    assert m["metrics"]["error_count"] == 1
+    assert sum(p["execution_count"] for p in m["timeseries"]) == 5
+
+    assert core.metrics.flush() >= 1  # now stored: counted once, not twice
+    after = metrics(admin, pid, granularity="minute").json()["data"]
+    assert after["metrics"]["execution_count"] == 5
+    assert sum(p["execution_count"] for p in after["timeseries"]) == 5

@@ -114,6 +114,12 @@ class MetricsRecorder:
         self._forgotten: set[str] = set()
         self._flush_lock = threading.Lock()
         self._failing = False  # the last flush failed (log once per failure streak)
+        # A flush's batch while it is being written, and how many writes have started: a
+        # read merges what is not stored yet with the stored rows, and must not count a
+        # batch twice (in memory and, once its write commits, in the rows it read).
+        self._writing = False
+        self._writes_started = 0
+        self._written = threading.Condition(self._lock)
 
     def record(
         self, plugin_id: str, duration_ms: float, ok: bool, now: float | None = None
@@ -185,12 +191,16 @@ class MetricsRecorder:
                 self._count_pending()
                 batch, self._unwritten = self._unwritten, {}
                 self._forgotten.clear()
-            if not batch:
-                return 0
+                if not batch:
+                    return 0
+                self._writing = True
+                self._writes_started += 1
             try:
                 self._write(batch)
             except Exception as exc:  # noqa: BLE001 - any failure: keep the batch, retry later
                 with self._lock:
+                    self._writing = False
+                    self._written.notify_all()
                     for key, m in batch.items():
                         if key[0] in self._forgotten:
                             continue
@@ -209,6 +219,9 @@ class MetricsRecorder:
                     )
                 self._failing = True
                 return 0
+            with self._lock:
+                self._writing = False
+                self._written.notify_all()
             if self._failing:
                 log.info("metrics flush works again: the kept plugin-minutes were written")
             self._failing = False
@@ -230,6 +243,30 @@ class MetricsRecorder:
             # same order and cannot deadlock
             for (plugin_id, resolution, start), m in sorted(buckets.items()):
                 _add_to_bucket(repo, self.node_id, plugin_id, resolution, start, m)
+
+    def unstored(self, plugin_id: str) -> tuple[dict[datetime, Figures], int]:
+        """What was recorded for the plugin and is not stored yet, by minute (copies), and a
+        token for `stored_since`. Waits for a write in progress (a flush takes milliseconds):
+        its batch is in neither place that could be read consistently meanwhile."""
+        with self._written:
+            self._written.wait_for(lambda: not self._writing, timeout=10)
+            out: dict[datetime, Figures] = {}
+            for source in (self._unwritten, self._pending):
+                for (pid, minute), m in source.items():
+                    if pid != plugin_id:
+                        continue
+                    at = datetime.fromtimestamp(minute * 60, UTC)
+                    kept = out.get(at)
+                    if kept is None:
+                        out[at] = m.copy()
+                    else:
+                        kept.merge(m)
+            return out, self._writes_started
+
+    def stored_since(self, token: int) -> bool:
+        """A write started since `unstored` gave this token: what it copied may be stored."""
+        with self._lock:
+            return self._writes_started != token
 
     def forget(self, plugin_id: str) -> None:
         with self._lock:
@@ -306,22 +343,29 @@ def query_metrics(
     1,440); the partial hours at either edge from minute buckets. A minute-granularity series
     reads the minute buckets' counts and sums only, never their sketches.
     """
-    recorder.flush()
     first = floor_time(start, "minute")
     h0, h1 = _ceil_hour(first), floor_time(end, "hour")
-    with recorder.db.read() as session:
-        repo = MetricRepository(session)
-        if h0 < h1:
-            whole = repo.rows(plugin_id, 3600, h0, h1, sketch=True)
-            edges = repo.rows(plugin_id, 60, first, h0, sketch=True) + repo.rows(
-                plugin_id, 60, h1, end, sketch=True
-            )
-        else:
-            whole, edges = [], repo.rows(plugin_id, 60, first, end, sketch=True)
-        if granularity == "minute":
-            series_rows = repo.rows(plugin_id, 60, first, end, sketch=False)
-        else:
-            series_rows = [*edges, *whole]
+    # Stored rows plus what this replica recorded and has not stored yet: a read writes
+    # nothing. Read again in the rare case a flush started meanwhile (it may have stored
+    # what was copied from memory; counted twice otherwise).
+    for _attempt in range(5):
+        memory, token = recorder.unstored(plugin_id)
+        with recorder.db.read() as session:
+            repo = MetricRepository(session)
+            if h0 < h1:
+                whole = repo.rows(plugin_id, 3600, h0, h1, sketch=True)
+                edges = repo.rows(plugin_id, 60, first, h0, sketch=True) + repo.rows(
+                    plugin_id, 60, h1, end, sketch=True
+                )
+            else:
+                whole, edges = [], repo.rows(plugin_id, 60, first, end, sketch=True)
+            if granularity == "minute":
+                series_rows = repo.rows(plugin_id, 60, first, end, sketch=False)
+            else:
+                series_rows = [*edges, *whole]
+        if not recorder.stored_since(token):
+            break
+    memory = {at: m for at, m in memory.items() if first <= at < end}
     total = Figures()
     for row in (*whole, *edges):
         total.add(row)
@@ -332,6 +376,13 @@ def query_metrics(
         if agg is None:
             agg = series[ts] = Figures()
         agg.add(row[:9])
+    for at, m in memory.items():
+        total.merge(m)
+        ts = at if granularity == "minute" else floor_time(at, granularity)
+        agg = series.get(ts)
+        if agg is None:
+            agg = series[ts] = Figures()
+        agg.merge(m)
     return MetricsReport(
         plugin_id=plugin_id,
         time_range=TimeRange(start=start, end=end),
