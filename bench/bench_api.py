@@ -47,7 +47,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _common import Figure, each_call_us, free_port
+from _common import Figure, each_call_us, free_port, log_tail
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
@@ -201,10 +201,7 @@ class Service:
     ready_s: float
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, lines)
 
     def rss_mb(self) -> float:
         """RSS of the service process and its children (workers), MB."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from _common import Figure, free_port, percentile
+from _common import Figure, free_port, log_tail, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_PLUGINS = ROOT / "tests" / "fixtures" / "plugin_pkgs"
@@ -86,10 +86,7 @@ class Replica:
     process: subprocess.Popen[bytes]
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, lines)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -52,7 +52,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _common import Figure, free_port, percentile
+from _common import Figure, free_port, log_tail, percentile
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_PLUGINS = ROOT / "tests" / "fixtures" / "plugin_pkgs"
@@ -114,10 +114,7 @@ class Service:
         return total / 2**20, count
 
     def log_tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log, lines)
 
     def stop(self) -> None:
         self.tree()
