@@ -142,6 +142,17 @@ class TokenVerifier:
                 path = Path(public_key).expanduser()
                 self._pem_file = ReloadingFile(path, lambda p: load_public_key(str(p)))
         self._jwks = ReloadingFile(jwks_file, load_jwks) if jwks_file else None
+        # Tokens verified already: the token's text -> (principal, until when it stands).
+        self._verified: dict[str, tuple[Principal, float]] = {}
+
+    # A verified token is trusted again without checking its signature and claims (~40 us
+    # of PyJWT and key work a request, more than the bare framework's whole request) until
+    # its `exp`, but never longer than CACHE_SECONDS: a public key removed from MLX_JWKS_FILE
+    # or MLX_JWT_PUBLIC_KEY stops its tokens within that time. At most CACHE_ENTRIES tokens
+    # are kept; the oldest go first. Failures are not kept: each is checked and answered
+    # with its own reason.
+    CACHE_SECONDS = 60.0
+    CACHE_ENTRIES = 4096
 
     @classmethod
     def from_settings(cls, settings: Any) -> TokenVerifier:
@@ -181,6 +192,25 @@ class TokenVerifier:
         return entry.key
 
     def verify(self, token: str) -> Principal:
+        """The token's principal, or UnauthorizedError saying why it is not valid."""
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None:
+            if now < cached[1]:
+                return cached[0]
+            self._verified.pop(token, None)
+        principal, exp = self._verify(token)
+        if len(self._verified) >= self.CACHE_ENTRIES:
+            # dicts keep insertion order: the oldest entry goes (a race between threads
+            # may drop one more, never keep a wrong one)
+            try:
+                del self._verified[next(iter(self._verified))]
+            except (KeyError, StopIteration, RuntimeError):
+                pass
+        self._verified[token] = (principal, min(exp, now + self.CACHE_SECONDS))
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, float]:
         if len(token) > MAX_TOKEN_CHARS:
             raise _invalid(f"it is longer than {MAX_TOKEN_CHARS} characters")
         try:
@@ -224,7 +254,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise _invalid(str(exc)) from None
         scopes = check_claim_types(claims)  # the same bytes as checked before, now verified
-        return Principal(subject=claims["sub"], scopes=scopes)
+        return Principal(subject=claims["sub"], scopes=scopes), float(claims["exp"])
 
 
 def verify_token(secret: str, token: str) -> Principal:
