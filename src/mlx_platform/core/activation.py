@@ -56,8 +56,9 @@ def _check_activation(core: Core, row: PluginRow, registered: list[PluginRow]) -
     """Platform, conflicts, dependencies and resources of `row` against the active plugins.
 
     The rules are the composition engine's (``rules.conflicts_with_active`` against every
-    active plugin, ``rules.unmet_requirements`` for ``requires``), over `registered`: the rows
-    read inside the state-change transaction, so no concurrent change can slip between this
+    active plugin, ``rules.unmet_requirements`` for ``requires``), over `registered`: the
+    active plugins and the versions of those `row` requires (not the whole catalogue), read
+    inside the state-change transaction, so no concurrent change can slip between this
     check and the write (on any replica). A requirement counts as met only by an active
     plugin (activation never starts other plugins); each missing one says which registered
     versions would satisfy it. Resources: this replica's capacity (every replica checks its
@@ -112,7 +113,8 @@ def _activatable(
     _refuse_changed_code(row)
     merged, _changed = merged_configuration(core, row, configuration)
     validated_configuration(core, row, merged)
-    _check_activation(core, row, repo.all())
+    keys = {spec.key for spec in rules.facts_of_row(row).requires}
+    _check_activation(core, row, repo.active_or_named(keys))
     return merged
 
 

@@ -104,10 +104,14 @@ def _refuse_duplicate(
 def _read_registered(
     core: Core, req: RegisterPluginRequest
 ) -> tuple[PluginRow | None, list[PluginRow]]:
-    """The stored plugin of the same name and version (if any), and every registered one."""
+    """The stored plugin of the same name and version (if any), and what the registration's
+    warnings are about: the active plugins and the versions of those it requires."""
+    me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=_metadata(req))
     with core.db.read() as session:
         repo = PluginRepository(session)
-        return repo.get_by_name_version(req.name, req.version), repo.all()
+        return repo.get_by_name_version(req.name, req.version), repo.active_or_named(
+            {spec.key for spec in me.requires}
+        )
 
 
 def _probe(core: Core, req: RegisterPluginRequest) -> ProbeResult:
@@ -130,7 +134,8 @@ def _against_registered(
     core: Core, req: RegisterPluginRequest, meta: dict[str, Any], registered: list[PluginRow]
 ) -> tuple[list[rules.MissingDependency], list[rules.Conflict]]:
     """What registration warns about (it refuses neither): requirements no registered
-    plugin meets, and conflicts with the active plugins."""
+    plugin meets, and conflicts with the active plugins (`registered`: those, and the
+    versions of the plugins it requires)."""
     me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=meta)
     others = [rules.facts_of_row(r) for r in registered]
     missing = rules.unmet_requirements(me, others, need_active=False)

@@ -67,6 +67,25 @@ class PluginRepository:
     def all(self) -> list[PluginRow]:
         return list(self.session.scalars(select(PluginRow).order_by(PluginRow.created_at)))
 
+    def active_or_named(self, keys: set[str]) -> list[PluginRow]:
+        """The active plugins, and every version of the plugins whose canonical name (PEP 503:
+        lower case, runs of - _ . as one -) is one of `keys`: what the rules of one
+        registration or activation read, instead of the whole catalogue.
+
+        The names are narrowed in SQL by their letters and digits alone (lower case, without
+        - _ .), a superset of the canonical matches that the caller's rules then match
+        exactly by key."""
+        stmt = select(PluginRow).where(PluginRow.status == "active")
+        if keys:
+            stripped = func.lower(PluginRow.name)
+            for sep in ("-", "_", "."):
+                stripped = func.replace(stripped, sep, "")
+            wanted = {k.replace("-", "").replace("_", "").replace(".", "") for k in keys}
+            stmt = select(PluginRow).where(
+                or_(PluginRow.status == "active", stripped.in_(sorted(wanted)))
+            )
+        return list(self.session.scalars(stmt.order_by(PluginRow.created_at)))
+
     def active_singleton(self, plugin_type: str) -> PluginRow | None:
         stmt = select(PluginRow).where(PluginRow.singleton_slot == plugin_type)
         return self.session.scalars(stmt).first()
