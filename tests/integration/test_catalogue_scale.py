@@ -1,5 +1,5 @@
-"""At catalogue scale (issue 13), a registration or an activation reads the rows its rules
-are about (the active plugins, the versions of what it requires), not the whole catalogue:
+"""At catalogue scale (issue 13), a registration, an activation or a health check reads the
+rows its rules are about (the active plugins, the versions of what it requires), not the whole catalogue:
 at 100,000 plugins reading them all took 14 s and 400 MB a change."""
 
 from __future__ import annotations
@@ -61,7 +61,12 @@ def test_registration_and_activation_read_only_the_rows_their_rules_need(
             a = c.post(f"/v1/plugins/{needs}/activate")
         assert a.status_code == 200, a.text
 
+        with rows_loaded() as at_health:  # its dependencies check among them
+            h = c.get(f"/v1/plugins/{needs}/health")
+        assert h.status_code == 200, h.text
+        assert h.json()["data"]["checks"]["dependencies"]["status"] == "pass", h.text
+
     relevant = active | {base, newer, needs}
-    unrelated = [i for i in at_registration + at_activation if i not in relevant]
+    unrelated = [i for i in at_registration + at_activation + at_health if i not in relevant]
     assert unrelated == [], f"rows read that no rule is about: {sorted(set(unrelated))}"
     assert {base, newer} <= set(at_registration)  # the required plugin's versions were read

@@ -36,6 +36,12 @@ from mlx_platform import __api_version__
 # ---------------------------------------------------------------- versions and specifiers
 
 
+def canonical_key(name: str) -> str:
+    """The key plugins are matched by (`requires`, `conflicts_with`...): the name as PEP 503
+    canonicalizes it (lower case, runs of - _ . as one -)."""
+    return canonicalize_name(name)
+
+
 @lru_cache(maxsize=65536)
 def version_of(text: str) -> Version | None:
     """The parsed version, or None when `text` is not PEP 440 (cached: versions repeat)."""

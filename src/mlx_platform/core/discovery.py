@@ -50,8 +50,10 @@ def discover(
     found, scan_errors = collect(core.settings, sources, include_namespace)
     errors = [DiscoveryError(**e) for e in scan_errors]
 
+    # the active plugins (for conflicts) and the registered versions of what was found
+    names = {rules.canonical_key(str(f.manifest["name"])) for f in found}
     with core.db.read() as session:
-        registered = PluginRepository(session).all()
+        registered = PluginRepository(session).active_or_named(names)
     active = [rules.facts_of_row(r) for r in registered if r.status == "active"]
     known = {(r.name, r.version): r.id for r in registered}
 

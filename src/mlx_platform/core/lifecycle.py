@@ -82,10 +82,11 @@ def deactivate_plugin(
 def _dependencies_check(core: Core, row: PluginRow) -> DependenciesCheck:
     """Fails while a requirement has no active plugin meeting it, or a Python package the
     plugin declares is missing."""
-    with core.db.read() as session:
-        registered = PluginRepository(session).all()
+    me = rules.facts_of_row(row)
+    with core.db.read() as session:  # the active plugins and the versions of what it requires
+        registered = PluginRepository(session).active_or_named({s.key for s in me.requires})
     unmet = rules.unmet_requirements(
-        rules.facts_of_row(row), [rules.facts_of_row(r) for r in registered], need_active=True
+        me, [rules.facts_of_row(r) for r in registered], need_active=True
     )
     meta = row.plugin_metadata or {}
     missing = [m.requirement for m in unmet] + rules.missing_python_requirements(meta)
