@@ -326,8 +326,13 @@ def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, Shown]:
     active = [r.id for r in rows if r.status == "active"]
     if not active:
         return out
+    # This replica's live instances first, its rows after: a dying instance's failure is
+    # written before the instance leaves the host, so rows read after an absence always
+    # hold that report (read the other way round, a row from before the crash and the
+    # absence after it would show `error` without its reason).
+    here = {plugin_id: core.host.get(plugin_id) for plugin_id in active}
     for plugin_id, views in replica.observed(core, active).items():
-        inst = core.host.get(plugin_id)
+        inst = here[plugin_id]
         if inst is None:
             # This replica's own row is written just after its live state changes: what it
             # runs now wins over a row that still says running.
