@@ -6,7 +6,8 @@ its own process (`process_live_server`); the others to the in-process app.
 
 - A body over MLX_MAX_BODY_BYTES is refused with 413 in the envelope before any of it is
   read (from its Content-Length, or while a chunked one streams), before the token check.
-- Heads over MLX_MAX_HEADER_BYTES answer 431 in the envelope (uvicorn alone: plain text).
+- Heads over MLX_MAX_HEADER_BYTES answer 431 in the envelope (over 1 MiB, from the HTTP
+  protocol itself, before the head is kept whole).
 - JSON nesting, metadata, manifests and configurations are capped; refused ones change nothing.
 - Control characters in parameters and out-of-range dates are 4xx, never 500 (on SQLite and,
   with MLX_TEST_DATABASE=postgres, on PostgreSQL, which refuses NUL in text outright).
@@ -209,26 +210,25 @@ def test_headers_over_the_cap_answer_431_in_the_envelope(process_live_server: Li
         head = b"GET /v1/plugins?search=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
         status, _, body = raw_exchange(live_server.url, head)
         assert (status, body["error"]["code"]) == (431, "HEADERS_TOO_LARGE")
-        # a head the server cannot read in one go (asyncio reads 256 KiB at a time): h11 on
-        # its own refuses it in plain text once 16 KiB are buffered; `mlx serve` raises that
-        # limit to 1 MiB so that the envelope answers
+        # a head the server cannot read in one go (asyncio reads 256 KiB at a time) reaches
+        # the service too
         r = c.get("/v1/plugins", headers={"X-Padding": "a" * 600_000})
         assert_error(r, 431, "HEADERS_TOO_LARGE")
         # ordinary ones are served
         assert c.get("/v1/plugins", headers={"X-Padding": "a" * 8000}).status_code == 200
 
 
-def test_heads_over_the_http_servers_own_limit_leave_the_service_up(
+def test_heads_over_the_http_servers_own_limit_answer_431_and_leave_the_service_up(
     process_live_server: LiveServer,
 ) -> None:
     live_server = process_live_server
-    # Over 1 MiB uvicorn (h11) refuses the head itself, in plain text (documented); the
-    # service goes on serving.
-    try:
-        r = live_server.anonymous.get("/v1/plugins", headers={"X-Padding": "a" * 2 * MiB})
-        assert r.status_code == 400
-    except httpx.TransportError:
-        pass  # the server closed the connection while the client was still sending
+    # Over 1 MiB the HTTP protocol refuses the head itself (server/http_protocol.py), before
+    # it is kept whole, in the same envelope; the service goes on serving.
+    head = b"GET /v1/plugins HTTP/1.1\r\nHost: t\r\nX-Padding: " + b"a" * (2 * MiB) + b"\r\n\r\n"
+    status, headers, body = raw_exchange(live_server.url, head)
+    assert (status, body["error"]["code"]) == (431, "HEADERS_TOO_LARGE")
+    assert body["error"]["details"]["limit_bytes"] == MiB
+    assert body["error"]["request_id"] == headers["x-request-id"]
     assert live_server.anonymous.get("/healthz").status_code == 200
 
 

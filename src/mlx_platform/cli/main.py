@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from importlib.util import find_spec
-from typing import Annotated
+from typing import Annotated, Any
 
 
 def _needs(name: str | None) -> SystemExit:
@@ -155,12 +155,20 @@ def serve(
         port=settings.port,
         log_config=None,
         timeout_graceful_shutdown=30,
-        # h11 (not httptools, which ignores the limit below): heads up to SERVER_HEAD_LIMIT
-        # reach the service, which refuses those over MLX_MAX_HEADER_BYTES in the envelope
-        # (431); h11 would answer a plain-text 400 above its default 16 KiB.
-        http="h11",
-        h11_max_incomplete_event_size=SERVER_HEAD_LIMIT,
+        **_http_options(SERVER_HEAD_LIMIT),
     )
+
+
+def _http_options(head_limit: int) -> dict[str, Any]:
+    """uvicorn's HTTP protocol: httptools with a bound on heads (server/http_protocol.py)
+    when installed (the `server` extra installs it, and uvloop), else h11 with the same
+    bound. Either way heads up to `head_limit` reach the service, which refuses those over
+    MLX_MAX_HEADER_BYTES with 431 in the envelope."""
+    try:
+        from mlx_platform.server.http_protocol import BoundedHttpToolsProtocol
+    except ImportError:  # httptools is not installed
+        return {"http": "h11", "h11_max_incomplete_event_size": head_limit}
+    return {"http": BoundedHttpToolsProtocol}
 
 
 @token_app.command("create")

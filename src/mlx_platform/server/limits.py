@@ -5,9 +5,8 @@ id and reach the access log) and outside everything else: a request over a limit
 before the token is checked and before the body is parsed.
 
 - The head (target and headers) over `MLX_MAX_HEADER_BYTES`: 431 `HEADERS_TOO_LARGE`.
-  The HTTP server (uvicorn with h11) refuses heads over `SERVER_HEAD_LIMIT` itself, with a
-  plain-text 400 this service cannot reword; `mlx serve` sets that limit above ours so that
-  every head between the two gets the envelope.
+  Heads over `SERVER_HEAD_LIMIT` are refused by the HTTP protocol itself, with the same 431,
+  before they are kept whole (server/http_protocol.py).
 - A body whose Content-Length is over `MLX_MAX_BODY_BYTES`: 413 `PAYLOAD_TOO_LARGE` at once,
   none of it read. A body without a Content-Length (chunked) is counted while the
   application reads it; the chunk that crosses the limit gets the 413 and the application
@@ -28,16 +27,26 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_platform.server.errors import envelope
 
-# The head size above which uvicorn (h11) refuses a request itself (`h11_max_incomplete_event_size`).
+# The head size above which the HTTP protocol refuses a request itself (server/http_protocol.py).
 SERVER_HEAD_LIMIT = 1024 * 1024
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
     if n >= 1024 * 1024 and n % (1024 * 1024) == 0:
         return f"{n // (1024 * 1024)} MiB"
     if n >= 1024 and n % 1024 == 0:
         return f"{n // 1024} KiB"
     return f"{n} bytes"
+
+
+def head_refusal(limit_bytes: int) -> tuple[str, dict[str, Any]]:
+    """The message and details of 431 HEADERS_TOO_LARGE for a head over `limit_bytes`."""
+    limit = size_text(limit_bytes)
+    return (
+        f"The request headers are too large: the limit is {limit} for the target and "
+        "headers together",
+        {"headers": f"larger than {limit}", "limit_bytes": limit_bytes},
+    )
 
 
 def head_size(scope: Scope) -> int:
@@ -89,15 +98,7 @@ class RequestLimitsMiddleware:
             await self.app(scope, receive, send)
             return
         if head_size(scope) > self.max_header_bytes:
-            limit = _size(self.max_header_bytes)
-            await _answer(
-                send,
-                431,
-                "HEADERS_TOO_LARGE",
-                f"The request headers are too large: the limit is {limit} for the target and "
-                "headers together",
-                {"headers": f"larger than {limit}", "limit_bytes": self.max_header_bytes},
-            )
+            await _answer(send, 431, "HEADERS_TOO_LARGE", *head_refusal(self.max_header_bytes))
             return
         declared = declared_length(scope)
         if declared is not None and declared > self.max_body_bytes:
@@ -106,7 +107,7 @@ class RequestLimitsMiddleware:
         await _LimitedRequest(self, send)(scope, receive)
 
     async def _too_large(self, send: Send) -> None:
-        limit = _size(self.max_body_bytes)
+        limit = size_text(self.max_body_bytes)
         await _answer(
             send,
             413,
