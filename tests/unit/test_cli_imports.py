@@ -33,3 +33,26 @@ def test_importing_the_command_line_loads_nothing_heavy() -> None:
     assert not {m for m in loaded if m.startswith(HEAVY + HEAVY_OURS)}, sorted(
         m for m in loaded if m.startswith(HEAVY + HEAVY_OURS)
     )
+
+
+def test_mlx_serve_runs_httptools_with_the_head_bound_and_h11_without_it() -> None:
+    code = (
+        "import sys, json\n"
+        "{block}"
+        "from mlx_platform.cli.main import _http_options\n"
+        "options = _http_options(1024)\n"
+        "print(json.dumps({{k: getattr(v, '__name__', v) for k, v in options.items()}}))\n"
+    )
+
+    def options(block: str) -> dict[str, object]:
+        out = subprocess.run(
+            [sys.executable, "-c", code.format(block=block)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return dict(json.loads(out.splitlines()[-1]))
+
+    assert options("") == {"http": "BoundedHttpToolsProtocol"}
+    without = "sys.modules['httptools'] = None  # as if it were not installed\n"
+    assert options(without) == {"http": "h11", "h11_max_incomplete_event_size": 1024}
