@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             }
         },
     )
-    def healthz() -> Any:
+    async def healthz() -> Any:  # no I/O: on the event loop, not a thread pool's round trip
         if not state["ready"]:
             return error_response(503, "SERVICE_UNAVAILABLE", "The service is starting")
         return {"status": "ok", "version": __version__, "database": core.db.dialect}
