@@ -258,6 +258,11 @@ class Facts:
     incompatible: str | None
 
     @property
+    def required_keys(self) -> set[str]:
+        """The canonical names of the plugins this version requires."""
+        return {spec.key for spec in self.requires}
+
+    @property
     def requirements(self) -> dict[str, Any]:
         return {
             "min_memory_mb": self.memory_mb,

@@ -52,12 +52,12 @@ def _now() -> datetime:
 # ---------------------------------------------------------------- the rules
 
 
-def _check_activation(core: Core, row: PluginRow, registered: list[PluginRow]) -> None:
+def _check_activation(core: Core, row: PluginRow, repo: PluginRepository) -> None:
     """Platform, conflicts, dependencies and resources of `row` against the active plugins.
 
     The rules are the composition engine's (``rules.conflicts_with_active`` against every
-    active plugin, ``rules.unmet_requirements`` for ``requires``), over `registered`: the
-    active plugins and the versions of those `row` requires (not the whole catalogue), read
+    active plugin, ``rules.unmet_requirements`` for ``requires``), over the active plugins
+    and the versions of those `row` requires (not the whole catalogue), read through `repo`
     inside the state-change transaction, so no concurrent change can slip between this
     check and the write (on any replica). A requirement counts as met only by an active
     plugin (activation never starts other plugins); each missing one says which registered
@@ -65,11 +65,12 @@ def _check_activation(core: Core, row: PluginRow, registered: list[PluginRow]) -
     own when it starts the plugin). The singleton rule is also a database constraint
     (``singleton_slot``).
     """
-    active = [r for r in registered if r.status == "active" and r.id != row.id]
     cannot_run = rules.platform_problems(row.plugin_metadata or {})
     if cannot_run:
         raise refusals.incompatible_platform(row, cannot_run)
     me = rules.facts_of_row(row)
+    registered = repo.active_or_named(me.required_keys)
+    active = [r for r in registered if r.status == "active" and r.id != row.id]
     conflicts = rules.conflicts_with_active(
         me, [rules.facts_of_row(r) for r in active], core.settings.singleton_type_set
     )
@@ -113,8 +114,7 @@ def _activatable(
     _refuse_changed_code(row)
     merged, _changed = merged_configuration(core, row, configuration)
     validated_configuration(core, row, merged)
-    keys = {spec.key for spec in rules.facts_of_row(row).requires}
-    _check_activation(core, row, repo.active_or_named(keys))
+    _check_activation(core, row, repo)
     return merged
 
 

@@ -84,7 +84,7 @@ def _dependencies_check(core: Core, row: PluginRow) -> DependenciesCheck:
     plugin declares is missing."""
     me = rules.facts_of_row(row)
     with core.db.read() as session:  # the active plugins and the versions of what it requires
-        registered = PluginRepository(session).active_or_named({s.key for s in me.requires})
+        registered = PluginRepository(session).active_or_named(me.required_keys)
     unmet = rules.unmet_requirements(
         me, [rules.facts_of_row(r) for r in registered], need_active=True
     )

@@ -102,15 +102,14 @@ def _refuse_duplicate(
 
 
 def _read_registered(
-    core: Core, req: RegisterPluginRequest
+    core: Core, req: RegisterPluginRequest, me: rules.Facts
 ) -> tuple[PluginRow | None, list[PluginRow]]:
     """The stored plugin of the same name and version (if any), and what the registration's
     warnings are about: the active plugins and the versions of those it requires."""
-    me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=_metadata(req))
     with core.db.read() as session:
         repo = PluginRepository(session)
         return repo.get_by_name_version(req.name, req.version), repo.active_or_named(
-            {spec.key for spec in me.requires}
+            me.required_keys
         )
 
 
@@ -131,12 +130,11 @@ def _metadata(req: RegisterPluginRequest) -> dict[str, Any]:
 
 
 def _against_registered(
-    core: Core, req: RegisterPluginRequest, meta: dict[str, Any], registered: list[PluginRow]
+    core: Core, me: rules.Facts, registered: list[PluginRow]
 ) -> tuple[list[rules.MissingDependency], list[rules.Conflict]]:
     """What registration warns about (it refuses neither): requirements no registered
     plugin meets, and conflicts with the active plugins (`registered`: those, and the
     versions of the plugins it requires)."""
-    me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=meta)
     others = [rules.facts_of_row(r) for r in registered]
     missing = rules.unmet_requirements(me, others, need_active=False)
     active = [f for f in others if f.status == "active"]
@@ -149,8 +147,10 @@ def _register_plugin(
 ) -> RegisterResult:
     """Validate and record a plugin. An unloadable class is recorded with status `error`."""
     _check_definition(req)
+    meta = _metadata(req)
+    me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=meta)
     # a duplicate is told after the probe: whether its code changed decides
-    existing, registered = _read_registered(core, req)
+    existing, registered = _read_registered(core, req, me)
     probe = _probe(core, req)
     if existing is not None and not probe.loadable:
         _refuse_duplicate(req, existing)  # a loadable one stands, whatever broke since
@@ -162,9 +162,8 @@ def _register_plugin(
     # the files of the class's code, hashed here by reading them (the probe imported it)
     digest = integrity.pin(probe.origin) if probe.loadable else {}
     _refuse_duplicate(req, existing, digest)
-    meta = _metadata(req)
     schema = {k: v.model_dump(exclude_none=True) for k, v in req.configuration_schema.items()}
-    missing, conflicts = _against_registered(core, req, meta, registered)
+    missing, conflicts = _against_registered(core, me, registered)
     status = "registered" if probe.loadable else "error"
     if dry_run:
         plugin_id = existing.id if existing else _peek_id(core, req.name)
