@@ -513,6 +513,25 @@ LOADS = {  # figure stem -> wrk target, minimum share of the bare app's throughp
 }
 
 
+def _paired(
+    name: str,
+    pair: tuple[float, float | None] | None,
+    unit: str,
+    target: float,
+    baseline_name: str,
+) -> Figure:
+    """A figure measured beside its baseline in the same run: `pair` is (ours, baseline),
+    None when the step failed (then MISSED, with no baseline)."""
+    return Figure(
+        name,
+        pair[0] if pair else math.inf,
+        unit,
+        target,
+        pair[1] if pair else None,
+        baseline_name,
+    )
+
+
 def figures_for(r: Results) -> list[Figure]:
     sfx = f"_{r.db}"
     out: list[Figure] = []
@@ -558,12 +577,11 @@ def figures_for(r: Results) -> list[Figure]:
     for stem in SEARCHES:
         got = r.latency.get(stem)
         out.append(
-            Figure(
+            _paired(
                 f"{stem}_p50{sfx}",
-                got[0] if got else math.inf,
+                got,
                 "ms",
                 5.0,
-                got[1] if got else None,
                 "(LIKE scan of the same table: first page + COUNT)",
             )
         )
@@ -588,25 +606,9 @@ def figures_for(r: Results) -> list[Figure]:
             "(page 1, limit 25)",
         )
     )
+    out.append(_paired(f"ready_100k{sfx}", r.ready, "s", 1.5, "(same start on an empty database)"))
     out.append(
-        Figure(
-            f"ready_100k{sfx}",
-            r.ready[0] if r.ready else math.inf,
-            "s",
-            1.5,
-            r.ready[1] if r.ready else None,
-            "(same start on an empty database)",
-        )
-    )
-    out.append(
-        Figure(
-            f"idle_memory_100k{sfx}",
-            r.memory[0] if r.memory else math.inf,
-            "MB",
-            150.0,
-            r.memory[1] if r.memory else None,
-            "(same on an empty database)",
-        )
+        _paired(f"idle_memory_100k{sfx}", r.memory, "MB", 150.0, "(same on an empty database)")
     )
     out.append(
         Figure(
