@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mlx_platform.runtime.zygote import send as send_request
+
 MARK = "@@mlx-answer@@"
 _MARK = MARK.encode()
 MAX_ANSWER_BYTES = 4 * 1024 * 1024
@@ -194,22 +196,15 @@ class Zygote:
             with self._send_lock:
                 self._next_id += 1
                 request_id = self._next_id
+                request = {
+                    "id": request_id,
+                    "module": module,
+                    "args": args,
+                    "paths": paths,
+                    "env": env,
+                }
                 try:
-                    socket.send_fds(
-                        self.sock,
-                        [
-                            json.dumps(
-                                {
-                                    "id": request_id,
-                                    "module": module,
-                                    "args": args,
-                                    "paths": paths,
-                                    "env": env,
-                                }
-                            ).encode()
-                        ],
-                        [write_end],
-                    )
+                    send_request(self.sock, request, [write_end])
                 except OSError as exc:
                     self._gone()
                     raise ZygoteGone(str(exc)) from None
