@@ -485,10 +485,10 @@ class _LogCapture(logging.Handler):
 
     def __init__(self) -> None:
         from mlx_platform.core.secrets import REDACTOR
-        from mlx_platform.server.logging_setup import _FORMAT
+        from mlx_platform.server.logging_setup import LINE_FORMAT
 
         super().__init__(logging.DEBUG)
-        self.setFormatter(logging.Formatter(_FORMAT))
+        self.setFormatter(logging.Formatter(LINE_FORMAT))
         self.addFilter(REDACTOR)
         self.buffer = io.StringIO()
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import LiveServer, clean_env, forked_mlx, free_port
+from tests.conftest import LiveServer, clean_env, forked_mlx, free_port, poll
 
 # the console script pip installed beside this interpreter: `mlx` as a user runs it
 MLX_COMMAND = str(Path(sys.executable).with_name("mlx"))
@@ -317,7 +317,13 @@ def test_discover_scans_each_source_then_shows_one_table(
     row = next(line for line in out.splitlines() if "cli_found_plugin" in line)
     assert row.split()[:5] == ["cli_found_plugin", "1.0.0", "data_source", "filesystem", "yes"]
     assert re.search(r"^\d+ discovered: ", out, re.M)
-    # One request per source.
+    # One request per source (the access lines are written a moment after the answers).
+    poll(
+        lambda: srv.log_text().count("GET /v1/plugins/discover "),
+        lambda n: n >= 3,
+        timeout=5,
+        what="three access lines",
+    )
     assert srv.log_text().count("GET /v1/plugins/discover ") == 3
 
     proc = mlx(srv, "discover", "--source", "filesystem", "--auto-register", "--json")
@@ -352,7 +358,12 @@ def test_not_found_exits_3_with_one_line_and_the_request_id(
     match = ERROR_LINE.match(line)
     assert match, line
     assert line.startswith("error: PLUGIN_NOT_FOUND: Plugin 'plugin_nothing_999'")
-    assert f"request_id={match.group(1)}" in process_live_server.log_text()
+    poll(
+        process_live_server.log_text,
+        lambda text: f"request_id={match.group(1)}" in text,
+        timeout=5,
+        what="the request's access line",
+    )
 
 
 def test_json_errors_are_the_api_envelope(process_live_server: LiveServer) -> None:

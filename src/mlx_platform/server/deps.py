@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -41,14 +41,18 @@ _guards_lock = threading.Lock()
 
 
 def _guards(request: Request) -> _Guards:
-    """This app's token verifier and write rate limiter, made once from its settings."""
-    state = request.app.state
+    return guards_of(request.app.state)
+
+
+def guards_of(state: Any) -> _Guards:
+    """This app's token verifier and write rate limiter, made once from its settings (the
+    read cache in front of the routes checks tokens with the same verifier)."""
     guards: _Guards | None = getattr(state, "auth_guards", None)
     if guards is None:
         with _guards_lock:
             guards = getattr(state, "auth_guards", None)
             if guards is None:
-                settings = request.app.state.core.settings
+                settings = state.core.settings
                 rate = settings.write_rate
                 guards = _Guards(
                     TokenVerifier.from_settings(settings),

@@ -57,15 +57,21 @@ def head_size(scope: Scope) -> int:
     return target + sum(len(k) + len(v) + 4 for k, v in scope.get("headers", []))
 
 
-def declared_length(scope: Scope) -> int | None:
-    """The Content-Length header as a number (the HTTP server has refused a malformed one)."""
+def _body_framing(scope: Scope) -> tuple[int | None, bool]:
+    """Content-Length as a number (None: absent or malformed), and whether the body is sent
+    with a Transfer-Encoding, in one pass over the headers."""
+    declared: int | None = None
+    chunked = False
     for key, value in scope.get("headers", []):
         if key == b"content-length":
             try:
-                return int(value)
+                declared = int(value)
             except ValueError:
-                return None
-    return None
+                declared = None
+                chunked = True  # malformed: count what arrives rather than trust it
+        elif key == b"transfer-encoding":
+            chunked = True
+    return declared, chunked
 
 
 async def _answer(
@@ -100,9 +106,14 @@ class RequestLimitsMiddleware:
         if head_size(scope) > self.max_header_bytes:
             await _answer(send, 431, "HEADERS_TOO_LARGE", *head_refusal(self.max_header_bytes))
             return
-        declared = declared_length(scope)
+        declared, chunked = _body_framing(scope)
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(send)
+            return
+        if declared is None and not chunked:
+            # No Content-Length and no Transfer-Encoding: HTTP/1.1 says there is no body
+            # (RFC 9112, 6.3), so there is nothing to count (most GETs).
+            await self.app(scope, receive, send)
             return
         await _LimitedRequest(self, send)(scope, receive)
 

@@ -7,14 +7,14 @@ import sys
 
 from mlx_platform.core.secrets import REDACTOR
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_mlx", False) for h in root.handlers):
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(_FORMAT))
+        handler.setFormatter(logging.Formatter(LINE_FORMAT))
         handler.addFilter(REDACTOR)
         handler._mlx = True  # type: ignore[attr-defined]
         root.addHandler(handler)

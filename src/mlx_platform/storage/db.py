@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -83,6 +84,10 @@ class Database:
             if self.engine.dialect.name == "sqlite"
             else self.engine
         )
+        # itertools.count: next() is atomic under the GIL, so two threads never share a number
+        self._generations = itertools.count(1)
+        self.generation = 0
+        self.announcement = 0
         self._read = sessionmaker(self.engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         # Outage tracking from the engines' own events: every failed connect or statement
@@ -155,8 +160,11 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A write transaction: committed when the block ends, rolled back on any exception."""
-        with self._write() as session, session.begin():
-            yield session
+        try:
+            with self._write() as session, session.begin():
+                yield session
+        finally:
+            self.changed()
 
     @contextmanager
     def state_change(self) -> Iterator[Session]:
@@ -169,10 +177,28 @@ class Database:
         "no other active plugin"). SQLite: BEGIN IMMEDIATE, the file's write lock, already does
         it. Call `notify` inside to tell the other replicas, at commit, what changed.
         """
-        with self._write() as session, session.begin():
-            if self.dialect == "postgresql":
-                session.execute(text(f"SELECT pg_advisory_xact_lock({_STATE_LOCK_KEY})"))
-            yield session
+        try:
+            with self._write() as session, session.begin():
+                if self.dialect == "postgresql":
+                    session.execute(text(f"SELECT pg_advisory_xact_lock({_STATE_LOCK_KEY})"))
+                yield session
+        finally:
+            self.changed()
+
+    def changed(self) -> None:
+        """A new `generation`: called after every write transaction of this process ends
+        (committed or not: a spurious change costs one cache refill). A reader that takes the
+        generation before it reads and finds it unchanged afterwards read nothing older than
+        that generation's writes: what the server's read cache (server/read_cache.py) stamps
+        its answers with."""
+        self.generation = next(self._generations)
+
+    def announced(self) -> None:
+        """A change notification came (a desired-state change on any replica, or a new
+        LISTEN connection that may have missed some): a new `announcement`, and a new
+        `generation`."""
+        self.announcement = next(self._generations)
+        self.changed()
 
     def notify(self, session: Session, payload: str) -> None:
         """Tell every listening replica `payload` when `session`'s transaction commits
@@ -206,9 +232,11 @@ class Database:
                     if warned:
                         log.info("change notifications heard again")
                     warned = False
+                    self.announced()
                     on_message("")  # anything committed before LISTEN was heard of now
                     while not stop.is_set():
                         for note in conn.notifies(timeout=0.5):
+                            self.announced()
                             on_message(note.payload)
             except Exception as exc:  # noqa: BLE001 - the database went away: poll until back
                 if listening:
