@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import orjson
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
@@ -91,7 +92,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     # Innermost: a kept answer is served only after the size limits and the request id (the
     # outer layers) have seen the request, like any other.
-    app.add_middleware(ReadCacheMiddleware, core=core)
+    alive = orjson.dumps({"status": "ok", "version": __version__, "database": core.db.dialect})
+    app.add_middleware(
+        ReadCacheMiddleware,
+        core=core,
+        fixed={"/healthz": lambda: alive if state["ready"] else None},  # else the route's 503
+    )
     # Then the limits, so it runs inside the request context (request id, access log) and before
     # everything else: sizes are refused before a token is checked or a body read.
     app.add_middleware(
