@@ -170,3 +170,22 @@ def test_only_gets_of_plugins_answered_200_are_kept(srv: InProcessServer) -> Non
             assert c.head("/v1/plugins").status_code in (200, 405)
             assert c.get("/v1/plugins/discover").status_code == 403  # a write scope's route
     assert cache_of(srv).answers == {}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("Cache-Control", "no-cache"),
+        ("Cache-Control", "max-age=0, no-store"),
+        ("Pragma", "no-cache"),
+    ],
+)
+def test_a_request_for_a_fresh_answer_reads_the_database(
+    srv: InProcessServer, reads: PluginReads, header: tuple[str, str]
+) -> None:
+    with srv.client(scopes=("plugins:read",)) as c:
+        assert c.get("/v1/plugins").status_code == 200
+        assert c.get("/v1/plugins").status_code == 200
+        before = reads.count
+        assert c.get("/v1/plugins", headers=dict([header])).status_code == 200
+        assert reads.count > before

@@ -53,6 +53,7 @@ _LIST = "/v1/plugins"
 # one plugin: /v1/plugins/<id>, and not the routes that share that shape
 _ONE = re.compile(r"^/v1/plugins/[^/]+$")
 _NOT_A_PLUGIN = frozenset({"/v1/plugins/discover"})
+_NO_CACHE = re.compile(r"(^|[\s,])no-(cache|store)([\s,=]|$)", re.IGNORECASE)
 
 Stamp = tuple[int, int]  # (local changes, announcements)
 
@@ -149,13 +150,18 @@ class ReadCacheMiddleware:
             self.changes += 1  # and anything read while it ran is not kept
 
     def _may_read(self, scope: Scope) -> bool:
+        """Whether a kept answer may be given: a token with `plugins:read`, and no request
+        for a fresh answer (`Cache-Control: no-cache` or `no-store`, or `Pragma: no-cache`:
+        RFC 9111, 5.2.1: that request goes to the route)."""
         token = ""
         for name, value in scope["headers"]:
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
                 if scheme.lower() != "bearer":
                     return False
-                break
+            elif name in (b"cache-control", b"pragma") and b"no-" in value.lower():
+                if _NO_CACHE.search(value.decode("latin-1")):
+                    return False
         token = token.strip()
         if not token:
             return False
