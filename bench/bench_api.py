@@ -18,7 +18,8 @@ same run.
   until /readyz answers 200; median of MLX_BENCH_API_STARTS starts; baseline: the same on an
   empty database (after its own first start). Idle memory: RSS of the service and its
   children after the last of those starts and 3 s idle; and again after every measurement
-  above (one activation, one worker among them) and 3 s idle.
+  above, once the echo plugin is deactivated again (its worker process is the plugin's
+  memory; the RSS with it running is in the log) and 3 s idle.
 
 Settings (environment): MLX_BENCH_WRK_SECONDS (5), MLX_BENCH_WRK_WARMUP (1; seconds of wrk
 before each measured run, not counted), MLX_BENCH_API_REQUESTS (50), MLX_BENCH_API_STARTS (3),
@@ -499,7 +500,7 @@ class Results:
     page: tuple[float, float] | None = None  # page 1, page 4000 ms
     ready: tuple[float, float | None] | None = None  # 100k, empty database s
     memory: tuple[float, float | None] | None = None  # 100k, empty database MB
-    memory_after_use: float | None = None  # MB, idle again after every measurement
+    memory_after_use: float | None = None  # MB, idle after every measurement, echo deactivated
     worker_rt_ms: float | None = None
 
 
@@ -690,8 +691,15 @@ def measure(r: Results, url_full: str, url_empty: str, tmp: Path) -> None:
     try:
         with httpx.Client(base_url=svc.url, headers=auth, timeout=120) as client:
             load_and_latency(r, client, svc, url_full, tmp, echo)
+            # The service's memory after use: the echo plugin's worker process is that
+            # plugin's (the RSS with it is in the log), so it is deactivated first.
+            _log(f"{r.db}: after use, the echo plugin active: RSS {svc.rss_text()}")
+            deactivated = client.post(f"/v1/plugins/{echo}/deactivate", json={})
+            if deactivated.status_code != 200:
+                raise Failed(f"deactivate answered {deactivated.status_code}")
         time.sleep(IDLE_S)
         r.memory_after_use = svc.rss_mb()
+        _log(f"{r.db}: after use, the echo plugin deactivated: RSS {svc.rss_text()}")
     finally:
         svc.stop()
         if svc.proc.returncode not in (0, -signal.SIGTERM, None):
