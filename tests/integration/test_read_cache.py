@@ -24,10 +24,9 @@ def srv(server_factory: Callable[..., LiveServer]) -> InProcessServer:
 
 
 def cache_of(server: InProcessServer) -> ReadCacheMiddleware:
-    layer: Any = server.app.middleware_stack
-    while not isinstance(layer, ReadCacheMiddleware):
-        layer = layer.app
-    return layer
+    cache = server.app.read_cache
+    assert isinstance(cache, ReadCacheMiddleware)
+    return cache
 
 
 class PluginReads:

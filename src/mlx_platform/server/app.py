@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlx_platform import __version__
 from mlx_platform.core.bootstrap import start_core
@@ -54,6 +55,28 @@ mlx_plugin_instances{node="vm-651-8dbdd8"} 1.0
 """
 
 
+class ServiceApp(FastAPI):
+    """The FastAPI app behind the service's own pure ASGI layers (`front`, set by create_app).
+
+    Starlette puts user middleware inside its ServerErrorMiddleware and FastAPI's own layers,
+    which every request crosses; a read answered from kept bytes needs none of them (they cost
+    about as much as the bare framework's whole request), so the service's layers run first
+    and hand on to the framework (`framework`) only what they do not answer themselves."""
+
+    front: ASGIApp | None = None
+    read_cache: ReadCacheMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self  # as Starlette sets it, for the layers in front
+        if self.front is None:
+            await FastAPI.__call__(self, scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(self, scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -79,7 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             core.db.dispose()
             ACCESS.flush()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="mlx-platform plugin management API",
         version=__version__,
         description=DESCRIPTION,
@@ -90,22 +113,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.core = core
     install_error_handlers(app)
-    # Innermost: a kept answer is served only after the size limits and the request id (the
-    # outer layers) have seen the request, like any other.
+    # In front of the framework's own layers (ServiceApp): the request context (request id,
+    # access line, last-resort 500), then the size limits (refused before a token is checked
+    # or a body read), then the read cache (a kept answer is served only after those two
+    # have seen the request, like any other).
     alive = orjson.dumps({"status": "ok", "version": __version__, "database": core.db.dialect})
-    app.add_middleware(
-        ReadCacheMiddleware,
+    cache = ReadCacheMiddleware(
+        app.framework,
         core=core,
         fixed={"/healthz": lambda: alive if state["ready"] else None},  # else the route's 503
     )
-    # Then the limits, so it runs inside the request context (request id, access log) and before
-    # everything else: sizes are refused before a token is checked or a body read.
-    app.add_middleware(
-        RequestLimitsMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        max_header_bytes=settings.max_header_bytes,
+    limits = RequestLimitsMiddleware(
+        cache, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes
     )
-    app.add_middleware(RequestContextMiddleware, node_id=core.node_id)
+    app.front = RequestContextMiddleware(limits, node_id=core.node_id)
+    app.read_cache = cache
     app.include_router(plugins.router)
     app.include_router(nodes.router)
     app.include_router(audit.router)

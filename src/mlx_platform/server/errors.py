@@ -52,6 +52,14 @@ def error_response(
     return JSONResponse(envelope(code, message, details), status_code=status, headers=headers)
 
 
+def internal_error_envelope() -> dict[str, Any]:
+    """The last-resort 500's envelope: no detail of the fault, the id it is logged under."""
+    return envelope(
+        "INTERNAL_ERROR",
+        f"Internal error: the service logged it under request id {current_request_id()}",
+    )
+
+
 def unavailable_response(kind: str, what: str = "The database") -> JSONResponse:
     """503 SERVICE_UNAVAILABLE with Retry-After: `kind` "outage" (cannot be reached) or
     "busy" (could not serve this now). Nothing of the driver's message reaches the client."""
@@ -129,6 +137,12 @@ def _refused(request: Request) -> JSONResponse | None:
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Exception)
+    async def _fault(_request: Request, _exc: Exception) -> JSONResponse:
+        # Starlette's ServerErrorMiddleware answers with this, then raises the error on to
+        # the request context in front of the app, which logs it with its traceback.
+        return JSONResponse(internal_error_envelope(), status_code=500)
+
     @app.exception_handler(MLXError)
     async def _mlx_error(_request: Request, exc: MLXError) -> JSONResponse:
         return error_response(

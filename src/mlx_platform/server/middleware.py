@@ -20,7 +20,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_platform.core.secrets import REDACTOR
-from mlx_platform.server.errors import envelope
+from mlx_platform.server.errors import internal_error_envelope
 from mlx_platform.server.logging_setup import LINE_FORMAT
 from mlx_platform.server.request_context import reset_request_id, set_request_id
 
@@ -74,12 +74,7 @@ class RequestContextMiddleware:
                 request_id,
             )
             if not status["sent"]:
-                body = json.dumps(
-                    envelope(
-                        "INTERNAL_ERROR",
-                        f"Internal error: the service logged it under request id {request_id}",
-                    )
-                ).encode()
+                body = json.dumps(internal_error_envelope()).encode()
                 await send_with_id(
                     {
                         "type": "http.response.start",
