@@ -722,8 +722,16 @@ class Pagination(WireModel):
 
     page: int
     limit: int
-    total: int
-    has_next: bool
+    total: int = Field(
+        description="How many items match. Exact unless `total_is_estimate`: the plugin list "
+        "counts up to 10,000 matches and no further; past that, more than `total` match "
+        "(10,000, or the end of this page when it lies further)."
+    )
+    has_next: bool = Field(description="Whether a next page holds items (exact, estimate or not)")
+    total_is_estimate: bool = Field(
+        default=False,
+        description="true: `total` is a lower bound, not a count (more than `total` match)",
+    )
 
 
 T = TypeVar("T")

@@ -375,7 +375,13 @@ AUDIT_EVENT: dict[str, Any] = {
     },
 }
 
-PAGINATION: dict[str, Any] = {"page": 1, "limit": 20, "total": 1, "has_next": False}
+PAGINATION: dict[str, Any] = {
+    "page": 1,
+    "limit": 20,
+    "total": 1,
+    "has_next": False,
+    "total_is_estimate": False,
+}
 
 ERROR_ENVELOPE: dict[str, Any] = {
     "success": False,

@@ -555,7 +555,13 @@ def test_audit_shows_who_changed_a_plugin_and_how_it_ended(
         ("tester", "register", "success", None),
     ]
     assert events[2]["request_id"] == refused_request
-    assert answer["pagination"] == {"page": 1, "limit": 50, "total": 4, "has_next": False}
+    assert answer["pagination"] == {
+        "page": 1,
+        "limit": 50,
+        "total": 4,
+        "has_next": False,
+        "total_is_estimate": False,
+    }
 
     out = ok(mlx_top(process_live_server, "audit", "--plugin", registered))
     assert audit_table(out) == audit_rows(events)
@@ -596,7 +602,7 @@ def test_audit_filters_pass_through(process_live_server: LiveServer, registered:
     page = as_json(
         mlx_top(process_live_server, "audit", "--plugin", registered, "--limit", "3", "--json")
     )["pagination"]
-    assert page == {"page": 1, "limit": 3, "total": 4, "has_next": True}
+    assert page == {"page": 1, "limit": 3, "total": 4, "has_next": True, "total_is_estimate": False}
     out = ok(mlx_top(process_live_server, "audit", "--plugin", registered, "--limit", "3"))
     assert out.splitlines()[-1] == (
         "page 1: 3 of 4 event(s), newest first (3 per page); more with --page 2"

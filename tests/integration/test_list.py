@@ -149,7 +149,13 @@ def test_list_category_filter_finds_category_given_in_metadata(fresh: httpx.Clie
 def test_list_of_empty_registry_is_an_empty_page(fresh: httpx.Client) -> None:
     body = listing(fresh)
     assert body["data"] == []
-    assert body["pagination"] == {"page": 1, "limit": 20, "total": 0, "has_next": False}
+    assert body["pagination"] == {
+        "page": 1,
+        "limit": 20,
+        "total": 0,
+        "has_next": False,
+        "total_is_estimate": False,
+    }
 
 
 def test_list_items_carry_the_summary_fields(fresh: httpx.Client) -> None:
@@ -330,7 +336,13 @@ def test_list_page_past_the_end_is_empty_with_the_right_total(
     client, _ = seven
     body = listing(client, page=4, limit=3)
     assert body["data"] == []
-    assert body["pagination"] == {"page": 4, "limit": 3, "total": 7, "has_next": False}
+    assert body["pagination"] == {
+        "page": 4,
+        "limit": 3,
+        "total": 7,
+        "has_next": False,
+        "total_is_estimate": False,
+    }
 
 
 def test_list_has_next_is_false_when_the_last_page_is_exactly_full(
@@ -370,7 +382,13 @@ def test_list_order_is_stable_across_calls_and_state_changes(
 def test_list_default_limit_is_20(fresh: httpx.Client) -> None:
     ids = [register(fresh, f"many_{i:02d}") for i in range(21)]
     first = listing(fresh)
-    assert first["pagination"] == {"page": 1, "limit": 20, "total": 21, "has_next": True}
+    assert first["pagination"] == {
+        "page": 1,
+        "limit": 20,
+        "total": 21,
+        "has_next": True,
+        "total_is_estimate": False,
+    }
     assert [p["id"] for p in first["data"]] == ids[:20]
     second = listing(fresh, page=2)
     assert [p["id"] for p in second["data"]] == ids[20:]

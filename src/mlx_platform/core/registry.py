@@ -296,10 +296,17 @@ def _next_steps(
 def list_plugins(core: Core, flt: PluginFilter, *, page: int, limit: int) -> Page[ShownPlugin]:
     live = replica.live_since(core)
     with core.db.read() as session:
-        rows, total = PluginRepository(session).list(flt, page=page, limit=limit, live_since=live)
-    shown = shown_status(core, rows)
-    items = [ShownPlugin(r, shown[r.id]) for r in rows]
-    return Page(items, page=page, limit=limit, total=total)
+        found = PluginRepository(session).list(flt, page=page, limit=limit, live_since=live)
+    shown = shown_status(core, found.rows)
+    items = [ShownPlugin(r, shown[r.id]) for r in found.rows]
+    return Page(
+        items,
+        page=page,
+        limit=limit,
+        total=found.total,
+        total_is_estimate=found.total_is_estimate,
+        more=found.has_next,
+    )
 
 
 def get_row(core: Core, plugin_id: str) -> PluginRow:

@@ -45,7 +45,13 @@ def _words(text: str | None) -> str | None:
 
 
 def pagination(page: Page[Any]) -> Pagination:
-    return Pagination(page=page.page, limit=page.limit, total=page.total, has_next=page.has_next)
+    return Pagination(
+        page=page.page,
+        limit=page.limit,
+        total=page.total,
+        has_next=page.has_next,
+        total_is_estimate=page.total_is_estimate,
+    )
 
 
 def health_summary(plugin: ShownPlugin) -> HealthSummary:

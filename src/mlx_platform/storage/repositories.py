@@ -1,19 +1,15 @@
-"""Queries over the tables. The only module that knows SQL dialect differences."""
+"""Queries over the tables. With listing.py (the plugin list), the only module that knows SQL
+dialect differences."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    Select,
-    String,
-    column,
     delete,
     func,
-    literal_column,
     or_,
     select,
     text,
@@ -22,6 +18,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from mlx_platform.storage.listing import Listed, list_plugins
+from mlx_platform.storage.listing import PluginFilter as PluginFilter  # where callers import it
 from mlx_platform.storage.tables import (
     MetricBucketRow,
     NodeRow,
@@ -34,14 +32,6 @@ from mlx_platform.storage.tables import (
 
 # The advisory lock key of clearing dead replicas' records (PostgreSQL; any constant: "mlxr").
 _REAPER_LOCK_KEY = 0x6D6C7872
-
-
-@dataclass(frozen=True)
-class PluginFilter:
-    type: str | None = None
-    status: str | None = None
-    category: str | None = None
-    search: str | None = None
 
 
 class PluginRepository:
@@ -91,85 +81,21 @@ class PluginRepository:
         return self.session.scalars(stmt).first()
 
     def list(
-        self, flt: PluginFilter, *, page: int, limit: int, live_since: datetime | None = None
-    ) -> tuple[list[PluginRow], int]:
-        """One page of plugins in a stable order (creation time, then id), and the total.
+        self,
+        flt: PluginFilter,
+        *,
+        page: int,
+        limit: int,
+        live_since: datetime | None = None,
+        bound: int | None = None,
+    ) -> Listed:
+        """One page of plugins (storage/listing.py: the order, search, deep pages, totals
+        exact up to `bound`, default TOTAL_BOUND).
 
         The status filter matches the status the API shows: with `live_since`, an `active`
         plugin that no replica alive since then runs counts as `error`."""
-        stmt: Select[Any] = select(PluginRow)
-        if flt.type:
-            stmt = stmt.where(PluginRow.type == flt.type)
-        if flt.status in ("active", "error") and live_since is not None:
-            runs = (
-                select(PluginInstanceRow.plugin_id)
-                .join(NodeRow, NodeRow.id == PluginInstanceRow.node_id)
-                .where(
-                    PluginInstanceRow.plugin_id == PluginRow.id,
-                    PluginInstanceRow.state.in_(("running", "not_started")),
-                    NodeRow.heartbeat_at >= live_since,
-                )
-                .exists()
-            )
-            if flt.status == "active":
-                stmt = stmt.where(PluginRow.status == "active", runs)
-            else:
-                stmt = stmt.where(
-                    or_(PluginRow.status == "error", (PluginRow.status == "active") & ~runs)
-                )
-        elif flt.status:
-            stmt = stmt.where(PluginRow.status == flt.status)
-        if flt.category:
-            stmt = stmt.where(PluginRow.category == flt.category)
-        if flt.search:
-            stmt = stmt.where(PluginRow.id.in_(self._search_ids(flt.search)))
-        total = self.session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-        rows = self.session.scalars(
-            stmt.order_by(PluginRow.created_at, PluginRow.id)
-            .offset((page - 1) * limit)
-            .limit(limit)
-        ).all()
-        return list(rows), int(total)
-
-    def _search_ids(self, term: str) -> Select[Any]:
-        """Ids of plugins whose name or description contains `term`, ignoring case.
-
-        The query this stands for, on any database:
-            SELECT id FROM plugins
-            WHERE lower(name) LIKE '%' || lower(:term) || '%'
-               OR lower(description) LIKE '%' || lower(:term) || '%'
-        (a term must lie within one of the two: "n d" does not find name "plain" with
-        description "dull") answered from an index: on SQLite the FTS5 trigram table
-        `plugins_fts` (a MATCH for terms of 3+ characters, which matches within one column;
-        shorter terms use LIKE on the same table, which FTS5 answers by scanning the index, as
-        trigrams cannot be shorter), on PostgreSQL the pg_trgm GIN index `ix_plugins_search`
-        over lower(name || ' ' || description): the condition on that expression (written as
-        the index has it, with the literal ' ', so the planner can use the index) narrows the
-        rows, the per-column conditions decide.
-        """
-        dialect = self.session.get_bind().dialect.name
-        if dialect == "sqlite":
-            if len(term) >= 3:
-                phrase = '"' + term.replace('"', '""') + '"'
-                return _id_query(
-                    "SELECT plugin_id FROM plugins_fts WHERE plugins_fts MATCH :q", phrase
-                )
-            # SQLite's LIKE folds ASCII letters only: compare casefolded text (the
-            # `casefold` function is registered on every connection, see storage/db.py).
-            like = "%" + _escape_like(term.casefold()) + "%"
-            return _id_query(
-                "SELECT plugin_id FROM plugins_fts WHERE casefold(name) LIKE :q ESCAPE '\\' "
-                "OR casefold(description) LIKE :q ESCAPE '\\'",
-                like,
-            )
-        like = "%" + _escape_like(term.lower()) + "%"
-        indexed = func.lower(PluginRow.name + literal_column("' '") + PluginRow.description)
-        return select(PluginRow.id).where(
-            indexed.like(like, escape="\\"),
-            or_(
-                func.lower(PluginRow.name).like(like, escape="\\"),
-                func.lower(PluginRow.description).like(like, escape="\\"),
-            ),
+        return list_plugins(
+            self.session, flt, page=page, limit=limit, live_since=live_since, bound=bound
         )
 
     # ------------------------------------------------------------------ writes
@@ -446,16 +372,7 @@ def _insert(session: Session) -> Any:
     )
 
 
-def _id_query(sql: str, value: str) -> Select[Any]:
-    textual = text(sql).bindparams(q=value).columns(column("plugin_id", String))
-    return select(textual.subquery().c.plugin_id)
-
-
 def id_slug(name: str) -> str:
     """The name as it stands in a plugin id: lower case, anything else than a letter or a
     digit as `_`."""
     return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
-
-
-def _escape_like(term: str) -> str:
-    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

@@ -52,10 +52,13 @@ class PluginRow(Base):
     __tablename__ = "plugins"
     __table_args__ = (
         UniqueConstraint("name", "version", name="uq_plugins_name_version"),
+        # the list's order, and each filter's rows in that order (a page, or the walk to
+        # a deep page's first row, reads one index); the search index is dialect-specific
+        # and made by migration 0004 (storage/listing.py reads it)
         Index("ix_plugins_order", "created_at", "id"),
-        Index("ix_plugins_status", "status"),
-        Index("ix_plugins_type", "type"),
-        Index("ix_plugins_category", "category"),
+        Index("ix_plugins_status_order", "status", "created_at", "id"),
+        Index("ix_plugins_type_order", "type", "created_at", "id"),
+        Index("ix_plugins_category_order", "category", "created_at", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(160), primary_key=True)

@@ -1,0 +1,423 @@
+"""One page of the plugin list at catalogue scale (issue 13, docs/decisions.md "Queries that
+scale"): filters on indexes in the list's order, a ranked search from the search index, deep
+pages by a keyset seek, totals exact up to a bound. With repositories.py, the only module that
+knows SQL dialect differences.
+
+- **Order.** Without `search`: creation time, then id. With `search`: the plugins whose name
+  contains the term, then those whose description alone does; each group in registration
+  order (the search key `k` of migration 0004, which numbered the plugins already stored in
+  list order and counts on with each registration), the order the search index returns
+  its matches in, so that a page is the first matches, not a sort of all of them.
+- **Search** (case-insensitive): a term of 3 or more characters matches where it lies within
+  the name or within the description. So does a shorter one: SQLite looks it up through the
+  indexed trigrams it starts (every character of a stored text starts one, see migration
+  0004), PostgreSQL through its GIN index of each column's 2-character sequences (a
+  1-character term is a LIKE over the narrow search table).
+- **Deep pages**: the page's first row is found by walking the index of the list's order
+  (type, status and category have theirs) to the offset, then the page is read from there
+  (a keyset seek), instead of an OFFSET over whole rows.
+- **Totals** are counted up to `TOTAL_BOUND` + 1 rows, and only when the page does not tell
+  them: past the bound, `total_is_estimate` is true and `total` is a lower bound (more than
+  `total` plugins match).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    String,
+    Text,
+    bindparam,
+    cast,
+    column,
+    exists,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    table,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, array
+from sqlalchemy.orm import Session, load_only
+
+from mlx_platform.storage.tables import NodeRow, PluginInstanceRow, PluginRow, UTCDateTime
+
+# Totals are exact up to this many plugins; beyond, a lower bound marked as an estimate.
+TOTAL_BOUND = 10_000
+# PostgreSQL, 2-character terms: a group of at most this many matches is read through the
+# bigram index and sorted; a larger one by walking the search key's index (it fills a page
+# within a few rows per match), where the bigram condition is not evaluated row by row.
+_SPARSE = 1_000
+
+
+@dataclass(frozen=True)
+class PluginFilter:
+    type: str | None = None
+    status: str | None = None
+    category: str | None = None
+    search: str | None = None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One page of plugins in the list's order, and where it stands in the whole. The rows
+    carry the columns a list item shows (`_SHOWN`): reading another one raises."""
+
+    rows: list[PluginRow]
+    total: int  # exact, or (total_is_estimate) a lower bound: more than `total` match
+    total_is_estimate: bool
+    has_next: bool
+
+
+def list_plugins(
+    session: Session,
+    flt: PluginFilter,
+    *,
+    page: int,
+    limit: int,
+    live_since: datetime | None = None,
+    bound: int | None = None,
+) -> Listed:
+    """Page `page` of `limit` plugins matching `flt`.
+
+    The status filter matches the status the API shows: with `live_since`, an `active`
+    plugin that no replica alive since then runs counts as `error`."""
+    bound = TOTAL_BOUND if bound is None else bound
+    offset = (page - 1) * limit
+    conds = _filter_conditions(flt, live_since)
+    search = _search_for(session, flt.search) if flt.search else None
+
+    def count(cap: int) -> int:
+        if search is not None:
+            return search.count(conds, cap)
+        return _count(
+            session, select(literal_column("1")).select_from(PluginRow).where(*conds), cap
+        )
+
+    if search is not None:
+        rows = _rows_by_id(session, search.page(conds, offset, limit + 1))
+    else:
+        rows = _ordered_page(session, conds, offset, limit + 1)
+    has_next = len(rows) > limit
+    rows = rows[:limit]
+    total, estimate = _total(count, offset, limit, len(rows), has_next, bound)
+    return Listed(rows, total, estimate, has_next)
+
+
+def _total(
+    count: Callable[[int], int], offset: int, limit: int, shown: int, has_next: bool, bound: int
+) -> tuple[int, bool]:
+    """(total, is_estimate): from the page when it tells (the last page, or a page beyond the
+    bound), else counted up to `bound` + 1."""
+    if not has_next and (shown or offset == 0):
+        return offset + shown, False  # the last page: everything is before its end
+    if has_next and offset + limit >= bound:
+        return offset + limit, True  # more than this page's end, which lies past the bound
+    n = count(bound + 1)
+    if n <= bound:
+        return n, False
+    return bound, True
+
+
+def _count(session: Session, matching: Select[Any], cap: int | None = None) -> int:
+    """How many rows `matching` selects, counting at most `cap` when given."""
+    if cap is not None:
+        matching = matching.limit(cap)
+    return int(session.scalar(select(func.count()).select_from(matching.subquery())) or 0)
+
+
+# ---------------------------------------------------------------------------- filters
+
+
+def _filter_conditions(flt: PluginFilter, live_since: datetime | None) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = []
+    if flt.type:
+        conds.append(PluginRow.type == flt.type)
+    if flt.status in ("active", "error") and live_since is not None:
+        runs = (
+            select(PluginInstanceRow.plugin_id)
+            .join(NodeRow, NodeRow.id == PluginInstanceRow.node_id)
+            .where(
+                PluginInstanceRow.plugin_id == PluginRow.id,
+                PluginInstanceRow.state.in_(("running", "not_started")),
+                NodeRow.heartbeat_at >= live_since,
+            )
+            .exists()
+        )
+        if flt.status == "active":
+            conds += [PluginRow.status == "active", runs]
+        else:
+            conds.append(or_(PluginRow.status == "error", (PluginRow.status == "active") & ~runs))
+    elif flt.status:
+        conds.append(PluginRow.status == flt.status)
+    if flt.category:
+        conds.append(PluginRow.category == flt.category)
+    return conds
+
+
+_ORDER = (PluginRow.created_at, PluginRow.id)
+# What a list item shows (server/views.py plugin_summary, core/registry.py shown_status): the
+# other columns, JSON documents among them, are neither read nor decoded (an access raises).
+_SHOWN = load_only(
+    PluginRow.id,
+    PluginRow.name,
+    PluginRow.type,
+    PluginRow.version,
+    PluginRow.description,
+    PluginRow.category,
+    PluginRow.status,
+    PluginRow.status_reason,
+    PluginRow.plugin_metadata,
+    PluginRow.configuration_schema,
+    PluginRow.health_status,
+    PluginRow.health_last_check,
+    PluginRow.health_response_time_ms,
+    PluginRow.health_message,
+    PluginRow.created_at,
+    PluginRow.updated_at,
+    raiseload=True,
+)
+
+
+def _ordered_page(
+    session: Session, conds: list[ColumnElement[bool]], offset: int, n: int
+) -> list[PluginRow]:
+    """`n` plugins from `offset` on, in the list's order. A deep page: the order's index
+    (the filter's own when there is one) walked to the page's first row, reading only the
+    index (created_at, id), then the page from that row on."""
+    stmt = select(PluginRow).options(_SHOWN).where(*conds).order_by(*_ORDER).limit(n)
+    if offset:
+        first = session.execute(
+            select(*_ORDER).where(*conds).order_by(*_ORDER).offset(offset).limit(1)
+        ).first()
+        if first is None:
+            return []
+        start = tuple_(
+            bindparam("start_at", first[0], type_=UTCDateTime()),
+            bindparam("start_id", first[1], type_=String()),
+        )
+        stmt = stmt.where(tuple_(*_ORDER) >= start)
+    return list(session.scalars(stmt))
+
+
+def _rows_by_id(session: Session, ids: Sequence[str]) -> list[PluginRow]:
+    if not ids:
+        return []
+    rows = session.scalars(select(PluginRow).options(_SHOWN).where(PluginRow.id.in_(ids)))
+    found = {r.id: r for r in rows}
+    return [found[i] for i in ids if i in found]
+
+
+# ---------------------------------------------------------------------------- search
+
+
+class _Group:
+    """The plugins of one rank (a name match; a match in the description alone), in search
+    key order: their ids from an offset, and how many there are."""
+
+    def __init__(
+        self,
+        ids: Callable[[int, int], list[str]],
+        count: Callable[[], int],
+    ) -> None:
+        self.ids = ids
+        self.count = count
+
+
+class _Search:
+    def count(self, conds: list[ColumnElement[bool]], cap: int) -> int:
+        raise NotImplementedError
+
+    def page(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[str]:
+        """The ids of `n` matches from `offset` on: the groups one after the other."""
+        ids: list[str] = []
+        skip = offset
+        for group in self.groups_for(conds):
+            want = n - len(ids)
+            if not want:
+                break
+            got = group.ids(skip, want)
+            if got:
+                ids += got
+                skip = 0  # the next group from its start
+            elif skip:
+                skip = max(0, skip - group.count())  # the whole group lies before the page
+        return ids
+
+    def groups_for(self, conds: list[ColumnElement[bool]]) -> list[_Group]:
+        raise NotImplementedError
+
+
+def _search_for(session: Session, term: str) -> _Search:
+    if session.get_bind().dialect.name == "postgresql":
+        return _PostgresSearch(session, term)
+    return _SqliteSearch(session, term)
+
+
+# SQLite: FTS5 trigram tables whose rowid is the search key, and their term lists.
+_KEYS = table("plugins_search_keys", column("k", Integer), column("plugin_id", String))
+_FTS_TERMS = {
+    "plugins_search": "plugins_search_terms",
+    "plugins_search_name": "plugins_search_name_terms",
+}
+
+
+def _phrase(text_: str) -> str:
+    return '"' + text_.replace('"', '""') + '"'
+
+
+def _folded(term: str) -> str:
+    """The term lower-cased as the trigram tokenizer folds text (one character for one)."""
+    return "".join(c.lower() if len(c.lower()) == 1 else c for c in term)
+
+
+class _SqliteSearch(_Search):
+    def __init__(self, session: Session, term: str) -> None:
+        self.session = session
+        if len(term) >= 3:
+            self.name: str | None = _phrase(term)
+            self.any: str | None = self.name
+        else:
+            self.name = self._starting("plugins_search_name", term)
+            self.any = self._starting("plugins_search", term)
+
+    def _starting(self, fts: str, term: str) -> str | None:
+        """A MATCH of the indexed trigrams that start with the 1-2 character `term` (None:
+        there are none): a stored text contains the term exactly when it holds one of them."""
+        lo = _folded(term)
+        terms = self.session.scalars(
+            text(f"SELECT term FROM {_FTS_TERMS[fts]} WHERE term >= :lo AND term <= :hi"),
+            {"lo": lo, "hi": lo + "\U0010ffff"},
+        ).all()
+        return " OR ".join(_phrase(t) for t in terms) or None
+
+    def _matches(self, fts: str, query: str, conds: list[ColumnElement[bool]]) -> Select[Any]:
+        """Ids of the plugins matching `query` in table `fts` (and `conds`), in key order."""
+        index = table(fts, column("rowid", Integer))
+        stmt = (
+            select(_KEYS.c.plugin_id)
+            .select_from(index.join(_KEYS, _KEYS.c.k == index.c.rowid))
+            .where(text(f"{fts} MATCH :q").bindparams(q=query))
+            .order_by(index.c.rowid)
+        )
+        if conds:
+            stmt = stmt.where(exists().where(PluginRow.id == _KEYS.c.plugin_id, *conds))
+        return stmt
+
+    def _group(self, fts: str, query: str | None, conds: list[ColumnElement[bool]]) -> _Group:
+        if query is None:
+            return _Group(lambda _o, _n: [], lambda: 0)
+        matches = self._matches(fts, query, conds)
+        return _Group(
+            lambda o, n: list(self.session.scalars(matches.offset(o).limit(n))),
+            lambda: _count(self.session, matches.order_by(None)),
+        )
+
+    def groups_for(self, conds: list[ColumnElement[bool]]) -> list[_Group]:
+        only_description = (
+            f"{{description}}: ({self.any}) NOT {{name}}: ({self.any})" if self.any else None
+        )
+        return [
+            self._group("plugins_search_name", self.name, conds),
+            self._group("plugins_search", only_description, conds),
+        ]
+
+    def count(self, conds: list[ColumnElement[bool]], cap: int) -> int:
+        if self.any is None:
+            return 0
+        if conds:
+            matches = self._matches("plugins_search", self.any, conds).order_by(None)
+        else:  # the index alone
+            matches = select(literal_column("1")).select_from(
+                text("plugins_search WHERE plugins_search MATCH :q").bindparams(q=self.any)
+            )
+        return _count(self.session, matches, cap)
+
+
+# PostgreSQL: the narrow table `plugins_search` (lower-cased copies of name and description).
+_PG = table(
+    "plugins_search",
+    column("k", Integer),
+    column("plugin_id", String),
+    column("name", String),
+    column("description", String),
+)
+
+
+def _escape_like(term: str) -> str:
+    return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class _PostgresSearch(_Search):
+    def __init__(self, session: Session, term: str) -> None:
+        self.session = session
+        self.short = len(term) == 2
+        # lower-cased by the database, as the stored copies were
+        pattern = literal("%") + func.lower(literal(_escape_like(term))) + literal("%")
+        self.in_name = _PG.c.name.like(pattern, escape="\\")
+        self.in_description = _PG.c.description.like(pattern, escape="\\")
+        lowered = func.lower(literal(term))
+        bigrams = func.mlx_search_bigrams(_PG.c.name, _PG.c.description)
+
+        def marked(*columns: str) -> ColumnElement[Any]:  # n: in the name, d: the description
+            return cast(array([literal(c) + lowered for c in columns]), ARRAY(Text))
+
+        self.name_bigram = bigrams.op("@>")(marked("n"))
+        self.description_bigram = bigrams.op("@>")(marked("d"))
+        self.any_bigram = bigrams.op("&&")(marked("n", "d"))  # one index scan for both
+
+    def _select(self, where: ColumnElement[bool], conds: list[ColumnElement[bool]]) -> Select[Any]:
+        stmt = select(_PG.c.plugin_id).where(where)
+        if conds:
+            stmt = stmt.where(exists().where(PluginRow.id == _PG.c.plugin_id, *conds))
+        return stmt
+
+    def _group(
+        self,
+        walk: ColumnElement[bool],
+        indexed: ColumnElement[bool] | None,
+        conds: list[ColumnElement[bool]],
+    ) -> _Group:
+        """`walk`: the exact condition, evaluated row by row; `indexed`: the same set through
+        the bigram index (2-character terms), used when it holds few plugins."""
+        chosen: list[Select[Any]] = []
+
+        def matches() -> Select[Any]:  # decided on first use: a full page may not need it
+            if not chosen:
+                where = walk
+                if indexed is not None:
+                    few = _count(self.session, self._select(indexed, conds), _SPARSE + 1)
+                    where = indexed if few <= _SPARSE else walk
+                chosen.append(self._select(where, conds).order_by(_PG.c.k))
+            return chosen[0]
+
+        return _Group(
+            lambda o, n: list(self.session.scalars(matches().offset(o).limit(n))),
+            lambda: _count(self.session, matches().order_by(None)),
+        )
+
+    def groups_for(self, conds: list[ColumnElement[bool]]) -> list[_Group]:
+        only_description = self.in_description & not_(self.in_name)
+        return [
+            self._group(self.in_name, self.name_bigram if self.short else None, conds),
+            self._group(
+                only_description,
+                (self.description_bigram & not_(self.in_name)) if self.short else None,
+                conds,
+            ),
+        ]
+
+    def count(self, conds: list[ColumnElement[bool]], cap: int) -> int:
+        where = self.any_bigram if self.short else or_(self.in_name, self.in_description)
+        return _count(self.session, self._select(where, conds), cap)
