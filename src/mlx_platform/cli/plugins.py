@@ -494,3 +494,120 @@ def invoke_plugin(
         call_args.update(_pairs(arguments, "argument"))
         result = client.plugins.invoke(plugin_id, operation, call_args, timeout=timeout)
     output.emit(result, as_json, render.render_invoke)
+
+
+# ---------------------------------------------------------------- plugin authors
+
+
+@plugins_app.command("new")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="The plugin's name, e.g. warehouse")],
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type",
+            help="data_source, ml_platform, experiment_tracker, feature_store, ...",
+            show_default=False,
+        ),
+    ],
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Where to write it (must not exist, or be empty); default ./mlx-plugin-NAME",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write a new plugin package: pyproject.toml with the entry point, mlx-plugin.toml,
+    a Plugin subclass with one @operation, tests on mlx-platform's pytest fixtures, a README.
+    Runs nothing of the service."""
+    from mlx_platform.cli.output import ExitCode
+    from mlx_platform.cli.scaffold import ScaffoldError, write_package
+
+    try:
+        target, names = write_package(name, type_, directory)
+    except ScaffoldError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.INVALID_INPUT) from None
+    typer.echo(f"wrote {target}: the {names.plugin} plugin ({names.type}), package {names.package}")
+    typer.echo("next:")
+    typer.echo(f'  cd {target} && pip install -e ".[test]" && pytest')
+    typer.echo(f"  mlx plugins check {target}")
+
+
+@plugins_app.command("check")
+def check_plugin(
+    ctx: typer.Context,
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A plugin folder (or a package in the src layout), its mlx-plugin.toml, or "
+            "the name of an installed distribution"
+        ),
+    ],
+    config: Annotated[
+        list[str] | None,
+        typer.Option("-c", "--config", help="KEY=VALUE (repeat), as to activate"),
+    ] = None,
+    args: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--args",
+            help="OPERATION=JSON object (repeat): the arguments to call OPERATION with",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds each operation may take")
+    ] = 30.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Run every check registration and activation would run, before registering: manifest,
+    configuration schema and its defaults, class import (a throwaway process), platform,
+    configuration, start, health check and each operation (a worker process, as the service
+    runs it), and, when MLX_API_URL (or --url) names a service, the service's own import of
+    the class and the composition with its active plugins. One line per check; exit 1 when
+    any fails."""
+    from mlx_platform.cli import output
+
+    try:
+        from mlx_platform.settings import Settings
+        from mlx_platform.testing.checks import CheckOptions, check
+    except ModuleNotFoundError as exc:
+        typer.echo(
+            f'error: mlx plugins check needs {exc.name}: pip install "mlx-platform[server]"',
+            err=True,
+        )
+        raise typer.Exit(output.ExitCode.ERROR) from None
+    where = ctx.obj if isinstance(ctx.obj, Target) else Target()
+    try:
+        arguments: dict[str, dict[str, Any]] = {}
+        for item in args or []:
+            operation, sep, text = item.partition("=")
+            parsed = _value(text) if sep else None
+            if not operation.strip() or not isinstance(parsed, dict):
+                raise output.InputError(f"--args {item!r} is not OPERATION=JSON object")
+            arguments[operation.strip()] = parsed
+        options = CheckOptions(
+            settings=Settings(),
+            configuration=_pairs(config, "--config"),
+            arguments=arguments,
+            operation_timeout=timeout,
+            service_url=where.url,
+            service_token=where.token,
+        )
+    except output.InputError as exc:
+        raise typer.Exit(output.print_error(exc, as_json=as_json)) from None
+    results = check(target, options)
+    if as_json:
+        output.print_json([r.as_dict() for r in results])
+    else:
+        several = len({r.plugin for r in results}) > 1
+        width = max(len(r.check) for r in results)
+        for r in results:
+            who = f"{r.plugin}: " if several and r.plugin else ""
+            typer.echo(f"{r.status:<4}  {who}{r.check:<{width}}  {r.reason}")
+        counts = {s: sum(1 for r in results if r.status == s) for s in ("pass", "fail", "skip")}
+        typer.echo(f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped")
+    if any(r.status == "fail" for r in results):
+        raise typer.Exit(output.ExitCode.ERROR)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError as JsonSchemaDefinitionError
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from mlx_platform.wire import SECRET_MASK
@@ -72,7 +73,8 @@ def to_json_schema(
 
 
 def check_schema_definition(schema: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Problems in a schema's own definition (a bad regex, min above max), by field."""
+    """Problems in a schema's own definition (a bad regex, min above max, a default that
+    breaks its own field's rules), by field."""
     import re
 
     problems: dict[str, str] = {}
@@ -83,12 +85,28 @@ def check_schema_definition(schema: dict[str, dict[str, Any]]) -> dict[str, str]
                 re.compile(pattern)
             except re.error as exc:
                 problems[f"configuration_schema.{name}.pattern"] = f"not a valid regex: {exc}"
+                continue  # the default cannot be matched against it
         lo, hi = field.get("minimum"), field.get("maximum")
         if lo is not None and hi is not None and lo > hi:
             problems[f"configuration_schema.{name}"] = "minimum is greater than maximum"
         enum = field.get("enum")
         if enum is not None and len(enum) == 0:
             problems[f"configuration_schema.{name}.enum"] = "must list at least one value"
+            continue
+        try:
+            Draft202012Validator.check_schema(to_json_schema({name: field}))
+        except JsonSchemaDefinitionError as exc:
+            where = ".".join(str(p) for p in list(exc.path)[2:]) or "field"
+            problems[f"configuration_schema.{name}"] = (
+                f"not a valid schema ({where}): {exc.message}"
+            )
+            continue
+        if field.get("default") is not None:
+            # the rules every activation applies to the value, applied to the default now:
+            # a default that breaks them would fail every activation that leaves it unset
+            wrong = validate_configuration({name: field}, {name: field["default"]}).get(name)
+            if wrong is not None:
+                problems[f"configuration_schema.{name}.default"] = f"the default {wrong}"
     return problems
 
 

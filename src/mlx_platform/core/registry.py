@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
 
-from packaging.version import InvalidVersion, Version
 from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 
 from mlx_platform.composition import rules
-from mlx_platform.core import audit, config_schema, integrity, refusals, replica
+from mlx_platform.core import audit, config_schema, definition, integrity, refusals, replica
 from mlx_platform.core.context import Core
 from mlx_platform.core.metrics import recent_performance
 from mlx_platform.core.paging import Page
@@ -74,14 +73,9 @@ class StoredState:
 
 
 def _check_definition(req: RegisterPluginRequest) -> None:
-    problems: dict[str, str] = {}
-    try:
-        Version(req.version)
-    except InvalidVersion:
-        problems["version"] = f"'{req.version}' is not a PEP 440 version (for example 1.2.0)"
-    schema = {k: v.model_dump() for k, v in req.configuration_schema.items()}
-    problems.update(config_schema.check_schema_definition(schema))
-    problems.update(rules.check_metadata(req.metadata.model_dump()))
+    """VALIDATION_ERROR naming every problem of the definition (core.definition: the same
+    function `mlx plugins check` runs)."""
+    problems = definition.definition_problems(req)
     if problems:
         raise refusals.invalid_definition(problems)
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlx_platform import __version__
 from mlx_platform.composition.resources import resource_shortfall
-from mlx_platform.core import config_schema, integrity
+from mlx_platform.core import config_schema, definition, integrity
 from mlx_platform.core.refusals import shortfall_text
 from mlx_platform.core.secrets import REDACTOR
 from mlx_platform.runtime.instance import WorkerOptions
@@ -63,23 +63,9 @@ def desired_of(core: Core, row: PluginRow) -> Desired:
 
 
 def worker_options(core: Core, row: PluginRow) -> WorkerOptions:
-    """How `row`'s worker is started: metadata `max_memory_mb` (else the setting) and
-    `environment` (names of variables passed through), the service-wide user and caps."""
-    s = core.settings
-    meta = row.plugin_metadata or {}
-    cap = meta.get("max_memory_mb")
-    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
-        cap = s.worker_max_memory_mb
-    declared = meta.get("environment")
-    return WorkerOptions(
-        max_memory_mb=cap or None,
-        environment=tuple(
-            v for v in (declared if isinstance(declared, list) else []) if isinstance(v, str)
-        ),
-        user=s.worker_user or None,
-        max_result_bytes=s.max_invoke_result_bytes,
-        timeout_grace=s.timed_out_call_grace,
-    )
+    """How `row`'s worker is started (definition.worker_options_for: `mlx plugins check`
+    starts its worker the same way)."""
+    return definition.worker_options_for(core.settings, row.plugin_metadata or {})
 
 
 class _DesiredSource:

@@ -23,9 +23,7 @@ def import_plugin_class(class_path: str) -> type[Plugin]:
     try:
         obj: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise ClassLoadError(
-            f"module '{module_name}' not found ({exc.name} is not importable)"
-        ) from exc
+        raise ClassLoadError(_not_found(module_name, exc)) from exc
     except BaseException as exc:  # noqa: BLE001 - plugin code may raise anything on import
         raise ClassLoadError(
             f"importing module '{module_name}' failed: {type(exc).__name__}: {exc}"
@@ -42,14 +40,44 @@ def import_plugin_class(class_path: str) -> type[Plugin]:
     return obj
 
 
+def _not_found(module_name: str, exc: ModuleNotFoundError) -> str:
+    """Which module is missing: the plugin's own (or a package above it), or one it imports
+    (a dependency that is not installed, named so that it can be installed)."""
+    missing = exc.name or ""
+    if not missing or module_name == missing or module_name.startswith(missing + "."):
+        return f"module '{module_name}' not found ({missing or module_name} is not importable)"
+    top = missing.partition(".")[0]
+    if top == module_name.partition(".")[0]:  # a module of the plugin's own package
+        return f"module '{module_name}' imports '{missing}', which does not exist"
+    return (
+        f"module '{module_name}' imports '{missing}', which is not installed: install the "
+        f"package that provides '{top}' where the plugin runs, or declare it among the "
+        "plugin's dependencies"
+    )
+
+
 def describe_class(cls: type[Plugin]) -> dict[str, Any]:
-    """What registration records about a loadable class: its operations and their signatures."""
+    """What registration records about a loadable class: its operations, their parameters
+    and which of those have no default (an invocation must give them)."""
     ops: dict[str, Any] = {}
+    kinds = inspect.Parameter
     for name, func in operations_of(cls).items():
         try:
             sig = inspect.signature(func)
-            params = [p for p in sig.parameters if p != "self"]
         except (TypeError, ValueError):
-            params = []
-        ops[name] = {"parameters": params, "doc": (inspect.getdoc(func) or "").split("\n")[0]}
+            params, required = [], []
+        else:
+            given = [p for p in sig.parameters.values() if p.name != "self"]
+            params = [p.name for p in given]
+            required = [
+                p.name
+                for p in given
+                if p.default is kinds.empty
+                and p.kind in (kinds.POSITIONAL_OR_KEYWORD, kinds.KEYWORD_ONLY)
+            ]
+        ops[name] = {
+            "parameters": params,
+            "required": required,
+            "doc": (inspect.getdoc(func) or "").split("\n")[0],
+        }
     return {"operations": ops}

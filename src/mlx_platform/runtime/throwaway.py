@@ -306,3 +306,16 @@ def _zygote() -> Zygote:
 def _close_zygote() -> None:
     if _ZYGOTE is not None:
         _ZYGOTE.close()
+
+
+def _forget_zygote() -> None:
+    """In a child forked from a process with a live zygote: the zygote object came along,
+    but not the thread that reads its answers (a spawn would wait for a pid that nobody
+    reads). The child starts a zygote of its own when it needs one; the parent's is left
+    to the parent (its socket is closed with the child)."""
+    global _ZYGOTE, _ZYGOTE_LOCK
+    _ZYGOTE = None
+    _ZYGOTE_LOCK = threading.Lock()  # a lock held by another thread at the fork stays held
+
+
+os.register_at_fork(after_in_child=_forget_zygote)

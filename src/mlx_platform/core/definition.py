@@ -1,0 +1,69 @@
+"""A plugin's definition (the register request, a manifest) as the service judges it before
+running any of its code: registration refuses what `definition_problems` finds, activation
+starts the worker with `worker_options_for`. `mlx plugins check` calls the same functions, so
+that the check and the service can never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from packaging.version import InvalidVersion, Version
+from pydantic import ValidationError as PydanticValidationError
+
+from mlx_platform.composition import rules
+from mlx_platform.core import config_schema
+from mlx_platform.runtime.instance import WorkerOptions
+from mlx_platform.wire import RegisterPluginRequest
+
+if TYPE_CHECKING:
+    from mlx_platform.settings import Settings
+
+
+def definition_problems(req: RegisterPluginRequest) -> dict[str, str]:
+    """Every problem of a well-formed register request that registration refuses (422
+    VALIDATION_ERROR), by field: a version that is not PEP 440, a configuration schema whose
+    own definition is wrong (a bad pattern, minimum above maximum, a default that breaks its
+    own field's rules), metadata the rules cannot read."""
+    problems: dict[str, str] = {}
+    try:
+        Version(req.version)
+    except InvalidVersion:
+        problems["version"] = f"'{req.version}' is not a PEP 440 version (for example 1.2.0)"
+    schema = {k: v.model_dump() for k, v in req.configuration_schema.items()}
+    problems.update(config_schema.check_schema_definition(schema))
+    problems.update(rules.check_metadata(req.metadata.model_dump()))
+    return problems
+
+
+def parse_manifest(manifest: dict[str, Any]) -> tuple[RegisterPluginRequest | None, dict[str, str]]:
+    """A manifest as the register request the API would parse from it, and every problem the
+    API would answer 422 for: the request model's (what the body's validation refuses), then,
+    when the model holds, `definition_problems`. (None, problems) when the model fails."""
+    try:
+        req = RegisterPluginRequest.model_validate(manifest)
+    except PydanticValidationError as exc:
+        problems: dict[str, str] = {}
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ())) or "manifest"
+            problems.setdefault(where, str(err.get("msg")))
+        return None, problems
+    return req, definition_problems(req)
+
+
+def worker_options_for(settings: Settings, metadata: dict[str, Any]) -> WorkerOptions:
+    """How a plugin's worker process is started: metadata `max_memory_mb` (else the setting)
+    and `environment` (names of variables passed through), the service-wide user and caps."""
+    cap = metadata.get("max_memory_mb")
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+        cap = settings.worker_max_memory_mb
+    declared = metadata.get("environment")
+    return WorkerOptions(
+        max_memory_mb=cap or None,
+        environment=tuple(
+            v for v in (declared if isinstance(declared, list) else []) if isinstance(v, str)
+        ),
+        user=settings.worker_user or None,
+        max_result_bytes=settings.max_invoke_result_bytes,
+        timeout_grace=settings.timed_out_call_grace,
+    )
