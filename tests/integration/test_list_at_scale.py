@@ -16,7 +16,7 @@ import httpx
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, delete, text, update
+from sqlalchemy import create_engine, delete, event, text, update
 
 from mlx_platform.storage import Database, PluginRow
 from mlx_platform.storage.db import _MIGRATIONS
@@ -505,3 +505,96 @@ def test_control_characters_are_refused_before_the_index(admin: httpx.Client) ->
     r = admin.get("/v1/plugins", params={"search": "a\x01"})
     assert r.status_code == 422, r.text
     assert r.json()["error"]["details"] == {"search": "must not contain control characters"}
+
+
+# ---------------------------------------------------------------------------- kept, exactly
+
+
+def list_version(url: str) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT n FROM plugin_list_version")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def statements(lst: Lister) -> list[str]:
+    """The SQL the lister's engine runs from now on (a list, filled as it goes)."""
+    seen: list[str] = []
+    event.listen(lst.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+    return seen
+
+
+def test_counts_and_first_rows_are_kept_until_a_change_the_list_can_show(
+    lister: Lister, db_url: str
+) -> None:
+    plugins = catalogue(12)
+    insert(db_url, plugins)
+    sinks = [p.id for p in plugins if p.type == "data_sink"]
+    found = lister(limit=2, type="data_sink")
+    assert (found.total, found.total_is_estimate, found.has_next) == (len(sinks), False, True)
+
+    # the same list again: neither counted nor walked anew
+    seen = statements(lister)
+    assert lister(limit=2, type="data_sink").total == len(sinks)
+    assert lister(limit=2, page=3, search="plugin number").total == 12
+    deep = lister.ids(limit=2, page=5)
+    assert deep == lister.offset_ids()[8:10]
+    seen.clear()
+    assert lister(limit=2, type="data_sink").total == len(sinks)
+    assert lister(limit=2, page=3, search="plugin number").total == 12
+    assert lister.ids(limit=2, page=5) == deep
+    walks = [s for s in seen if s.startswith("SELECT plugins.created_at, plugins.id")]
+    assert not [s for s in seen if "count(" in s.lower()] and not walks, seen
+
+    engine = create_engine(db_url)
+    plugins_table = PluginRow.__table__
+    try:
+        # a health result or any other column is not a change of the list: kept
+        before = list_version(db_url)
+        with engine.begin() as conn:
+            conn.execute(
+                update(plugins_table)
+                .where(plugins_table.c.id == sinks[0])
+                .values(health_status="healthy", health_message="ok", config_version=3)
+            )
+        assert list_version(db_url) == before
+
+        # each change the list shows is counted again
+        with engine.begin() as conn:
+            for p in plugins[:3]:
+                conn.execute(
+                    update(plugins_table).where(plugins_table.c.id == p.id).values(type="data_sink")
+                )
+        assert list_version(db_url) > before
+        now = len(sinks) + 2  # plugins 0 and 2 became sinks, 1 was one
+        assert lister(limit=2, type="data_sink").total == now
+        with engine.begin() as conn:
+            conn.execute(delete(plugins_table).where(plugins_table.c.id == sinks[-1]))
+        assert lister(limit=2, type="data_sink").total == now - 1
+        assert lister(limit=2, page=3, search="plugin number").total == 11
+        with engine.begin() as conn:
+            conn.execute(
+                update(plugins_table)
+                .where(plugins_table.c.id == plugins[5].id)
+                .values(description="renamed")
+            )
+        assert lister(limit=2, page=3, search="plugin number").total == 10
+        with engine.begin() as conn:
+            conn.execute(
+                update(plugins_table)
+                .where(plugins_table.c.id == plugins[6].id)
+                .values(status="inactive")
+            )
+        inactive = lister.offset_ids("WHERE status = 'inactive'")
+        assert lister(limit=1, status="inactive").total == len(inactive)
+    finally:
+        engine.dispose()
+
+    # a plugin created earlier than every other moves every deep page by one
+    insert(db_url, [Plugin("plugin_first_001", "first", "", created_at=T0 - timedelta(days=1))])
+    ordered = lister.offset_ids()
+    assert ordered[0] == "plugin_first_001"
+    assert lister.ids(limit=2, page=5) == ordered[8:10] != deep
+    assert lister.every_id(limit=2) == ordered

@@ -19,14 +19,21 @@ knows SQL dialect differences.
 - **Totals** are counted up to `TOTAL_BOUND` + 1 rows, and only when the page does not tell
   them: past the bound, `total_is_estimate` is true and `total` is a lower bound (more than
   `total` plugins match).
+- **Found once, reused exactly** (`Memo`): a count, and the first row of a deep page, are
+  kept by the list's version (`plugin_list_version`, bumped in the transaction of every
+  change a list can show, on any replica) and the filter. The next page of a search is not
+  counted again, and a deep page is walked to from the nearest first row already found.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import threading
+import typing
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
@@ -53,6 +60,8 @@ from sqlalchemy.orm import Session, load_only
 
 from mlx_platform.storage.tables import NodeRow, PluginInstanceRow, PluginRow, UTCDateTime
 
+_T = TypeVar("_T")
+
 # Totals are exact up to this many plugins; beyond, a lower bound marked as an estimate.
 TOTAL_BOUND = 10_000
 # PostgreSQL, 2-character terms: a group of at most this many matches is read through the
@@ -67,6 +76,36 @@ class PluginFilter:
     status: str | None = None
     category: str | None = None
     search: str | None = None
+
+
+class Memo:
+    """What a list found and may reuse: counts, first rows of deep pages. Each key holds the
+    list version it was found at (see `_Reads`), so an entry serves only the data it was
+    found on. Per process, bounded: the least recently used goes first."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def get(self, key: Hashable) -> Any:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: Any) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+MEMO = Memo()
+# first rows kept per list version and filter (deep pages of one list)
+_STARTS_KEPT = 64
 
 
 @dataclass(frozen=True)
@@ -88,27 +127,30 @@ def list_plugins(
     limit: int,
     live_since: datetime | None = None,
     bound: int | None = None,
+    memo: Memo | None = MEMO,
 ) -> Listed:
-    """Page `page` of `limit` plugins matching `flt`.
+    """Page `page` of `limit` plugins matching `flt` (`memo`: None finds everything anew).
 
     The status filter matches the status the API shows: with `live_since`, an `active`
     plugin that no replica alive since then runs counts as `error`."""
     bound = TOTAL_BOUND if bound is None else bound
     offset = (page - 1) * limit
     conds = _filter_conditions(flt, live_since)
-    search = _search_for(session, flt.search) if flt.search else None
+    # what a status filter with live replicas finds changes with time: never kept
+    timeless = not (flt.status in ("active", "error") and live_since is not None)
+    reads = _Reads(session, memo if timeless else None, (flt.type, flt.status, flt.category))
+    search = _search_for(reads, flt.search) if flt.search else None
 
     def count(cap: int) -> int:
         if search is not None:
-            return search.count(conds, cap)
-        return _count(
-            session, select(literal_column("1")).select_from(PluginRow).where(*conds), cap
-        )
+            return reads.kept(("count", flt.search, cap), lambda: search.count(conds, cap))
+        matching: Select[Any] = select(literal_column("1")).select_from(PluginRow).where(*conds)
+        return reads.kept(("count", None, cap), lambda: _count(session, matching, cap))
 
     if search is not None:
         rows = _rows_by_id(session, search.page(conds, offset, limit + 1))
     else:
-        rows = _ordered_page(session, conds, offset, limit + 1)
+        rows = _ordered_page(reads, conds, offset, limit + 1)
     has_next = len(rows) > limit
     rows = rows[:limit]
     total, estimate = _total(count, offset, limit, len(rows), has_next, bound)
@@ -128,6 +170,51 @@ def _total(
     if n <= bound:
         return n, False
     return bound, True
+
+
+class _Reads:
+    """One list call's session, and what it may reuse from the memo: entries keyed by the
+    list version (read once, when first needed) and the filter."""
+
+    def __init__(self, session: Session, memo: Memo | None, filter_key: Hashable) -> None:
+        self.session = session
+        self.memo = memo
+        self.filter_key = filter_key
+        self._version: tuple[str, int] | None = None
+
+    def version(self) -> tuple[str, int]:
+        if self._version is None:
+            self._version = self._read_version()
+        return self._version
+
+    def _read_version(self) -> tuple[str, int]:
+        epoch, n = self.session.execute(
+            text("SELECT epoch, n FROM plugin_list_version WHERE id = 1")
+        ).one()
+        return str(epoch), int(n)
+
+    def key(self, what: Hashable) -> Hashable:
+        return (self.version(), self.filter_key, what)
+
+    def still(self) -> bool:
+        """Whether what this call read since the version is of that version. SQLite: its
+        read transaction is one snapshot. PostgreSQL (read committed): each statement sees
+        the latest commits, so the version is read again."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return True
+        return self._read_version() == self._version
+
+    def kept(self, what: Hashable, find: Callable[[], _T]) -> _T:
+        """`find()`, or what it found before at this version."""
+        if self.memo is None:
+            return find()
+        key = self.key(what)
+        kept = self.memo.get(key)  # (value,): a value may be None
+        if kept is None:
+            kept = (find(),)
+            if self.still():
+                self.memo.put(key, kept)
+        return typing.cast(_T, kept[0])
 
 
 def _count(session: Session, matching: Select[Any], cap: int | None = None) -> int:
@@ -190,25 +277,53 @@ _SHOWN = load_only(
 )
 
 
+def _from(key: tuple[Any, Any]) -> ColumnElement[bool]:
+    """Rows at or after `key` (created_at, id) in the list's order."""
+    start = tuple_(
+        bindparam("start_at", key[0], type_=UTCDateTime()),
+        bindparam("start_id", key[1], type_=String()),
+    )
+    return tuple_(*_ORDER) >= start
+
+
 def _ordered_page(
-    session: Session, conds: list[ColumnElement[bool]], offset: int, n: int
+    reads: _Reads, conds: list[ColumnElement[bool]], offset: int, n: int
 ) -> list[PluginRow]:
     """`n` plugins from `offset` on, in the list's order. A deep page: the order's index
     (the filter's own when there is one) walked to the page's first row, reading only the
-    index (created_at, id), then the page from that row on."""
+    index (created_at, id), from the nearest first row already found at this version (the
+    previous page's, when pages are read in turn), then the page from that row on."""
     stmt = select(PluginRow).options(_SHOWN).where(*conds).order_by(*_ORDER).limit(n)
     if offset:
-        first = session.execute(
-            select(*_ORDER).where(*conds).order_by(*_ORDER).offset(offset).limit(1)
-        ).first()
+        first = _first_row(reads, conds, offset)
         if first is None:
             return []
-        start = tuple_(
-            bindparam("start_at", first[0], type_=UTCDateTime()),
-            bindparam("start_id", first[1], type_=String()),
-        )
-        stmt = stmt.where(tuple_(*_ORDER) >= start)
-    return list(session.scalars(stmt))
+        stmt = stmt.where(_from(first))
+    return list(reads.session.scalars(stmt))
+
+
+def _first_row(
+    reads: _Reads, conds: list[ColumnElement[bool]], offset: int
+) -> tuple[Any, Any] | None:
+    known: dict[int, tuple[Any, Any]] = {}
+    if reads.memo is not None:
+        known = reads.memo.get(reads.key("starts")) or {}
+    base = max((o for o in known if o <= offset), default=0)
+    if base == offset:
+        return known[offset]
+    walk = select(*_ORDER).where(*conds).order_by(*_ORDER).offset(offset - base).limit(1)
+    if base:
+        walk = walk.where(_from(known[base]))
+    row = reads.session.execute(walk).first()
+    if row is None:
+        return None
+    first = (row[0], row[1])
+    if reads.memo is not None and reads.still():
+        kept = {**known, offset: first}
+        while len(kept) > _STARTS_KEPT:
+            del kept[next(iter(kept))]  # the first found goes first
+        reads.memo.put(reads.key("starts"), kept)
+    return first
 
 
 def _rows_by_id(session: Session, ids: Sequence[str]) -> list[PluginRow]:
@@ -259,10 +374,10 @@ class _Search:
         raise NotImplementedError
 
 
-def _search_for(session: Session, term: str) -> _Search:
-    if session.get_bind().dialect.name == "postgresql":
-        return _PostgresSearch(session, term)
-    return _SqliteSearch(session, term)
+def _search_for(reads: _Reads, term: str) -> _Search:
+    if reads.session.get_bind().dialect.name == "postgresql":
+        return _PostgresSearch(reads, term)
+    return _SqliteSearch(reads, term)
 
 
 # SQLite: FTS5 trigram tables whose rowid is the search key, and their term lists.
@@ -283,14 +398,19 @@ def _folded(term: str) -> str:
 
 
 class _SqliteSearch(_Search):
-    def __init__(self, session: Session, term: str) -> None:
-        self.session = session
+    def __init__(self, reads: _Reads, term: str) -> None:
+        self.reads = reads
+        self.session = reads.session
         if len(term) >= 3:
             self.name: str | None = _phrase(term)
             self.any: str | None = self.name
         else:
-            self.name = self._starting("plugins_search_name", term)
-            self.any = self._starting("plugins_search", term)
+            self.name = reads.kept(
+                ("terms", "name", term), lambda: self._starting("plugins_search_name", term)
+            )
+            self.any = reads.kept(
+                ("terms", "any", term), lambda: self._starting("plugins_search", term)
+            )
 
     def _starting(self, fts: str, term: str) -> str | None:
         """A MATCH of the indexed trigrams that start with the 1-2 character `term` (None:
@@ -321,7 +441,9 @@ class _SqliteSearch(_Search):
         matches = self._matches(fts, query, conds)
         return _Group(
             lambda o, n: list(self.session.scalars(matches.offset(o).limit(n))),
-            lambda: _count(self.session, matches.order_by(None)),
+            lambda: self.reads.kept(
+                ("group", fts, query), lambda: _count(self.session, matches.order_by(None))
+            ),
         )
 
     def groups_for(self, conds: list[ColumnElement[bool]]) -> list[_Group]:
@@ -360,8 +482,10 @@ def _escape_like(term: str) -> str:
 
 
 class _PostgresSearch(_Search):
-    def __init__(self, session: Session, term: str) -> None:
-        self.session = session
+    def __init__(self, reads: _Reads, term: str) -> None:
+        self.reads = reads
+        self.session = reads.session
+        self.term = term
         self.short = len(term) == 2
         # lower-cased by the database, as the stored copies were
         pattern = literal("%") + func.lower(literal(_escape_like(term))) + literal("%")
@@ -385,6 +509,7 @@ class _PostgresSearch(_Search):
 
     def _group(
         self,
+        name: str,
         walk: ColumnElement[bool],
         indexed: ColumnElement[bool] | None,
         conds: list[ColumnElement[bool]],
@@ -397,21 +522,27 @@ class _PostgresSearch(_Search):
             if not chosen:
                 where = walk
                 if indexed is not None:
-                    few = _count(self.session, self._select(indexed, conds), _SPARSE + 1)
+                    few = self.reads.kept(
+                        ("few", name, self.term),
+                        lambda: _count(self.session, self._select(indexed, conds), _SPARSE + 1),
+                    )
                     where = indexed if few <= _SPARSE else walk
                 chosen.append(self._select(where, conds).order_by(_PG.c.k))
             return chosen[0]
 
         return _Group(
             lambda o, n: list(self.session.scalars(matches().offset(o).limit(n))),
-            lambda: _count(self.session, matches().order_by(None)),
+            lambda: self.reads.kept(
+                ("group", name, self.term), lambda: _count(self.session, matches().order_by(None))
+            ),
         )
 
     def groups_for(self, conds: list[ColumnElement[bool]]) -> list[_Group]:
         only_description = self.in_description & not_(self.in_name)
         return [
-            self._group(self.in_name, self.name_bigram if self.short else None, conds),
+            self._group("name", self.in_name, self.name_bigram if self.short else None, conds),
             self._group(
+                "description",
                 only_description,
                 (self.description_bigram & not_(self.in_name)) if self.short else None,
                 conds,

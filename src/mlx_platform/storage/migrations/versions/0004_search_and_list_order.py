@@ -15,6 +15,12 @@ filters' indexes with the list's sort key.
   the lower-cased name and description) with pg_trgm GIN indexes on each column and a GIN
   index of each column's 2-character sequences (`mlx_search_bigrams`), kept by a trigger
   (deleted with its plugin by the foreign key). Both are filled from the stored plugins.
+- The list's version: `plugin_list_version` (one row: a random epoch, a counter) is bumped in
+  the transaction of every change a list can show (a plugin added or deleted, its name,
+  description, type, status or category changed), so that a count or a deep page's first
+  row found once can be reused exactly until then (storage/listing.py `Memo`). PostgreSQL
+  bumps it at commit (a deferred trigger, once per transaction): the counter row is the
+  last lock a transaction takes, so two writers never deadlock on it.
 
 Revision ID: 0004
 Revises: 0003
@@ -36,7 +42,19 @@ _PAD = "char(1, 1)"  # appended to each indexed text (see the module docstring)
 _KEY_OF_OLD = "(SELECT k FROM plugins_search_keys WHERE plugin_id = old.id)"
 _KEY_OF_NEW = "(SELECT k FROM plugins_search_keys WHERE plugin_id = new.id)"
 
+_VERSION_TABLE = (
+    "CREATE TABLE plugin_list_version ("
+    "id INTEGER PRIMARY KEY, epoch VARCHAR(32) NOT NULL, n BIGINT NOT NULL)"
+)
+_BUMP = "UPDATE plugin_list_version SET n = n + 1 WHERE id = 1"
+
 _SQLITE_UP = (
+    _VERSION_TABLE,
+    "INSERT INTO plugin_list_version (id, epoch, n) VALUES (1, lower(hex(randomblob(16))), 0)",
+    f"CREATE TRIGGER plugin_list_version_ai AFTER INSERT ON plugins BEGIN {_BUMP}; END",
+    f"CREATE TRIGGER plugin_list_version_ad AFTER DELETE ON plugins BEGIN {_BUMP}; END",
+    "CREATE TRIGGER plugin_list_version_au "
+    f"AFTER UPDATE OF name, description, type, status, category ON plugins BEGIN {_BUMP}; END",
     "DROP TRIGGER IF EXISTS plugins_fts_ai",
     "DROP TRIGGER IF EXISTS plugins_fts_ad",
     "DROP TRIGGER IF EXISTS plugins_fts_au",
@@ -77,6 +95,10 @@ _SQLITE_UP = (
 )
 
 _SQLITE_DOWN = (
+    "DROP TRIGGER IF EXISTS plugin_list_version_ai",
+    "DROP TRIGGER IF EXISTS plugin_list_version_ad",
+    "DROP TRIGGER IF EXISTS plugin_list_version_au",
+    "DROP TABLE IF EXISTS plugin_list_version",
     "DROP TRIGGER IF EXISTS plugins_search_ai",
     "DROP TRIGGER IF EXISTS plugins_search_ad",
     "DROP TRIGGER IF EXISTS plugins_search_au",
@@ -150,9 +172,26 @@ _PG_UP = (
     "EXECUTE FUNCTION mlx_plugins_search_update()",
     # statistics now, for the planner's choice between an index and a walk in key order
     "ANALYZE plugins_search",
+    _VERSION_TABLE,
+    "INSERT INTO plugin_list_version (id, epoch, n) "
+    "VALUES (1, md5(random()::text || clock_timestamp()::text), 0)",
+    "CREATE FUNCTION mlx_plugin_list_changed() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN "
+    "IF current_setting('mlx.plugin_list_changed', true) IS DISTINCT FROM 'yes' THEN "
+    f"{_BUMP}; "
+    "PERFORM set_config('mlx.plugin_list_changed', 'yes', true); "
+    "END IF; "
+    "RETURN NULL; "
+    "END $$",
+    "CREATE CONSTRAINT TRIGGER plugin_list_changed "
+    "AFTER INSERT OR DELETE OR UPDATE OF name, description, type, status, category ON plugins "
+    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION mlx_plugin_list_changed()",
 )
 
 _PG_DOWN = (
+    "DROP TRIGGER IF EXISTS plugin_list_changed ON plugins",
+    "DROP FUNCTION IF EXISTS mlx_plugin_list_changed()",
+    "DROP TABLE IF EXISTS plugin_list_version",
     "DROP TRIGGER IF EXISTS plugins_search_update ON plugins",
     "DROP TRIGGER IF EXISTS plugins_search_insert ON plugins",
     "DROP FUNCTION IF EXISTS mlx_plugins_search_update()",
