@@ -38,6 +38,9 @@ class Core:
     node_id: str
     reconciler: Reconciler = field(init=False)
     address: str | None = None
+    # plugin id -> (database generation read before the row, the row): the rows of active
+    # plugins an invocation read, reused while nothing was written (lifecycle.ready_instance)
+    admitted: dict[str, tuple[int, PluginRow]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def create(cls, settings: Settings) -> Core:

@@ -287,6 +287,40 @@ def _running_instance(core: Core, row: PluginRow) -> RunningInstance:
     return instance
 
 
+def ready_instance(core: Core, plugin_id: str) -> RunningInstance | None:
+    """This replica's started instance of an active plugin when that is known without the
+    database: the plugin's row as the last invocation read it, while the database generation
+    has not changed since (every write transaction of this replica and every change
+    notification from another one changes it), and an instance of that row's generation.
+    None: `invoke_plugin` must decide (read the row, start the instance, or refuse)."""
+    admitted = core.admitted.get(plugin_id)
+    if admitted is None or admitted[0] != core.db.generation:
+        return None
+    instance = core.host.get(plugin_id)
+    if instance is None or not instance.started or instance.generation != admitted[1].generation:
+        return None
+    return instance
+
+
+def call_target(core: Core, plugin_id: str) -> RunningInstance:
+    """The instance a call of `plugin_id` runs on: the plugin must be active; an instance this
+    replica has not started yet (a change it has not heard of) is started now. Remembered
+    for `ready_instance` while the database does not change."""
+    generation = core.db.generation  # before the row is read
+    row = get_row(core, plugin_id)
+    if row.status != "active":
+        core.admitted.pop(plugin_id, None)
+        raise refusals.not_active_for_calls(row)
+    instance = _running_instance(core, row)
+    core.admitted[plugin_id] = (generation, row)
+    return instance
+
+
+def answer_of(plugin_id: str, operation: str, result: Any, elapsed_ms: float) -> Invocation:
+    """The answer of a call that ran: its result with every known secret masked."""
+    return Invocation(plugin_id, operation, redact_value(result), round(elapsed_ms, 3))
+
+
 def invoke_plugin(
     core: Core,
     plugin_id: str,
@@ -301,10 +335,7 @@ def invoke_plugin(
     heard of) is started now. `deadline` (time.monotonic()) is when the request's `timeout`
     ends, counted from its arrival: the time it waited for a free call slot, or for the
     instance to start, is not given again."""
-    row = get_row(core, plugin_id)
-    if row.status != "active":
-        raise refusals.not_active_for_calls(row)
-    instance = _running_instance(core, row)
+    instance = call_target(core, plugin_id)
     left = timeout
     if deadline is not None and timeout is not None:
         left = deadline - time.monotonic()
@@ -322,4 +353,4 @@ def invoke_plugin(
     finally:
         elapsed = (time.perf_counter() - t0) * 1000
         core.metrics.record(plugin_id, elapsed, ok)
-    return Invocation(plugin_id, operation, redact_value(result), round(elapsed, 3))
+    return answer_of(plugin_id, operation, result, elapsed)

@@ -7,10 +7,18 @@ watcher sees it, `end`), every waiting call fails at once.
 
 A request that times out stays "overdue" until its late answer arrives: its thread in the
 worker may be stuck, and the instance (process.py) decides what to do about it.
+
+Calls made from an event loop (`request_async`, the API's invocations) wait on a future, not
+a thread: when one of them finds nobody reading, the loop itself leads, reading the socket
+when it is readable (`add_reader`) and handing answers to the threads' calls too; when no
+call of the loop waits any more, it hands the reading back to a waiting thread. So many
+concurrent invocations cost no thread each, and a thread's call (a health check, a start)
+on the same worker is answered all the same.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 import time
@@ -27,11 +35,38 @@ class WorkerDiedError(PluginExecutionError):
 
 
 class _Waiter:
-    __slots__ = ("event", "reply")
+    """A call waiting for its answer: a thread's (an Event) or an event loop's (a future)."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()  # set: an answer arrived, or this caller should lead
+    __slots__ = ("event", "future", "loop", "reply")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.reply: dict[str, Any] | None = None
+        self.loop = loop
+        # a thread's: set when an answer arrived, or when this caller should lead
+        self.event = threading.Event() if loop is None else None
+        self.future: asyncio.Future[None] | None = None if loop is None else loop.create_future()
+
+    def wake(self) -> None:
+        """Its answer arrived, or the worker ended (called under the channel's mutex)."""
+        if self.event is not None:
+            self.event.set()
+        elif self.loop is not None:
+            if _on_loop(self.loop):
+                _settle(self.future)
+            else:
+                self.loop.call_soon_threadsafe(_settle, self.future)
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _settle(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
 
 
 class WorkerChannel:
@@ -62,6 +97,7 @@ class WorkerChannel:
         self._waiters: dict[int, _Waiter] = {}
         self._mutex = threading.Lock()  # guards _waiters, _leading and each waiter's reply
         self._leading = False
+        self._reading_loop: asyncio.AbstractEventLoop | None = None  # the loop that leads
         self._write_lock = threading.Lock()
         # requests that timed out but were never answered: they may still hold worker threads
         self._overdue: dict[int, str] = {}
@@ -84,10 +120,24 @@ class WorkerChannel:
                 return None
             self.exit_reason = self.kill_reason or reason
             for w in self._waiters.values():
-                w.event.set()  # no reply: the caller raises WorkerDiedError
+                w.wake()  # no reply: the caller raises WorkerDiedError
             return self.exit_reason
 
     def close(self) -> None:
+        loop = self._reading_loop
+        if loop is not None and not _on_loop(loop) and not loop.is_closed():
+            # the loop watches this descriptor: it stops watching, then closes it (closed
+            # first, its number could be reused by another socket before the loop lets go)
+            try:
+                loop.call_soon_threadsafe(self._close_on_loop, loop)
+                return
+            except RuntimeError:  # the loop closed meanwhile
+                pass
+        self._close_on_loop(loop)
+
+    def _close_on_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        if loop is not None and self._reading_loop is loop and not loop.is_closed():
+            self._stop_reading(loop)
         try:
             self._conn.close()
         except OSError:
@@ -136,7 +186,49 @@ class WorkerChannel:
             raise OperationTimeoutError(
                 f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
             )
-        reply = waiter.reply
+        return self._value(waiter.reply, message)
+
+    async def request_async(self, message: dict[str, Any], timeout: float | None) -> Any:
+        """`request` for a caller on an event loop: waits on a future, and the loop reads
+        the socket itself while nobody else does (module docstring). What happens when the
+        call times out (the instance may restart the worker) runs on a thread."""
+        loop = asyncio.get_running_loop()
+        rid = next(self._ids)
+        message["i"] = rid
+        waiter = _Waiter(loop)
+        with self._mutex:
+            if self.exit_reason is not None:
+                raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
+            self._waiters[rid] = waiter
+            lead = not self._leading
+            if lead:
+                self._leading = True
+        data = encode(message)
+        answered = True
+        try:
+            if lead:
+                self._start_reading(loop)
+            with self._write_lock:
+                self._conn.send_bytes(data)
+            assert waiter.future is not None
+            async with asyncio.timeout(timeout):  # lighter than wait_for: no task, no wrapper
+                await waiter.future
+        except TimeoutError:
+            answered = waiter.reply is not None
+        except OSError:
+            pass  # the worker is gone: reply stays None
+        finally:
+            with self._mutex:
+                self._waiters.pop(rid, None)
+        if not answered:
+            loop.run_in_executor(None, self._timed_out, rid, message)  # may restart the worker
+            raise OperationTimeoutError(
+                f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
+            )
+        return self._value(waiter.reply, message)
+
+    def _value(self, reply: dict[str, Any] | None, message: dict[str, Any]) -> Any:
+        """The answer's value, or the worker's error raised."""
         if reply is None:
             raise WorkerDiedError(
                 f"plugin {self.plugin_id}: {self.exit_reason or 'the worker ended'} during {message['k']}",
@@ -164,6 +256,7 @@ class WorkerChannel:
                 if lead:
                     self._leading = True
                 else:
+                    assert waiter.event is not None
                     waiter.event.clear()
             if lead:
                 try:
@@ -171,16 +264,72 @@ class WorkerChannel:
                 finally:
                     with self._mutex:
                         self._leading = False
-                        for other in self._waiters.values():  # hand the reading on
-                            if other is not waiter and other.reply is None:
-                                other.event.set()
-                                break
+                        self._hand_on(waiter)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
+            assert waiter.event is not None
             if not waiter.event.wait(remaining):
                 with self._mutex:
                     return waiter.reply is not None
+
+    def _hand_on(self, leaving: _Waiter | None) -> None:
+        """Give the reading to another waiting call (under the mutex, `_leading` False): a
+        thread is woken to lead; a loop's call makes its loop lead."""
+        for other in self._waiters.values():
+            if other is leaving or other.reply is not None:
+                continue
+            if other.event is not None:
+                other.event.set()
+            elif other.loop is not None and not other.loop.is_closed():
+                other.loop.call_soon_threadsafe(self._loop_lead, other.loop)
+            else:
+                continue
+            return
+
+    def _loop_lead(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On `loop`: lead, if nobody does and one of its calls still waits."""
+        with self._mutex:
+            if self._leading or self.exit_reason is not None:
+                return
+            if not any(w.loop is loop and w.reply is None for w in self._waiters.values()):
+                self._hand_on(None)
+                return
+            self._leading = True
+        self._start_reading(loop)
+
+    def _start_reading(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reading_loop = loop
+        loop.add_reader(self._conn.fileno(), self._on_readable, loop)
+
+    def _stop_reading(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            loop.remove_reader(self._conn.fileno())
+        except (OSError, ValueError):  # closed already
+            pass
+        self._reading_loop = None
+
+    def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop leads and the socket is readable: deliver every answer there is (a frame
+        whose first bytes arrived is read whole: the worker writes each in one go), then keep
+        leading while a call of the loop waits, else give the reading back to the threads."""
+        try:
+            while True:
+                self._deliver(self._conn.recv_bytes(self.max_frame))
+                if not self._conn.poll(0):
+                    break
+        except (EOFError, OSError) as exc:
+            with self._mutex:
+                self._stop_reading(loop)
+                self._leading = False
+            loop.run_in_executor(None, self._broken, exc)  # may wait for the worker to end
+            return
+        with self._mutex:
+            if any(w.loop is loop and w.reply is None for w in self._waiters.values()):
+                return
+            self._stop_reading(loop)
+            self._leading = False
+            self._hand_on(None)
 
     def _lead(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
         """Read answers until ours arrives (True) or time runs out (False)."""
@@ -209,7 +358,7 @@ class WorkerChannel:
             waiter = self._waiters.get(rid)
             if waiter is not None:
                 waiter.reply = reply
-                waiter.event.set()
+                waiter.wake()
             else:
                 self._overdue.pop(rid, None)  # a late answer: that call has finished
         return rid

@@ -7,6 +7,7 @@ the caller that waits for it, never another plugin.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import threading
@@ -187,6 +188,12 @@ class InProcessInstance(CallAccounting):
             ) from exc
         finally:
             self._exit((time.perf_counter() - t0) * 1000, ok)
+
+    async def invoke_async(
+        self, operation: str, arguments: dict[str, Any], timeout: float | None
+    ) -> Any:
+        """The plugin's code runs in this process: on a thread, never on the event loop."""
+        return await asyncio.to_thread(self.invoke, operation, arguments, timeout)
 
     def usage(self) -> tuple[float, float]:
         """(memory MB, CPU %) of the process the instance lives in."""

@@ -116,6 +116,11 @@ class RunningInstance(Protocol):
 
     def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any: ...
 
+    async def invoke_async(
+        self, operation: str, arguments: dict[str, Any], timeout: float | None
+    ) -> Any:
+        """`invoke` awaited on an event loop."""
+
     def usage(self) -> tuple[float, float]:
         """(memory MB, CPU %) of the process the instance lives in."""
 

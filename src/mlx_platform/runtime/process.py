@@ -20,7 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -356,17 +357,31 @@ class ProcessInstance(CallAccounting):
         return outcome_from_result(result, (time.perf_counter() - t0) * 1000)
 
     def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any:
+        with self._call(operation, timeout):
+            return self._channel.request(
+                {"k": "invoke", "op": operation, "args": arguments}, timeout
+            )
+
+    async def invoke_async(
+        self, operation: str, arguments: dict[str, Any], timeout: float | None
+    ) -> Any:
+        """`invoke` for a caller on an event loop: no thread waits for the answer."""
+        with self._call(operation, timeout):
+            return await self._channel.request_async(
+                {"k": "invoke", "op": operation, "args": arguments}, timeout
+            )
+
+    @contextmanager
+    def _call(self, operation: str, timeout: float | None) -> Iterator[None]:
+        """One invocation: refused while shutting down, counted, its timeout named."""
         if not self.accepting:
             raise InvalidStateError(f"plugin {self.plugin_id} is shutting down")
         self._enter()
         t0 = time.perf_counter()
         ok = False
         try:
-            result = self._channel.request(
-                {"k": "invoke", "op": operation, "args": arguments}, timeout
-            )
+            yield
             ok = True
-            return result
         except OperationTimeoutError:
             raise OperationTimeoutError(
                 f"operation '{operation}' did not finish within {timeout:g} s",

@@ -20,6 +20,7 @@ from mlx_platform.core.bootstrap import start_core
 from mlx_platform.core.context import Core
 from mlx_platform.server.docs import install_docs
 from mlx_platform.server.errors import error_response, install_error_handlers
+from mlx_platform.server.fast_invoke import FastInvokeMiddleware
 from mlx_platform.server.limits import RequestLimitsMiddleware
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import ACCESS, RequestContextMiddleware
@@ -65,6 +66,7 @@ class ServiceApp(FastAPI):
 
     front: ASGIApp | None = None
     read_cache: ReadCacheMiddleware | None = None
+    fast_invoke: FastInvokeMiddleware | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self  # as Starlette sets it, for the layers in front
@@ -116,10 +118,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # In front of the framework's own layers (ServiceApp): the request context (request id,
     # access line, last-resort 500), then the size limits (refused before a token is checked
     # or a body read), then the read cache (a kept answer is served only after those two
-    # have seen the request, like any other).
+    # have seen the request, like any other; it counts every invocation as a change), then
+    # the invocations that need no route.
     alive = orjson.dumps({"status": "ok", "version": __version__, "database": core.db.dialect})
+    app.fast_invoke = FastInvokeMiddleware(app.framework, core=core)
     cache = ReadCacheMiddleware(
-        app.framework,
+        app.fast_invoke,
         core=core,
         fixed={"/healthz": lambda: alive if state["ready"] else None},  # else the route's 503
     )

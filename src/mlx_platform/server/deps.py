@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -23,7 +23,12 @@ from mlx_platform.server.auth import (
 _bearer = HTTPBearer(auto_error=False, description="A JWT from `mlx token create`")
 
 
-def get_core(request: Request) -> Core:
+# The dependencies are coroutines: FastAPI runs a plain function dependency on a worker
+# thread (a round trip through the thread pool for each, on every request), and none of these
+# waits for anything (a token is verified in memory, a few microseconds once it is cached).
+
+
+async def get_core(request: Request) -> Core:
     core: Core = request.app.state.core
     return core
 
@@ -64,7 +69,7 @@ def guards_of(state: Any) -> _Guards:
     return guards
 
 
-def get_principal(
+async def get_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -82,8 +87,8 @@ def _is_write(request: Request) -> bool:
     return not template.endswith("/invoke")
 
 
-def scope(name: str) -> Callable[..., Principal]:
-    def checker(
+def scope(name: str) -> Callable[..., Awaitable[Principal]]:
+    async def checker(
         request: Request, principal: Annotated[Principal, Depends(get_principal)]
     ) -> Principal:
         require(principal, name)

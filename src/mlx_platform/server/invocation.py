@@ -1,21 +1,122 @@
-"""An invocation's answer, encoded where the call ran (on the plugin's own thread): nothing
-the size of a result is handled on the event loop, nor walked in Python when orjson can
-write it."""
+"""Invocations through the API: where a call runs, and its answer encoded.
+
+A plugin in a worker process of its own (the default) is called from the event loop itself
+(`invoke`): a call slot taken from the plugin's `MLX_CALLS_PER_PLUGIN` (an asyncio
+semaphore: the only limit on its calls), the request sent over the worker's channel and the
+answer awaited on a future (runtime/channel.py), no thread crossed. Its row and instance
+come from memory (lifecycle.ready_instance) while the database has not changed; else they
+are read (and the instance started, if it must be) on the plugin's own threads first. A
+plugin in the service's own process runs, as it always has, on its own threads
+(`invoke_encoded`, whose count is its limit), where its answer is encoded too."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+import weakref
 from typing import Any
 
 import orjson
 from fastapi.encoders import jsonable_encoder
 
-from mlx_platform.core import lifecycle
+from mlx_platform.core import lifecycle, refusals
 from mlx_platform.core.context import Core
-from mlx_platform.errors import PluginExecutionError
+from mlx_platform.errors import OperationTimeoutError, PluginExecutionError
+from mlx_platform.runtime.host import PluginHost
 
 # The envelope around a result (plugin id, operation, duration): allowed on top of the cap.
 _ENVELOPE_BYTES = 1024
+# How long past its deadline a running invocation's own timeout answer is awaited.
+_LATE_ANSWER_S = 2.0
+# the call slots of the calls made from the event loop, by host and plugin
+_SLOTS: weakref.WeakKeyDictionary[PluginHost, dict[str, asyncio.Semaphore]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def invoke(
+    core: Core, plugin_id: str, operation: str, arguments: dict[str, Any], timeout: float
+) -> bytes:
+    """The encoded answer of one invocation; the timeout counts from here, the wait for a
+    call slot included."""
+    deadline = time.monotonic() + timeout
+    instance = lifecycle.ready_instance(core, plugin_id)
+    if instance is None:
+        # the row read, the instance started if it must be: on the plugin's own threads
+        target = core.host.executor_for(plugin_id).submit(lifecycle.call_target, core, plugin_id)
+        try:
+            instance = await asyncio.wait_for(
+                asyncio.wrap_future(target), max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            raise refusals.call_did_not_start(operation, timeout) from None
+    if instance.isolation != "process":
+        return await _on_plugin_threads(core, plugin_id, operation, arguments, timeout, deadline)
+    if deadline - time.monotonic() <= 0:
+        raise refusals.call_did_not_start(operation, timeout)
+    slots = _SLOTS.setdefault(core.host, {})
+    slot = slots.get(plugin_id)
+    if slot is None:
+        slot = slots[plugin_id] = asyncio.Semaphore(core.host.calls_per_plugin)
+    if slot.locked():  # every slot taken: wait for one until the deadline
+        try:
+            await asyncio.wait_for(slot.acquire(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise _slots_busy(operation, timeout) from None
+    else:
+        await slot.acquire()  # free: taken at once
+    t0 = time.perf_counter()
+    ok = False
+    try:
+        result = await instance.invoke_async(
+            operation, arguments, max(0.001, deadline - time.monotonic())
+        )
+        ok = True
+    except OperationTimeoutError:
+        raise refusals.call_timed_out(operation, timeout) from None
+    finally:
+        slot.release()
+        elapsed = (time.perf_counter() - t0) * 1000
+        core.metrics.record(plugin_id, elapsed, ok)
+    return _encoded(core, operation, lifecycle.answer_of(plugin_id, operation, result, elapsed))
+
+
+async def _on_plugin_threads(
+    core: Core,
+    plugin_id: str,
+    operation: str,
+    arguments: dict[str, Any],
+    timeout: float,
+    deadline: float,
+) -> bytes:
+    """The call on the plugin's own threads (a stuck plugin holds only those)."""
+    future = core.host.executor_for(plugin_id).submit(
+        invoke_encoded, core, plugin_id, operation, arguments, timeout, deadline
+    )
+    waiting = asyncio.wrap_future(future)
+    try:
+        return await asyncio.wait_for(
+            asyncio.shield(waiting), max(0.0, deadline - time.monotonic())
+        )
+    except TimeoutError:
+        if future.cancel():  # still queued: it never runs
+            raise _slots_busy(operation, timeout) from None
+        try:  # running: its own timeout ends at the same deadline, so its answer is due now
+            return await asyncio.wait_for(waiting, _LATE_ANSWER_S)
+        except TimeoutError:
+            raise OperationTimeoutError(
+                f"operation '{operation}' did not finish within its {timeout:g} s timeout",
+                {"operation": operation, "timeout": timeout},
+            ) from None
+
+
+def _slots_busy(operation: str, timeout: float) -> OperationTimeoutError:
+    return OperationTimeoutError(
+        f"operation '{operation}' did not start within its {timeout:g} s timeout: "
+        "the plugin's call slots were busy (MLX_CALLS_PER_PLUGIN)",
+        {"operation": operation, "timeout": timeout},
+    )
 
 
 def invoke_encoded(
@@ -29,6 +130,10 @@ def invoke_encoded(
     invocation = lifecycle.invoke_plugin(
         core, plugin_id, operation, arguments, timeout, deadline=deadline
     )
+    return _encoded(core, operation, invocation)
+
+
+def _encoded(core: Core, operation: str, invocation: lifecycle.Invocation) -> bytes:
     content = encode_json({"success": True, "data": invocation})  # a dataclass: orjson writes it
     cap = core.settings.max_invoke_result_bytes
     if len(content) > cap + _ENVELOPE_BYTES:

@@ -110,9 +110,10 @@ class RequestLimitsMiddleware:
         if declared is not None and declared > self.max_body_bytes:
             await self._too_large(send)
             return
-        if declared is None and not chunked:
-            # No Content-Length and no Transfer-Encoding: HTTP/1.1 says there is no body
-            # (RFC 9112, 6.3), so there is nothing to count (most GETs).
+        if not chunked:
+            # No Transfer-Encoding: the body is the Content-Length, already checked, and the
+            # HTTP server delivers no more than that; without either, there is no body (RFC
+            # 9112, 6.3). Only a chunked body is counted as the application reads it.
             await self.app(scope, receive, send)
             return
         await _LimitedRequest(self, send)(scope, receive)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
@@ -35,7 +33,7 @@ from mlx_platform.errors import (
 from mlx_platform.server import views
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
-from mlx_platform.server.invocation import invoke_encoded
+from mlx_platform.server.invocation import invoke
 from mlx_platform.server.openapi import errors_for
 from mlx_platform.server.routes.audit import origin_of
 from mlx_platform.storage.repositories import PluginFilter
@@ -450,35 +448,7 @@ def plugin_metrics(
 async def invoke_plugin(
     core: CoreDep, _p: Writer, plugin_id: PluginId, body: InvokeRequest
 ) -> Response:
-    """The call runs on the plugin's own threads (a stuck plugin holds only those), and its
-    answer is encoded there too: nothing the size of a result is handled on the event loop.
-    The timeout counts from here, the wait for one of those threads included."""
+    """See server/invocation.py: where the call runs, and how its timeout counts."""
     timeout = body.timeout if body.timeout is not None else core.settings.invoke_timeout
-    deadline = time.monotonic() + timeout
-    future = core.host.executor_for(plugin_id).submit(
-        invoke_encoded, core, plugin_id, body.operation, body.arguments, timeout, deadline
-    )
-    waiting = asyncio.wrap_future(future)
-    try:
-        content = await asyncio.wait_for(
-            asyncio.shield(waiting), max(0.0, deadline - time.monotonic())
-        )
-    except TimeoutError:
-        if future.cancel():  # still queued: it never runs
-            raise OperationTimeoutError(
-                f"operation '{body.operation}' did not start within its {timeout:g} s timeout: "
-                "the plugin's call slots were busy (MLX_CALLS_PER_PLUGIN)",
-                {"operation": body.operation, "timeout": timeout},
-            ) from None
-        try:  # running: its own timeout ends at the same deadline, so its answer is due now
-            content = await asyncio.wait_for(waiting, _LATE_ANSWER_S)
-        except TimeoutError:
-            raise OperationTimeoutError(
-                f"operation '{body.operation}' did not finish within its {timeout:g} s timeout",
-                {"operation": body.operation, "timeout": timeout},
-            ) from None
+    content = await invoke(core, plugin_id, body.operation, body.arguments, timeout)
     return Response(content, media_type="application/json")
-
-
-# How long past its deadline a running invocation's own timeout answer is awaited.
-_LATE_ANSWER_S = 2.0
