@@ -132,8 +132,11 @@ def render_plugin_list(
     if every_page:
         console.print(f"{len(plugins)} plugin(s)")
     else:
+        total = (
+            f"more than {pagination.total:,}" if pagination.total_is_estimate else pagination.total
+        )
         line = (
-            f"page {pagination.page}: {len(plugins)} of {pagination.total} plugin(s)"
+            f"page {pagination.page}: {len(plugins)} of {total} plugin(s)"
             f" ({pagination.limit} per page)"
         )
         if pagination.has_next:

@@ -16,7 +16,9 @@ F = TypeVar("F")  # what fetching a page number gives: a page, or an awaitable o
 
 class _Page(Generic[T, F]):
     """What both kinds of page hold: this page's items, the server's figures, and how to
-    fetch another page by number."""
+    fetch another page by number. `pagination.total` counts the items, unless
+    `pagination.total_is_estimate`: then more than `total` match (the plugin list stops
+    counting at 10,000); `has_next` is exact either way, and ends the iteration."""
 
     def __init__(self, data: list[T], pagination: Pagination, fetch: Callable[[int], F]) -> None:
         self.data = data
@@ -29,9 +31,11 @@ class _Page(Generic[T, F]):
 
     def __repr__(self) -> str:
         p = self.pagination
+        # past the service's counting bound, total is a lower bound (more than it match)
+        total = f">{p.total}" if p.total_is_estimate else str(p.total)
         return (
             f"{type(self).__name__}(page={p.page}, items={len(self.data)}, "
-            f"total={p.total}, has_next={p.has_next})"
+            f"total={total}, has_next={p.has_next})"
         )
 
 

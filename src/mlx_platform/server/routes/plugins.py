@@ -96,8 +96,17 @@ def ok(data: object) -> dict[str, object]:
     operation_id="plugins_list",
     response_model=PageEnvelope[PluginSummary],
     summary="List plugins",
-    description="Scope: `plugins:read`. Filters combine; `search` matches names and descriptions, "
-    "case-insensitively, from the search index.",
+    description="Scope: `plugins:read`. Filters combine.\n\n"
+    "`search` finds the plugins whose name or description contains the term, ignoring case, "
+    "from the search index: any text of 1 to 200 characters, spaces and punctuation "
+    "included, anywhere within the name or within the description (`db` finds `mongodb`, "
+    "`ows fr` finds `rows from`). Ranked: the plugins whose name contains it first, then "
+    "those whose description alone does, each in registration order. Without `search`, the "
+    "order is creation time, then id.\n\n"
+    "`pagination.total` is exact up to 10,000 matching plugins. Beyond, the service stops "
+    "counting: `total_is_estimate` is true and `total` is a lower bound (more than `total` "
+    "match: 10,000, or the end of this page when it lies further); `has_next` is always "
+    "exact.",
     responses=errors_for(ValidationError),
 )
 def list_plugins(
@@ -108,7 +117,15 @@ def list_plugins(
     category: Annotated[str | None, Query(max_length=100), Text] = None,
     page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    search: Annotated[str | None, Query(min_length=1, max_length=200), Text] = None,
+    search: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Text within the name or the description, case ignored; ranked",
+        ),
+        Text,
+    ] = None,
 ) -> PageEnvelope[PluginSummary]:
     flt = PluginFilter(type=type, status=status, category=category, search=search)
     found = registry.list_plugins(core, flt, page=page, limit=limit)
