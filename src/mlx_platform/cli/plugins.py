@@ -532,8 +532,10 @@ def new_plugin(
         raise typer.Exit(ExitCode.INVALID_INPUT) from None
     typer.echo(f"wrote {target}: the {names.plugin} plugin ({names.type}), package {names.package}")
     typer.echo("next:")
-    typer.echo(f'  cd {target} && pip install -e ".[test]" && pytest')
-    typer.echo(f"  mlx plugins check {target}")
+    typer.echo(f"  cd {target}")
+    typer.echo('  pip install -e ".[test]"   # the plugin, and what its tests need')
+    typer.echo("  pytest                     # its tests: in a worker process, in a live service")
+    typer.echo("  mlx plugins check .        # every check registration and activation run")
 
 
 @plugins_app.command("check")
@@ -579,7 +581,17 @@ def check_plugin(
             err=True,
         )
         raise typer.Exit(output.ExitCode.ERROR) from None
+    from pydantic import ValidationError as SettingsError
+
     where = ctx.obj if isinstance(ctx.obj, Target) else Target()
+    try:
+        settings = Settings()
+    except SettingsError as exc:  # the same settings the service would start with
+        bad = "; ".join(
+            f"MLX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        typer.echo(f"error: invalid settings: {bad}", err=True)
+        raise typer.Exit(output.ExitCode.INVALID_INPUT) from None
     try:
         arguments: dict[str, dict[str, Any]] = {}
         for item in args or []:
@@ -589,7 +601,7 @@ def check_plugin(
                 raise output.InputError(f"--args {item!r} is not OPERATION=JSON object")
             arguments[operation.strip()] = parsed
         options = CheckOptions(
-            settings=Settings(),
+            settings=settings,
             configuration=_pairs(config, "--config"),
             arguments=arguments,
             operation_timeout=timeout,

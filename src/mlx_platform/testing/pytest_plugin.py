@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -30,6 +30,13 @@ if TYPE_CHECKING:
     from mlx_platform.testing.service import LiveService
 
 INI_MANIFEST = "mlx_plugin_manifest"
+
+
+def _needs_server(exc: ModuleNotFoundError) -> NoReturn:
+    pytest.fail(
+        f'mlx-platform\'s plugin fixtures need {exc.name}: pip install "mlx-platform[server]"',
+        pytrace=False,
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -92,7 +99,10 @@ def mlx_host_plugin(
 ) -> Iterator[Callable[..., HostedPlugin]]:
     """Start the plugin in worker processes: `mlx_host_plugin(configuration)`; each is
     stopped after the test."""
-    from mlx_platform.testing.hosting import host_plugin
+    try:
+        from mlx_platform.testing.hosting import host_plugin
+    except ModuleNotFoundError as exc:
+        _needs_server(exc)
 
     started: list[HostedPlugin] = []
 
@@ -123,7 +133,10 @@ def mlx_service(
     mlx_plugin_paths: list[Path],
 ) -> Iterator[LiveService]:
     """A live `mlx serve` with the plugin registered (not activated)."""
-    from mlx_platform.testing.service import start_service
+    try:
+        from mlx_platform.testing.service import start_service
+    except ModuleNotFoundError as exc:
+        _needs_server(exc)
 
     home = tmp_path_factory.mktemp("mlx-service") / "home"
     service = start_service(home, plugin_path=list(mlx_plugin_paths))
