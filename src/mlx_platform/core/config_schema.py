@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError as JsonSchemaDefinitionError
 from jsonschema.exceptions import ValidationError as SchemaError
 
 from mlx_platform.wire import SECRET_MASK
@@ -73,11 +72,12 @@ def to_json_schema(
 
 
 def check_schema_definition(schema: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Problems in a schema's own definition (a bad regex, min above max, a default that
-    breaks its own field's rules), by field."""
+    """Problems in a schema's own definition (a bad regex, min above max, an `items` that is
+    not JSON Schema, a default that breaks its own field's rules), by field."""
     import re
 
     problems: dict[str, str] = {}
+    sound: dict[str, dict[str, Any]] = {}  # the fields whose defaults can be checked
     for name, field in schema.items():
         pattern = field.get("pattern")
         if pattern is not None:
@@ -93,26 +93,44 @@ def check_schema_definition(schema: dict[str, dict[str, Any]]) -> dict[str, str]
         if enum is not None and len(enum) == 0:
             problems[f"configuration_schema.{name}.enum"] = "must list at least one value"
             continue
-        try:
-            Draft202012Validator.check_schema(to_json_schema({name: field}))
-        except JsonSchemaDefinitionError as exc:
-            where = ".".join(str(p) for p in list(exc.path)[2:]) or "field"
-            problems[f"configuration_schema.{name}"] = (
-                f"not a valid schema ({where}): {exc.message}"
-            )
+        sound[name] = field
+    # `items` is the one part of a field passed through as JSON Schema (the others are the
+    # register request model's): checked against the metaschema, so that a default (and a
+    # value) can be validated with it
+    for name, field in list(sound.items()):
+        items = field.get("items")
+        if items is None:
             continue
-        if field.get("default") is not None:
-            # the rules every activation applies to the value, applied to the default now:
-            # a default that breaks them would fail every activation that leaves it unset
-            wrong = validate_configuration({name: field}, {name: field["default"]}).get(name)
-            if wrong is not None:
-                problems[f"configuration_schema.{name}.default"] = f"the default {wrong}"
+        err = next(iter(_META.iter_errors(items)), None)
+        if err is not None:
+            where = ".".join(["items", *(str(p) for p in err.absolute_path)])
+            problems[f"configuration_schema.{name}"] = (
+                f"not a valid schema ({where}): {err.message}"
+            )
+            del sound[name]
+    # the rules every activation applies to a value, applied to the defaults now: a default
+    # that breaks them would fail every activation that leaves its field unset
+    defaults = {n: f["default"] for n, f in sound.items() if f.get("default") is not None}
+    if defaults:
+        wrong = validate_configuration({n: sound[n] for n in defaults}, defaults)
+        for name, reason in wrong.items():
+            problems[f"configuration_schema.{name}.default"] = f"the default {reason}"
     return problems
+
+
+# Checks that a schema is JSON Schema (draft 2020-12): the metaschema as a validator.
+_META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
 
 
 def _reason(err: SchemaError, field_def: dict[str, Any]) -> str:
     """Words for one jsonschema error that never quote the value."""
     kind = err.validator
+    inner = list(err.absolute_path)[1:]  # inside the field: an item of an array, a key
+    if inner:
+        where = "item " + ".".join(str(p) for p in inner)
+        if kind == "type":
+            return f"{where} must be of type {err.validator_value}"
+        return f"{where} fails the '{kind}' rule"
     if kind == "type":
         return f"must be of type {field_def.get('type', err.validator_value)}"
     if kind == "enum":
