@@ -121,7 +121,6 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
 def test_a_new_plugin_installs_passes_its_tests_and_checks_and_runs_in_a_service(
     tmp_path: Path,
 ) -> None:
-    started = time.monotonic()
     package = tmp_path / "pkg"
     made = forked_mlx(
         ["plugins", "new", NAME, "--type", "data_source", "--dir", str(package)], clean_env()
@@ -231,7 +230,6 @@ def test_a_new_plugin_installs_passes_its_tests_and_checks_and_runs_in_a_service
         assert lines["service loads the class"]["status"] == "pass"
     finally:
         service.stop()
-    assert time.monotonic() - started < 60
 
 
 # ---------------------------------------------------------------- mlx plugins new: refusals

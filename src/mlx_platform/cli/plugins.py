@@ -572,7 +572,8 @@ def check_plugin(
     any fails."""
     from mlx_platform.cli import output
 
-    try:
+    try:  # what the checks run (the service's parts), imported now: a missing extra is said
+        import mlx_platform.testing.hosting  # noqa: F401
         from mlx_platform.settings import Settings
         from mlx_platform.testing.checks import CheckOptions, check
     except ModuleNotFoundError as exc:
