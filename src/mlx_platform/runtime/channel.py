@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -300,7 +301,13 @@ class WorkerChannel:
 
     def _start_reading(self, loop: asyncio.AbstractEventLoop) -> None:
         self._reading_loop = loop
-        loop.add_reader(self._conn.fileno(), self._on_readable, loop)
+        fd = self._conn.fileno()
+        with self._write_lock:  # no thread writes a frame while the flag may be off
+            loop.add_reader(fd, self._on_readable, loop)
+            # uvloop's (libuv's) poll handle makes the descriptor non-blocking; this channel
+            # reads and writes whole frames with blocking calls, and asks the loop only
+            # whether there is something to read
+            os.set_blocking(fd, True)
 
     def _stop_reading(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
