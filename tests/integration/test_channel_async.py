@@ -87,9 +87,7 @@ def test_a_worker_that_dies_fails_the_loops_calls_at_once(
     async def dying() -> list[BaseException | Any]:
         waiting = [worker.invoke_async("sleep", {"seconds": 30}, 60) for _ in range(3)]
         ending = worker.invoke_async("exit_now", {"code": 3}, 60)
-        return await asyncio.wait_for(
-            asyncio.gather(*waiting, ending, return_exceptions=True), 15
-        )
+        return await asyncio.wait_for(asyncio.gather(*waiting, ending, return_exceptions=True), 15)
 
     results = LOOPS[loop](dying())
     assert all(isinstance(r, PluginExecutionError) for r in results), results
