@@ -418,7 +418,7 @@ class _SqliteSearch(_Search):
         lo = _folded(term)
         terms = self.session.scalars(
             text(f"SELECT term FROM {_FTS_TERMS[fts]} WHERE term >= :lo AND term <= :hi"),
-            {"lo": lo, "hi": lo + "\U0010ffff"},
+            {"lo": lo, "hi": lo + "\U0010ffff" * (3 - len(lo))},  # the last trigram after lo
         ).all()
         return " OR ".join(_phrase(t) for t in terms) or None
 
