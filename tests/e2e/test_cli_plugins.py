@@ -367,11 +367,19 @@ def test_not_found_exits_3_with_one_line_and_the_request_id(
 
 
 def test_json_errors_are_the_api_envelope(process_live_server: LiveServer) -> None:
+    """`--json` prints the API's error envelope unchanged (no key added, none dropped); the
+    HTTP status is said by the exit code."""
     proc = mlx(process_live_server, "get", "plugin_nothing_999", "--json")
     assert proc.returncode == 3
-    error = json.loads(proc.stdout)["error"]
-    assert (error["code"], error["status"]) == ("PLUGIN_NOT_FOUND", 404)
-    assert f"request_id={error['request_id']}" in one_error_line(proc)
+    printed = json.loads(proc.stdout)
+    assert f"request_id={printed['error']['request_id']}" in one_error_line(proc)
+    with process_live_server.client() as http:
+        direct = http.get("/v1/plugins/plugin_nothing_999")
+    assert direct.status_code == 404
+    answer = direct.json()
+    answer["error"]["request_id"] = printed["error"]["request_id"]  # one per request
+    assert printed == answer
+    assert printed["error"]["code"] == "PLUGIN_NOT_FOUND"
 
 
 def test_conflicts_exit_4(process_live_server: LiveServer, tmp_path: Path, registered: str) -> None:

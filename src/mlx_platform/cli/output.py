@@ -66,14 +66,16 @@ def error_line(exc: BaseException) -> str:
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:
-    """The error as the API's envelope, for `--json`."""
+    """The error as the API's envelope, for `--json`: an answer of the API exactly as it came
+    (its HTTP status is the exit code's business, not a key the API does not send); an error
+    found here (unreachable service, bad input) in the same shape, without a request id."""
     # Checked before MLXError, their base: nothing was answered (no status, no request id).
     if isinstance(exc, MLXConnectionError):
         code = exc.code  # CONNECTION_ERROR or TIMEOUT
     elif isinstance(exc, MLXConfigurationError):
         code = "INVALID_INPUT"
     elif isinstance(exc, MLXError):
-        return {"success": False, "error": {**exc.to_dict(), "status": exc.status_code}}
+        return {"success": False, "error": exc.to_dict()}
     else:
         code = "INVALID_INPUT"
     return {
