@@ -1,6 +1,7 @@
 """mlx-platform: a plugin manager for ML platforms.
 
-The SDK is the public surface of this package: ``from mlx_platform import MLXClient``.
+The SDK is the public surface of this package: ``from mlx_platform import MLXClient`` (or
+``AsyncMLXClient``), imported when first asked for.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from mlx_platform.errors import (  # noqa: E402
 )
 
 __all__ = [
+    "AsyncMLXClient",
     "DependencyMissingError",
     "EndpointNotFoundError",
     "ForbiddenError",
@@ -73,7 +75,12 @@ __all__ = [
 
 
 if TYPE_CHECKING:
-    from mlx_platform.sdk import InvalidResponseError, MLXClient, MLXConfigurationError
+    from mlx_platform.sdk import (
+        AsyncMLXClient,
+        InvalidResponseError,
+        MLXClient,
+        MLXConfigurationError,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -82,6 +89,10 @@ def __getattr__(name: str) -> Any:
         from mlx_platform.sdk.sync import MLXClient
 
         return MLXClient
+    if name == "AsyncMLXClient":
+        from mlx_platform.sdk.async_ import AsyncMLXClient
+
+        return AsyncMLXClient
     if name == "MLXConfigurationError":
         from mlx_platform.sdk._exceptions import MLXConfigurationError
 
