@@ -70,6 +70,48 @@ def _settle(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
+class _Frames:
+    """The frames of `multiprocessing.Connection` (a 4-byte big-endian length, or -1 and an
+    8-byte one, then the bytes) read from the worker's socket: each read takes all that has
+    arrived (up to `CHUNK`), and whole frames are cut from the buffer. The Connection's own
+    `recv_bytes` makes two reads per frame, and a poll to learn whether another follows. Only
+    the caller that leads the reading touches it."""
+
+    CHUNK = 256 * 1024
+
+    def __init__(self, fd: int, max_frame: int) -> None:
+        self.fd = fd
+        self.max_frame = max_frame
+        self.buf = bytearray()
+
+    def fill(self) -> None:
+        """Read what has arrived (blocks until something does): EOFError at the end."""
+        data = os.read(self.fd, self.CHUNK)
+        if not data:
+            raise EOFError("the worker closed its socket")
+        self.buf += data
+
+    def next(self) -> bytes | None:
+        """The next whole frame, or None until more is read. OSError for a frame over
+        `max_frame` (what Connection.recv_bytes raises for one)."""
+        buf = self.buf
+        if len(buf) < 4:
+            return None
+        size = int.from_bytes(buf[:4], "big", signed=True)
+        head = 4
+        if size == -1:
+            if len(buf) < 12:
+                return None
+            size, head = int.from_bytes(buf[4:12], "big"), 12
+        if size < 0 or size > self.max_frame:
+            raise OSError("bad message length")
+        if len(buf) < head + size:
+            return None
+        frame = bytes(buf[head : head + size])
+        del buf[: head + size]
+        return frame
+
+
 class WorkerChannel:
     """Requests and answers over the connection to one worker.
 
@@ -92,6 +134,7 @@ class WorkerChannel:
         self.exit_reason: str | None = None  # set once the worker has ended
         self.kill_reason: str | None = None  # why the service is ending it, when it is
         self._conn = conn
+        self._frames = _Frames(conn.fileno(), max_frame)
         self._broken = broken
         self._overdue_call = overdue
         self._ids = itertools.count(1)
@@ -317,14 +360,14 @@ class WorkerChannel:
         self._reading_loop = None
 
     def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The loop leads and the socket is readable: deliver every answer there is (a frame
-        whose first bytes arrived is read whole: the worker writes each in one go), then keep
-        leading while a call of the loop waits, else give the reading back to the threads."""
+        """The loop leads and the socket is readable: one read takes every answer that has
+        arrived (under load, many at once), each whole one is delivered; then keep leading
+        while a call of the loop waits, else give the reading back to the threads (a partial
+        frame stays in the buffer for them)."""
         try:
-            while True:
-                self._deliver(self._conn.recv_bytes(self.max_frame))
-                if not self._conn.poll(0):
-                    break
+            self._frames.fill()
+            while (frame := self._frames.next()) is not None:
+                self._deliver(frame)
         except (EOFError, OSError) as exc:
             with self._mutex:
                 self._stop_reading(loop)
@@ -341,15 +384,20 @@ class WorkerChannel:
     def _lead(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
         """Read answers until ours arrives (True) or time runs out (False)."""
         while waiter.reply is None and self.exit_reason is None:
-            remaining = None if deadline is None else deadline - time.monotonic()
             try:
-                if remaining is not None and (remaining <= 0 or not self._conn.poll(remaining)):
-                    return False
-                data = self._conn.recv_bytes(self.max_frame)
+                frame = self._frames.next()
+                if frame is None:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and (
+                        remaining <= 0 or not self._conn.poll(remaining)
+                    ):
+                        return False
+                    self._frames.fill()
+                    continue
             except (EOFError, OSError) as exc:
                 self._broken(exc)
                 return True
-            if self._deliver(data) == rid:
+            if self._deliver(frame) == rid:
                 return True
         return True
 
