@@ -388,9 +388,7 @@ class WorkerChannel:
                 frame = self._frames.next()
                 if frame is None:
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and (
-                        remaining <= 0 or not self._conn.poll(remaining)
-                    ):
+                    if remaining is not None and (remaining <= 0 or not self._conn.poll(remaining)):
                         return False
                     self._frames.fill()
                     continue
