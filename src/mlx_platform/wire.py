@@ -370,11 +370,14 @@ class PluginSummary(WireModel):
     updated_at: datetime | None = None
 
 
+_NO_CALLS = "null when no call was recorded (a rate of nothing is not 0)"
+
+
 class PerformanceMetrics(WireModel):
     execution_count: int = 0
     avg_execution_time_ms: float = 0
-    success_rate: float = 0
-    error_rate: float = 0
+    success_rate: float | None = Field(default=None, description=f"0 to 1; {_NO_CALLS}")
+    error_rate: float | None = Field(default=None, description=f"0 to 1; {_NO_CALLS}")
     throughput_ops_per_second: float = 0
     window_seconds: int = 0
 
@@ -604,7 +607,7 @@ class ResourceUsageMetrics(WireModel):
 
 class MetricsFigures(WireModel):
     execution_count: int = 0
-    success_rate: float = 0
+    success_rate: float | None = Field(default=None, description=f"0 to 1; {_NO_CALLS}")
     avg_execution_time_ms: float = 0
     p50_execution_time_ms: float = 0
     p95_execution_time_ms: float = 0
@@ -617,7 +620,9 @@ class TimeseriesPoint(WireModel):
     timestamp: datetime
     execution_count: int = 0
     avg_execution_time_ms: float = 0
-    success_rate: float = 0
+    success_rate: float | None = Field(
+        default=None, description=f"0 to 1; {_NO_CALLS} in this bucket (memory samples only)"
+    )
     error_count: int = 0
 
 
