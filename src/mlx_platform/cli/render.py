@@ -88,6 +88,11 @@ def ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} ms"
 
 
+def rate(value: float | None) -> str:
+    """A success rate: `99.5%`, or `-` where no call was made (the API's null)."""
+    return "-" if value is None else f"{value:.1%}"
+
+
 def joined(values: Iterable[Any]) -> str:
     items = [str(v) for v in values]
     return ", ".join(items) if items else "-"
@@ -187,7 +192,7 @@ def render_plugin_detail(d: PluginDetail) -> None:
         console.print(schema)
     pm = d.performance_metrics
     console.print(
-        f"\ncalls {pm.execution_count}, success rate {pm.success_rate:.1%}, "
+        f"\ncalls {pm.execution_count}, success rate {rate(pm.success_rate)}, "
         f"avg {ms(pm.avg_execution_time_ms)}, {pm.throughput_ops_per_second:g} ops/s"
     )
 
@@ -317,7 +322,7 @@ def render_metrics(m: MetricsReport) -> None:
             [
                 ("calls", str(f.execution_count)),
                 ("errors", str(f.error_count)),
-                ("success rate", f"{f.success_rate:.1%}"),
+                ("success rate", rate(f.success_rate)),
                 ("avg", ms(f.avg_execution_time_ms)),
                 (
                     "p50 / p95 / p99",
@@ -340,7 +345,7 @@ def render_metrics(m: MetricsReport) -> None:
                 when(point.timestamp),
                 str(point.execution_count),
                 ms(point.avg_execution_time_ms),
-                f"{point.success_rate:.1%}",
+                rate(point.success_rate),
                 str(point.error_count),
             )
         console.print(table)

@@ -395,11 +395,12 @@ def query_metrics(
 
 
 def _figures(total: Figures) -> MetricsFigures:
-    """The range's figures: counts, rates and latency quantiles (zeros when nothing ran)."""
+    """The range's figures: counts, rates and latency quantiles (zeros when nothing ran, but
+    the success rate, which is None: a rate of no calls is not 0)."""
     count = total.count
     return MetricsFigures(
         execution_count=count,
-        success_rate=_r((count - total.errors) / count, 6) if count else 0.0,
+        success_rate=_r((count - total.errors) / count, 6) if count else None,
         avg_execution_time_ms=_r(total.sum_ms / count) if count else 0.0,
         p50_execution_time_ms=_r(total.sketch.quantile(0.50)),
         p95_execution_time_ms=_r(total.sketch.quantile(0.95)),
@@ -427,7 +428,7 @@ class _Point(TypedDict):
     timestamp: datetime
     execution_count: int
     avg_execution_time_ms: float
-    success_rate: float
+    success_rate: float | None
     error_count: int
 
 
@@ -437,7 +438,7 @@ def _point(ts: datetime, agg: Figures) -> _Point:
         "timestamp": ts,
         "execution_count": count,
         "avg_execution_time_ms": _r(agg.sum_ms / count) if count else 0.0,
-        "success_rate": _r((count - agg.errors) / count, 6) if count else 0.0,
+        "success_rate": _r((count - agg.errors) / count, 6) if count else None,
         "error_count": agg.errors,
     }
 
@@ -445,7 +446,8 @@ def _point(ts: datetime, agg: Figures) -> _Point:
 def recent_performance(
     recorder: MetricsRecorder, plugin_id: str, window: timedelta
 ) -> PerformanceMetrics:
-    """`performance_metrics` of the plugin detail: the last `window`, measured, else zeros."""
+    """`performance_metrics` of the plugin detail: the last `window`, measured (no calls: zero
+    counts and null rates)."""
     end = datetime.now(UTC)
     m = query_metrics(recorder, plugin_id, end - window, end + timedelta(minutes=1), "day").metrics
     count = m.execution_count
@@ -453,7 +455,7 @@ def recent_performance(
         execution_count=count,
         avg_execution_time_ms=m.avg_execution_time_ms,
         success_rate=m.success_rate,
-        error_rate=_r(m.error_count / count, 6) if count else 0.0,
+        error_rate=_r(m.error_count / count, 6) if count else None,
         throughput_ops_per_second=_r(count / window.total_seconds(), 6),
         window_seconds=int(window.total_seconds()),
     )
