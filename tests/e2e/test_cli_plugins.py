@@ -441,6 +441,10 @@ def test_plugin_failures_exit_6(process_live_server: LiveServer, registered: str
     assert "no warehouse" in line
     proc = mlx(process_live_server, "invoke", registered, "nope")
     assert proc.returncode == 3 and "OPERATION_NOT_FOUND" in one_error_line(proc)
+    # the line names what the plugin does offer (the API's details.available_operations)
+    operations = as_json(mlx(process_live_server, "get", registered, "--json"))["operations"]
+    assert ERROR_LINE.match(one_error_line(proc))
+    assert f"; available operations: {', '.join(sorted(operations))} (request_id=" in proc.stderr
     ok(mlx(process_live_server, "deactivate", registered))
 
 

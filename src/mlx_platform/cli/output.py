@@ -60,9 +60,21 @@ def error_line(exc: BaseException) -> str:
         text = f"{exc.message} (is the service running? MLX_API_URL or --url says where it is)"
     elif isinstance(exc, InvalidResponseError):
         text = f"{exc} (is MLX_API_URL the mlx-platform service?)"
+    elif isinstance(exc, MLXError) and exc.code == "OPERATION_NOT_FOUND":
+        text = f"{exc.code}: {exc.message}{_available_operations(exc.details)}"
+        if exc.request_id:
+            text += f" (request_id={exc.request_id})"
     else:
         text = str(exc)
     return "error: " + " ".join(text.split())
+
+
+def _available_operations(details: dict[str, Any]) -> str:
+    """`; available operations: add, echo`: what the plugin does offer, from the details."""
+    operations = details.get("available_operations")
+    if not isinstance(operations, list):
+        return ""
+    return "; available operations: " + (", ".join(str(o) for o in operations) or "none")
 
 
 def error_json(exc: BaseException) -> dict[str, Any]:
