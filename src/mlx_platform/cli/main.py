@@ -39,7 +39,14 @@ except ModuleNotFoundError as exc:  # the command line is an extra: say how to g
 if find_spec("rich") is None:
     raise _needs("rich")
 
-app = typer.Typer(help="mlx-platform: a plugin manager for ML platforms.", no_args_is_help=True)
+# Help in click's plain layout (rich_markup_mode=None), not typer's rich panels: those show a
+# `<bool>` type after every flag and read `[...]` in a help text as markup; the plain layout
+# names the environment variable of each option that has one.
+app = typer.Typer(
+    help="mlx-platform: a plugin manager for ML platforms.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 
 def _print_version(value: bool) -> None:
@@ -65,7 +72,7 @@ def _main(
     """mlx-platform: a plugin manager for ML platforms."""
 
 
-token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(token_app, name="token")
 app.add_typer(plugins_app, name="plugins")
 
@@ -112,10 +119,16 @@ def ensure_admin_token(settings: object) -> tuple[str, bool]:
 
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Interface to listen on [env MLX_HOST]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env MLX_PORT]")] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(envvar="MLX_HOST", help="Interface to listen on (default 127.0.0.1)"),
+    ] = None,
+    port: Annotated[int | None, typer.Option(envvar="MLX_PORT", help="Port (default 8000)")] = None,
 ) -> None:
-    """Apply migrations, register the example plugins on first start, serve the API."""
+    """Apply migrations, register the example plugins on first start, serve the API.
+
+    Every other setting is an MLX_* environment variable (README, "Settings"): MLX_HOME
+    (data, secrets, the admin token; default ~/.mlx-platform), MLX_DATABASE_URL, ..."""
     try:
         import uvicorn
 

@@ -31,6 +31,7 @@ plugins_app = typer.Typer(
     help="Manage plugins through the API: MLX_API_URL (default http://127.0.0.1:8000) "
     "and MLX_API_TOKEN.",
     no_args_is_help=True,
+    rich_markup_mode=None,  # the plain help layout, as main.py's `app`
 )
 
 DISCOVERY_SOURCES = ("filesystem", "pypi", "git")
