@@ -25,7 +25,8 @@ EXIT_MEANINGS = {
     ExitCode.NOT_FOUND: "not found",
     ExitCode.CONFLICT: "conflict; also `validate` of a composition that is not valid",
     ExitCode.NOT_ALLOWED: "not allowed",
-    ExitCode.PLUGIN_FAILED: "the plugin failed",
+    ExitCode.PLUGIN_FAILED: "the plugin failed; also `register` of a plugin whose class cannot "
+    "be loaded (recorded with status error)",
     ExitCode.UNREACHABLE: "the service cannot be reached (refused, timed out) or says to try "
     "again later",
 }

@@ -185,6 +185,37 @@ def test_register_from_json_and_from_stdin(process_live_server: LiveServer, tmp_
     assert dry["dry_run"] is True
 
 
+def test_register_fails_when_the_class_cannot_be_loaded(
+    process_live_server: LiveServer, tmp_path: Path, unique_name: str
+) -> None:
+    path = write_manifest(tmp_path, unique_name, "json", class_path="mlx_test_plugins.NoSuchClass")
+    dry = mlx(process_live_server, "register", "-f", str(path), "--dry-run")
+    assert dry.returncode == 6, dry.stdout + dry.stderr
+    assert one_error_line(dry).startswith(f"error: plugin_{unique_name}_001 would be registered")
+
+    proc = mlx(process_live_server, "register", "-f", str(path))
+    assert proc.returncode == 6, proc.stdout + proc.stderr
+    assert re.search(r"class loadable\s+no", proc.stdout)  # the answer is still shown
+    line = one_error_line(proc)
+    assert line.startswith(
+        f"error: plugin_{unique_name}_001 is registered with status error: its class cannot be"
+        " loaded ("
+    ), line
+    assert "NoSuchClass" in line and line.endswith(f"mlx plugins register -f {path} again")
+
+    again = write_manifest(tmp_path / "again", f"{unique_name}_ok", "json")
+    answer = mlx(process_live_server, "register", "-f", str(again), "--json")
+    assert answer.returncode == 0, answer.stdout + answer.stderr  # a loadable class: exit 0
+    # --json: the API's answer on stdout, the one line on stderr, the same exit code
+    broken = write_manifest(
+        tmp_path / "broken", f"{unique_name}_b", "json", class_path="no_such_module.Plugin"
+    )
+    proc = mlx(process_live_server, "register", "-f", str(broken), "--json")
+    assert proc.returncode == 6
+    assert json.loads(proc.stdout)["status"] == "error"
+    assert "its class cannot be loaded (" in one_error_line(proc)
+
+
 def test_get_shows_the_plugin(process_live_server: LiveServer, registered: str) -> None:
     out = ok(mlx(process_live_server, "get", registered))
     assert re.search(rf"^id\s+{registered}\s*$", out, re.M)

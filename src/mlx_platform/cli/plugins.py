@@ -251,6 +251,19 @@ def register_plugin(
             manifest = manifest["plugin"]
         result = client.plugins.register(manifest, dry_run=dry_run)
     output.emit(result, as_json, render.render_register)
+    checks = result.validation_results
+    if not checks.class_loadable:  # recorded (or would be) with status error: say so, and fail
+        where = "" if file == "-" else f" -f {file}"
+        verb = "would be registered" if result.dry_run else "is registered"
+        output.err_console.print(
+            f"error: {result.id} {verb} with status {result.status}: its class cannot be "
+            f"loaded ({checks.class_error or 'no reason given'}); install the plugin's package "
+            f"or correct class_path, then run mlx plugins register{where} again",
+            style="red",
+            soft_wrap=True,
+            markup=False,
+        )
+        raise typer.Exit(output.ExitCode.PLUGIN_FAILED)
 
 
 @plugins_app.command("delete")
