@@ -288,7 +288,19 @@ class Settings(BaseSettings):
         """The signing secret: the setting, else the one kept in MLX_HOME (made once, 0600)."""
         if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
             return self.jwt_secret.get_secret_value()
-        return self._home_secret("jwt.secret", lambda: secrets.token_urlsafe(48))
+        return self._home_secret(self.jwt_secret_path.name, lambda: secrets.token_urlsafe(48))
+
+    @property
+    def jwt_secret_path(self) -> Path:
+        """Where the signing secret is kept when MLX_JWT_SECRET is not set."""
+        return self.home / "jwt.secret"
+
+    @property
+    def has_jwt_secret(self) -> bool:
+        """A signing secret exists (the setting, or the file in MLX_HOME): nothing is made."""
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
+            return True
+        return self.jwt_secret_path.exists()
 
     @cached_property
     def resolved_secret_key(self) -> str:

@@ -710,9 +710,9 @@ def test_a_retry_reaches_a_server_that_started_after_the_first_attempt(
     mode: str, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    # The token is signed with the secret the server will find in MLX_HOME.
+    # The token is signed with a secret made in MLX_HOME, that the server will find there.
     token = mlx_cli(
-        "token", "create", "--subject", "t", "--scope", "plugins:read",
+        "token", "create", "--subject", "t", "--scope", "plugins:read", "--new-secret",
         env=clean_env(MLX_HOME=str(home)),
     ).stdout.strip()  # fmt: skip
     attempts: list[float] = []

@@ -192,13 +192,34 @@ def token_create(
         typer.Option("--scope", help="plugins:read | plugins:write | plugins:admin (repeat)"),
     ],
     ttl: Annotated[int, typer.Option("--ttl", min=1, help="Lifetime in seconds")] = 86400,
+    new_secret: Annotated[
+        bool,
+        typer.Option(
+            "--new-secret",
+            help="When MLX_HOME holds no server secret, create one there (a service started "
+            "on that home later accepts the token)",
+        ),
+    ] = False,
 ) -> None:
-    """Print a token signed with the server's secret, alone on stdout."""
+    """Print a token signed with the server's secret (MLX_JWT_SECRET, else the one kept in
+    MLX_HOME), alone on stdout. Refused when there is none, unless --new-secret."""
     from mlx_platform.server.auth import create_token
     from mlx_platform.settings import Settings
 
     settings = _settings()
     assert isinstance(settings, Settings)
+    if not settings.has_jwt_secret:
+        if not new_secret:
+            typer.echo(
+                f"error: no server secret in MLX_HOME {settings.home} (no "
+                f"{settings.jwt_secret_path.name}, no MLX_JWT_SECRET): a token signed with a "
+                "new one would be refused by a service on another home; set MLX_HOME to the "
+                "service's, or pass --new-secret to create one here",
+                err=True,
+            )
+            raise typer.Exit(2)
+        settings.resolved_jwt_secret  # noqa: B018 - made and kept in MLX_HOME (0600)
+        typer.echo(f"created a new server secret: {settings.jwt_secret_path}", err=True)
     try:
         token = create_token(settings.resolved_jwt_secret, subject, list(scope), ttl)
     except ValueError as exc:
