@@ -42,6 +42,8 @@ def test_threads_calls_work_after_and_beside_a_loops_calls(
         )
 
     assert LOOPS[loop](calls()) == list(range(50))
+    # a new loop at once: the last one ended while it still read the socket (it lingers)
+    assert LOOPS[loop](calls()) == list(range(50))
     # the loop has ended: the threads read the socket again (uvloop had made it
     # non-blocking for its poll; a thread's read would have failed and ended the worker)
     # (no timeout: the thread reads at once, without waiting for the socket to be readable)

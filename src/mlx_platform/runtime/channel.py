@@ -35,6 +35,14 @@ class WorkerDiedError(PluginExecutionError):
     """The worker process ended while a call was waiting for it."""
 
 
+# How often a thread waiting for an answer checks that the loop reading for it still runs.
+_FOLLOW_S = 0.25
+
+
+def _ended(loop: asyncio.AbstractEventLoop) -> bool:
+    return loop.is_closed() or not loop.is_running()
+
+
 class _Waiter:
     """A call waiting for its answer: a thread's (an Event) or an event loop's (a future)."""
 
@@ -68,6 +76,11 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
 def _settle(future: asyncio.Future[None] | None) -> None:
     if future is not None and not future.done():
         future.set_result(None)
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class _Frames:
@@ -115,10 +128,15 @@ class _Frames:
 class WorkerChannel:
     """Requests and answers over the connection to one worker.
 
+    `LINGER_S`: how long a loop keeps reading after its last call when nobody waits (calls
+    in bursts then cost no registration with the loop each).
+
     `broken(exc)` is called by the caller whose read failed (the connection broke, or the
     worker sent a frame over `max_frame` bytes); it ends the worker and calls `end`.
     `overdue(rid, message, outstanding)` is called when a request timed out unanswered, with
     the number of requests the worker may still be running."""
+
+    LINGER_S = 0.5
 
     def __init__(
         self,
@@ -142,6 +160,8 @@ class WorkerChannel:
         self._mutex = threading.Lock()  # guards _waiters, _leading and each waiter's reply
         self._leading = False
         self._reading_loop: asyncio.AbstractEventLoop | None = None  # the loop that leads
+        self._loop_called_at = float("-inf")  # the last call of a loop (time.monotonic())
+        self._linger_check = False  # a check of whether the loop may stop reading is due
         self._write_lock = threading.Lock()
         # requests that timed out but were never answered: they may still hold worker threads
         self._overdue: dict[int, str] = {}
@@ -244,6 +264,11 @@ class WorkerChannel:
             if self.exit_reason is not None:
                 raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
             self._waiters[rid] = waiter
+            self._loop_called_at = time.monotonic()
+            gone = self._reading_loop
+            if gone is not None and gone is not loop and _ended(gone):
+                self._reading_loop = None  # a loop that led has ended without handing on
+                self._leading = False
             lead = not self._leading
             if lead:
                 self._leading = True
@@ -254,9 +279,16 @@ class WorkerChannel:
                 self._start_reading(loop)
             with self._write_lock:
                 self._conn.send_bytes(data)
-            assert waiter.future is not None
-            async with asyncio.timeout(timeout):  # lighter than wait_for: no task, no wrapper
-                await waiter.future
+            future = waiter.future
+            assert future is not None
+            # a timer that ends the wait (lighter than wait_for or asyncio.timeout: no task,
+            # no cancellation), and is dropped when the answer comes first
+            timer = None if timeout is None else loop.call_later(timeout, _expire, future)
+            try:
+                await future
+            finally:
+                if timer is not None:
+                    timer.cancel()
         except TimeoutError:
             answered = waiter.reply is not None
         except OSError:
@@ -313,9 +345,18 @@ class WorkerChannel:
             if remaining is not None and remaining <= 0:
                 return False
             assert waiter.event is not None
-            if not waiter.event.wait(remaining):
+            # in slices: a loop that leads may end (its thread stops running it) without
+            # handing the reading on; then this thread takes it
+            if not waiter.event.wait(_FOLLOW_S if remaining is None else min(remaining, _FOLLOW_S)):
                 with self._mutex:
-                    return waiter.reply is not None
+                    if waiter.reply is not None:
+                        return True
+                    gone = self._reading_loop
+                    if gone is not None and _ended(gone):
+                        self._reading_loop = None
+                        self._leading = False
+                    if remaining is not None and remaining <= _FOLLOW_S:
+                        return False
 
     def _hand_on(self, leaving: _Waiter | None) -> None:
         """Give the reading to another waiting call (under the mutex, `_leading` False): a
@@ -374,12 +415,31 @@ class WorkerChannel:
                 self._leading = False
             loop.run_in_executor(None, self._broken, exc)  # may wait for the worker to end
             return
+        self._let_go_unless_needed(loop)
+
+    def _let_go_unless_needed(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After answers were delivered: keep leading while a call of the loop waits, or
+        while none waits at all for `LINGER_S` after the loop's last call (the next call
+        then needs no new registration with the loop); give the reading to a waiting thread
+        at once, or to nobody after that time."""
         with self._mutex:
-            if any(w.loop is loop and w.reply is None for w in self._waiters.values()):
+            if self._reading_loop is not loop:
+                return
+            waiting = [w for w in self._waiters.values() if w.reply is None]
+            if any(w.loop is loop for w in waiting):
+                return
+            if not waiting and time.monotonic() - self._loop_called_at < self.LINGER_S:
+                if not self._linger_check:
+                    self._linger_check = True
+                    loop.call_later(self.LINGER_S, self._linger_over, loop)
                 return
             self._stop_reading(loop)
             self._leading = False
             self._hand_on(None)
+
+    def _linger_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._linger_check = False
+        self._let_go_unless_needed(loop)
 
     def _lead(self, rid: int, waiter: _Waiter, deadline: float | None) -> bool:
         """Read answers until ours arrives (True) or time runs out (False)."""
