@@ -143,6 +143,9 @@ def serve(
 
     settings = _settings(host=host, port=port)
     assert isinstance(settings, Settings)
+    # The port is taken before anything is written (home, token, migrations, example plugins),
+    # and held: a busy port stops here, and nothing can take it in between.
+    listener = _listen(settings.host, settings.port)
     token, new = ensure_admin_token(settings)
     if new:
         print("=" * 72)
@@ -162,14 +165,50 @@ def serve(
         f"mlx-platform: http://{settings.host}:{settings.port} (data in {settings.home})",
         flush=True,
     )
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        timeout_graceful_shutdown=30,
-        **_http_options(SERVER_HEAD_LIMIT),
+    # uvicorn.run, on the socket bound above
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            timeout_graceful_shutdown=30,
+            **_http_options(SERVER_HEAD_LIMIT),
+        )
     )
+    try:
+        server.run(sockets=[listener])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        listener.close()
+    if not server.started:
+        raise typer.Exit(3)  # uvicorn's exit code for a failed start
+
+
+def _listen(host: str, port: int) -> Any:
+    """A TCP socket bound to host:port as uvicorn binds one (SO_REUSEADDR, IPv6 for a host
+    with a colon), for the server to listen on; a port in use ends `mlx serve` in one line."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            reason = (
+                f"port {port} is in use on {host} (another mlx serve?): stop what listens "
+                "there, or choose another with --port or MLX_PORT"
+            )
+        else:
+            reason = f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+        typer.echo(f"error: {reason}; nothing was started or changed", err=True)
+        raise typer.Exit(1) from None
+    return sock
 
 
 def _http_options(head_limit: int) -> dict[str, Any]:
