@@ -76,6 +76,20 @@ class PluginRepository:
             )
         return list(self.session.scalars(stmt.order_by(PluginRow.created_at)))
 
+    def states(self, statuses: tuple[str, ...]) -> list[tuple[str, str, str]]:
+        """(id, status, health status) of the plugins in `statuses`, by id: three columns,
+        not whole rows."""
+        stmt = (
+            select(PluginRow.id, PluginRow.status, PluginRow.health_status)
+            .where(PluginRow.status.in_(statuses))
+            .order_by(PluginRow.id)
+        )
+        return [(str(i), str(st), str(h)) for i, st, h in self.session.execute(stmt)]
+
+    def count_by_status(self) -> dict[str, int]:
+        stmt = select(PluginRow.status, func.count()).group_by(PluginRow.status)
+        return {str(status): int(n) for status, n in self.session.execute(stmt)}
+
     def active_singleton(self, plugin_type: str) -> PluginRow | None:
         stmt = select(PluginRow).where(PluginRow.singleton_slot == plugin_type)
         return self.session.scalars(stmt).first()
