@@ -1,5 +1,5 @@
-"""`/metrics` at catalogue scale: a series per plugin only for the plugins stored active or in
-error, and counts by status for the whole catalogue."""
+"""`/metrics` at catalogue scale: a series per plugin only for the plugins stored active, and
+counts by status for the whole catalogue."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A custom collector reads the recorder's running totals at scrape time, so the invocation hot
 path pays nothing for Prometheus. Invocations, latency and live instances are this replica's
 own, labelled `node`; health and status are the stored, shared ones: a series per plugin for
-the plugins stored `active` or `error` (the ones that run, or should), and for the whole
+the plugins stored `active` (the ones that should run), and for the whole
 catalogue only counts by status (`mlx_plugins`): 100,000 registered plugins are not 200,000
 series, nor a 15 MB answer read from 100,000 rows.
 """
@@ -69,13 +69,13 @@ class PluginCollector(Collector):
         watched, counts = stored_states(self.core)
         health = GaugeMetricFamily(
             "mlx_plugin_health",
-            "1 healthy, 0.5 degraded, 0 otherwise (last check); plugins stored active or error",
+            "1 healthy, 0.5 degraded, 0 otherwise (last check); plugins stored active",
             labels=["plugin_id", "status"],
         )
         up = GaugeMetricFamily(
             "mlx_plugin_active",
-            "1 when the plugin's stored status is active, 0 in error; plugins stored active or "
-            "error (the others have no series: see mlx_plugins)",
+            "1: the plugin's stored status is active (the others have no series of their "
+            "own: mlx_plugins counts them)",
             labels=["plugin_id"],
         )
         for state in watched:
