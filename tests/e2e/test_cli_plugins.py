@@ -136,6 +136,68 @@ def test_list_prints_a_table_for_people(process_live_server: LiveServer) -> None
     assert re.search(r"page 1: \d+ of \d+ plugin\(s\)", out)
 
 
+LIST_HEADERS = ["ID", "NAME", "TYPE", "VERSION", "STATUS", "HEALTH"]
+
+
+def list_table(out: str) -> list[list[list[str]]]:
+    """The rows of `mlx plugins list`'s table, each cell as the pieces it was folded into
+    (a row starts where the ID column has text after an ID that ended)."""
+    lines = out.splitlines()
+    assert lines[0].split() == LIST_HEADERS, out
+    starts = [lines[0].index(name) for name in LIST_HEADERS] + [None]
+    rows: list[list[list[str]]] = []
+    for line in lines[2:-1]:  # below the rule, above the `page ...` line
+        pieces = [line[a:b].strip() for a, b in zip(starts, starts[1:], strict=False)]
+        continued = rows and rows[-1][0][-1].endswith(("_", "-", "."))
+        if pieces[0].startswith("plugin_") and not continued:
+            rows.append([[p] for p in pieces])
+        else:
+            for cell, piece in zip(rows[-1], pieces, strict=True):
+                if piece:
+                    cell.append(piece)
+    return rows
+
+
+@pytest.mark.parametrize("columns", ["80", None], ids=["80 columns", "a pipe"])
+def test_list_fits_80_columns_and_never_cuts_a_word(
+    process_live_server: LiveServer, tmp_path: Path, columns: str | None
+) -> None:
+    # a plugin whose id and name are longer than a narrow column (registered once a module)
+    long_name = "a_rather_long_plugin_name_for_a_narrow_terminal"
+    path = write_manifest(tmp_path, long_name, "json")
+    assert mlx(process_live_server, "register", "-f", str(path)).returncode in (0, 4)
+    answer = as_json(mlx(process_live_server, "list", "--all", "--json"))["data"]
+    if columns is None:  # stdout is a file, as in a pipe: no COLUMNS, no terminal
+        proc = forked_mlx(
+            ["plugins", "list", "--all"],
+            {
+                k: v
+                for k, v in clean_env(
+                    MLX_API_URL=process_live_server.url,
+                    MLX_API_TOKEN=process_live_server.token("plugins:read"),
+                ).items()
+                if k not in ("COLUMNS", "LINES")
+            },
+        )
+    else:
+        proc = mlx(process_live_server, "list", "--all", COLUMNS=columns)
+    out = ok(proc)
+    assert max(len(line.rstrip()) for line in out.splitlines()) <= 80, out
+    rows = list_table(out)
+    expected = [
+        [p["id"], p["name"], p["type"], p["version"], p["status"], p["health"]["status"]]
+        for p in answer
+    ]
+    assert [["".join(cell) for cell in row] for row in rows] == expected, out
+    for row in rows:  # a folded cell breaks only after `_`, `-` or `.`: no word is cut
+        for cell in row:
+            assert all(piece.endswith(("_", "-", ".")) for piece in cell[:-1]), (cell, out)
+    long_row = next(r for r in rows if "".join(r[1]) == long_name)
+    assert len(long_row[1]) > 1  # the name did have to fold
+    short_ids = [r[0] for r in rows if len("".join(r[0])) <= len("plugin_tabular_folder_001")]
+    assert short_ids and all(len(cell) == 1 for cell in short_ids)  # short ids stay whole
+
+
 def test_list_json_is_the_page_and_all_walks_every_page(process_live_server: LiveServer) -> None:
     page = as_json(mlx(process_live_server, "list", "--limit", "1", "--json"))
     assert len(page["data"]) == 1 and page["pagination"]["has_next"] is True

@@ -4,6 +4,7 @@ fields on stdout (`--json` output and errors are output.py's)."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -125,14 +126,85 @@ def _fields(rows: Sequence[tuple[str, str | Text]], title: str | None = None) ->
 # ---------------------------------------------------------------- renderers
 
 
+# Where a name, type or id may go onto the next line: after `_`, `-` or `.`, or at a space.
+_WORD = re.compile(r"[^_\-. ]+[_\-.]*[ ]*|[_\-. ]+")
+
+
+def _words(text: str) -> list[str]:
+    """`experiment_tracker` -> `experiment_`, `tracker`: the pieces a cell may break into."""
+    return _WORD.findall(text) or [text]
+
+
+def _wrapped(text: str, width: int) -> str:
+    """`text` on lines of at most `width`, broken only between its words (a word longer than
+    `width` stays whole on a line of its own, for rich to fold as a last resort)."""
+    lines: list[str] = []
+    line = ""
+    for word in _words(text):
+        if line and len(line + word.rstrip()) > width:
+            lines.append(line.rstrip())
+            line = ""
+        line += word
+    lines.append(line.rstrip())
+    return "\n".join(lines)
+
+
+def _fit(
+    rows: Sequence[Sequence[str]],
+    headers: Sequence[str],
+    flexible: Sequence[Sequence[int]],
+    room: int,
+) -> list[int] | None:
+    """Column widths that fit `rows` into `room` with two spaces between columns, or None
+    when the table fits as it is (three spaces). The columns of `flexible[0]` narrow first
+    (the widest first, evenly), down to their longest word at most; if that is not enough,
+    they stay there and those of `flexible[1]` narrow too, and so on. Every other column
+    keeps its width; past the last group, rich folds what still does not fit."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    gaps = len(headers) - 1
+    if sum(widths) + 3 * gaps <= room:
+        return None
+    longest_word = [
+        max([len(h)] + [len(w.rstrip()) for r in rows for w in _words(r[i])])
+        for i, h in enumerate(headers)
+    ]
+    shared = list(widths)
+    for group in flexible:
+        fixed = sum(w for i, w in enumerate(shared) if i not in group)
+        narrowed = _share(
+            [widths[i] for i in group], [longest_word[i] for i in group], room - 2 * gaps - fixed
+        )
+        for i, width in zip(group, narrowed, strict=True):
+            shared[i] = width
+        if sum(shared) + 2 * gaps <= room:
+            break
+    return shared
+
+
 def render_plugin_list(
     plugins: Sequence[PluginSummary], pagination: Pagination, *, every_page: bool
 ) -> None:
-    table = _table("ID", "NAME", "TYPE", "VERSION", "STATUS", "HEALTH", whole=(0, 3, 4, 5))
-    for p in plugins:
-        table.add_row(
-            p.id, p.name, p.type, p.version, status_text(p.status), status_text(p.health.status)
-        )
+    headers = ("ID", "NAME", "TYPE", "VERSION", "STATUS", "HEALTH")
+    rows: list[tuple[str, ...]] = [
+        (p.id, p.name, p.type, p.version, p.status, p.health.status or "-") for p in plugins
+    ]
+    # Too wide for the terminal (or a pipe's 80 columns): NAME and TYPE narrow first, broken
+    # between their words (`experiment_` / `tracker`); then the ID, so that it stays whole
+    # whenever it can be (it is what the other commands take); VERSION, STATUS and HEALTH
+    # (one short word each) keep their width. No word is cut down to ~62 columns; narrower
+    # than the longest words, rich folds them (no_wrap would cut text off instead).
+    widths = _fit(rows, headers, [(1, 2), (0,)], console.width)
+    table = _table(*headers, whole=() if widths else (0, 3, 4, 5))
+    if widths:
+        table.padding = (0, 1, 0, 0)  # two spaces between columns rather than three
+        for column, width in zip(table.columns, widths, strict=True):
+            column.width = width
+        rows = [
+            tuple(_wrapped(c, widths[i]) if i <= 2 else c for i, c in enumerate(row))
+            for row in rows
+        ]
+    for row in rows:
+        table.add_row(*row[:4], status_text(row[4]), status_text(row[5]))
     console.print(table)
     if every_page:
         console.print(f"{len(plugins)} plugin(s)")
