@@ -14,9 +14,10 @@ look for:
   mongodb...) and in some descriptions;
 - FILTER_TYPE about 12% of the rows, FILTER_STATUS about 30%.
 
-On SQLite the search index (`plugins_fts`) is filled by the migrations' triggers as the rows
-go in; on PostgreSQL the trigram index is maintained by the database, and the tables are
-VACUUM ANALYZEd after the load (what autovacuum does shortly after a bulk load by itself).
+The search index (migration 0004: FTS5 tables on SQLite, the `plugins_search` table on
+PostgreSQL) is filled by the migrations' triggers as the rows go in; on PostgreSQL the
+tables the load filled are VACUUM ANALYZEd after it (what autovacuum does shortly after a bulk
+load by itself).
 """
 
 from __future__ import annotations
@@ -462,8 +463,10 @@ def seed(url: str, n: int = 100_000) -> Seeded:
             conn.execute(PluginIdSequence.__table__.insert(), cat.sequences)
         if engine.dialect.name == "postgresql":
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("VACUUM ANALYZE plugins"))
-                conn.execute(text("VACUUM ANALYZE plugin_id_sequences"))
+                # every table the load filled: plugins_search (migration 0004) through the
+                # triggers, and its statistics are what the search's plans are chosen by
+                for filled in ("plugins", "plugin_id_sequences", "plugins_search"):
+                    conn.execute(text(f"VACUUM ANALYZE {filled}"))
         else:
             with engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")

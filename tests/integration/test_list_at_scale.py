@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, delete, event, text, update
 
-from mlx_platform.storage import Database, PluginRow
+from mlx_platform.storage import Database, PluginRow, listing
 from mlx_platform.storage.db import _MIGRATIONS
 from mlx_platform.storage.listing import TOTAL_BOUND
 from mlx_platform.storage.repositories import PluginFilter, PluginRepository
@@ -258,6 +258,21 @@ def test_search_pages_follow_the_ranking(searchable: Lister) -> None:
             found = searchable(search="o", page=page, limit=limit)
             assert [r.id for r in found.rows] == want[(page - 1) * limit : page * limit]
             assert found.total == len(want) and not found.total_is_estimate
+
+
+@pytest.mark.parametrize("term", ["db", "o", "ke", "ri", "er"])
+def test_search_pages_do_not_depend_on_how_a_group_is_read(
+    searchable: Lister, term: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL reads a 2-character group of few plugins from the bigram index and a larger
+    one by walking the key: with the threshold at 1, every group of 2 or more is walked."""
+    want = expected(term)
+    assert searchable.every_id(limit=2, search=term) == want
+    monkeypatch.setattr(listing, "_SPARSE", 1)
+    listing.MEMO.clear()  # what was found with the other threshold
+    for limit in (1, 2, 3):
+        assert searchable.every_id(limit=limit, search=term) == want
+    assert searchable(search=term).total == len(want)
 
 
 def test_search_combines_with_filters(db_url: str) -> None:

@@ -33,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import (
@@ -41,6 +42,7 @@ from sqlalchemy import (
     Select,
     String,
     Text,
+    any_,
     bindparam,
     cast,
     column,
@@ -53,7 +55,9 @@ from sqlalchemy import (
     select,
     table,
     text,
+    true,
     tuple_,
+    union_all,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import Session, load_only
@@ -94,6 +98,10 @@ class Memo:
             if value is not None:
                 self._entries.move_to_end(key)
             return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
 
     def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
@@ -148,7 +156,7 @@ def list_plugins(
         return reads.kept(("count", None, cap), lambda: _count(session, matching, cap))
 
     if search is not None:
-        rows = _rows_by_id(session, search.page(conds, offset, limit + 1))
+        rows = search.rows(conds, offset, limit + 1)
     else:
         rows = _ordered_page(reads, conds, offset, limit + 1)
     has_next = len(rows) > limit
@@ -354,23 +362,8 @@ class _Search:
     def count(self, conds: list[ColumnElement[bool]], cap: int) -> int:
         raise NotImplementedError
 
-    def page(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[str]:
-        """The ids of `n` matches from `offset` on: the groups one after the other."""
-        ids: list[str] = []
-        skip = offset
-        for group in self.groups_for(conds):
-            want = n - len(ids)
-            if not want:
-                break
-            got = group.ids(skip, want)
-            if got:
-                ids += got
-                skip = 0  # the next group from its start
-            elif skip:
-                skip = max(0, skip - group.count())  # the whole group lies before the page
-        return ids
-
-    def groups_for(self, conds: list[ColumnElement[bool]]) -> list[_Group]:
+    def rows(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[PluginRow]:
+        """`n` matches from `offset` on, in rank order."""
         raise NotImplementedError
 
 
@@ -411,6 +404,26 @@ class _SqliteSearch(_Search):
             self.any = reads.kept(
                 ("terms", "any", term), lambda: self._starting("plugins_search", term)
             )
+
+    def rows(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[PluginRow]:
+        return _rows_by_id(self.session, self.page(conds, offset, n))
+
+    def page(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[str]:
+        """The ids of `n` matches from `offset` on: the groups one after the other, each
+        read from the index in its order (statements in the process: no round trips)."""
+        ids: list[str] = []
+        skip = offset
+        for group in self.groups_for(conds):
+            want = n - len(ids)
+            if not want:
+                break
+            got = group.ids(skip, want)
+            if got:
+                ids += got
+                skip = 0  # the next group from its start
+            elif skip:
+                skip = max(0, skip - group.count())  # the whole group lies before the page
+        return ids
 
     def _starting(self, fts: str, term: str) -> str | None:
         """A MATCH of the indexed trigrams that start with the 1-2 character `term` (None:
@@ -481,6 +494,10 @@ def _escape_like(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# A source of plugins_search rows (the table, or the rows the bigram index holds for a term).
+_Source = Any
+
+
 class _PostgresSearch(_Search):
     def __init__(self, reads: _Reads, term: str) -> None:
         self.reads = reads
@@ -488,67 +505,110 @@ class _PostgresSearch(_Search):
         self.term = term
         self.short = len(term) == 2
         # lower-cased by the database, as the stored copies were
-        pattern = literal("%") + func.lower(literal(_escape_like(term))) + literal("%")
-        self.in_name = _PG.c.name.like(pattern, escape="\\")
-        self.in_description = _PG.c.description.like(pattern, escape="\\")
-        lowered = func.lower(literal(term))
-        bigrams = func.mlx_search_bigrams(_PG.c.name, _PG.c.description)
+        self.pattern = literal("%") + func.lower(literal(_escape_like(term))) + literal("%")
+        self.lowered = func.lower(literal(term))
 
-        def marked(*columns: str) -> ColumnElement[Any]:  # n: in the name, d: the description
-            return cast(array([literal(c) + lowered for c in columns]), ARRAY(Text))
-
-        self.name_bigram = bigrams.op("@>")(marked("n"))
-        self.description_bigram = bigrams.op("@>")(marked("d"))
-        self.any_bigram = bigrams.op("&&")(marked("n", "d"))  # one index scan for both
-
-    def _select(self, where: ColumnElement[bool], conds: list[ColumnElement[bool]]) -> Select[Any]:
-        stmt = select(_PG.c.plugin_id).where(where)
-        if conds:
-            stmt = stmt.where(exists().where(PluginRow.id == _PG.c.plugin_id, *conds))
-        return stmt
-
-    def _group(
-        self,
-        name: str,
-        walk: ColumnElement[bool],
-        indexed: ColumnElement[bool] | None,
-        conds: list[ColumnElement[bool]],
-    ) -> _Group:
-        """`walk`: the exact condition, evaluated row by row; `indexed`: the same set through
-        the bigram index (2-character terms), used when it holds few plugins."""
-        chosen: list[Select[Any]] = []
-
-        def matches() -> Select[Any]:  # decided on first use: a full page may not need it
-            if not chosen:
-                where = walk
-                if indexed is not None:
-                    few = self.reads.kept(
-                        ("few", name, self.term),
-                        lambda: _count(self.session, self._select(indexed, conds), _SPARSE + 1),
-                    )
-                    where = indexed if few <= _SPARSE else walk
-                chosen.append(self._select(where, conds).order_by(_PG.c.k))
-            return chosen[0]
-
-        return _Group(
-            lambda o, n: list(self.session.scalars(matches().offset(o).limit(n))),
-            lambda: self.reads.kept(
-                ("group", name, self.term), lambda: _count(self.session, matches().order_by(None))
-            ),
+    def _in(self, source: _Source, column_name: str) -> ColumnElement[bool]:
+        return typing.cast(
+            ColumnElement[bool], source.c[column_name].like(self.pattern, escape="\\")
         )
 
-    def groups_for(self, conds: list[ColumnElement[bool]]) -> list[_Group]:
-        only_description = self.in_description & not_(self.in_name)
-        return [
-            self._group("name", self.in_name, self.name_bigram if self.short else None, conds),
-            self._group(
-                "description",
-                only_description,
-                (self.description_bigram & not_(self.in_name)) if self.short else None,
-                conds,
-            ),
+    def _bigram_hits(self, *marks: str) -> _Source:
+        """The rows whose marked columns (n: the name, d: the description) hold the 2-character
+        term, read from the bigram index alone: a materialized CTE is planned on its own, so
+        the index is read whole (exact, few rows) and mlx_search_bigrams is never evaluated
+        row by row along a walk of the key (which a LIMIT makes look cheap: 5 s)."""
+        wanted = cast(array([literal(m) + self.lowered for m in marks]), ARRAY(Text))
+        bigrams = func.mlx_search_bigrams(_PG.c.name, _PG.c.description)
+        holds = bigrams.op("@>" if len(marks) == 1 else "&&")(wanted)
+        return (
+            select(_PG)
+            .where(holds)
+            .cte(f"bigram_hits_{''.join(marks)}")
+            .prefix_with("MATERIALIZED")
+        )
+
+    def _select(
+        self, source: _Source, where: ColumnElement[bool], conds: list[ColumnElement[bool]]
+    ) -> Select[Any]:
+        stmt = select(source.c.plugin_id).where(where)
+        if conds:
+            stmt = stmt.where(exists().where(PluginRow.id == source.c.plugin_id, *conds))
+        return stmt
+
+    def _groups(self, conds: list[ColumnElement[bool]]) -> list[_Source | list[str]]:
+        """Each rank's matches (the name matches, then the description-only matches): a
+        (source, condition) to read them by, or their ids in key order.
+
+        3+ characters: the table and its LIKE conditions (pg_trgm's estimates choose
+        between its index and a walk of the key). 2 characters: read once per list version
+        from the bigram index; a group of at most _SPARSE plugins is kept as its ids, a
+        larger one is read by walking the key with LIKE (it fills a page within a few rows
+        a match; pg_trgm cannot index 2 characters)."""
+        walks: list[_Source | list[str]] = [
+            (_PG, self._in(_PG, "name")),
+            (_PG, self._in(_PG, "description") & not_(self._in(_PG, "name"))),
         ]
+        if not self.short:
+            return walks
+        name_hits, description_hits = self._bigram_hits("n"), self._bigram_hits("d")
+        indexed = [
+            (name_hits, true()),
+            (description_hits, not_(self._in(description_hits, "name"))),
+        ]
+        out: list[_Source | list[str]] = []
+        for rank, (walk, index) in enumerate(zip(walks, indexed, strict=True)):
+            ids = self.reads.kept(("ids", rank, self.term), partial(self._few, index, conds))
+            out.append(walk if ids is None else ids)
+        return out
+
+    def _few(
+        self, group: tuple[_Source, ColumnElement[bool]], conds: list[ColumnElement[bool]]
+    ) -> list[str] | None:
+        """The group's ids in key order, or None when it holds more than _SPARSE."""
+        source, where = group
+        stmt = self._select(source, where, conds).order_by(source.c.k).limit(_SPARSE + 1)
+        ids = list(self.session.scalars(stmt))
+        return ids if len(ids) <= _SPARSE else None
+
+    def rows(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[PluginRow]:
+        """The groups one after the other: those leading with known ids sliced here, the
+        rest in one statement (each group's first `offset + n` matches in key order, under
+        its own LIMIT, ranked and cut to what the page still needs), then the rows."""
+        groups = self._groups(conds)
+        ids: list[str] = []
+        while groups and isinstance(groups[0], list) and len(ids) < n:
+            known = groups.pop(0)
+            ids += known[offset : offset + n - len(ids)]
+            offset = max(0, offset - len(known))
+        want = n - len(ids)
+        if want and groups:
+            branches = []
+            for rank, group in enumerate(groups):
+                source, where = (
+                    (_PG, _PG.c.plugin_id == any_(cast(literal(group), ARRAY(String))))
+                    if isinstance(group, list)
+                    else group
+                )
+                branches.append(
+                    self._select(source, where, conds)
+                    .add_columns(literal(rank, Integer).label("rank"), source.c.k)
+                    .order_by(source.c.k)
+                    .limit(offset + want)
+                )
+            ranked = union_all(*branches).subquery()
+            page = (
+                select(ranked.c.plugin_id)
+                .order_by(ranked.c.rank, ranked.c.k)
+                .offset(offset)
+                .limit(want)
+            )
+            ids += self.session.scalars(page)
+        return _rows_by_id(self.session, ids)
 
     def count(self, conds: list[ColumnElement[bool]], cap: int) -> int:
-        where = self.any_bigram if self.short else or_(self.in_name, self.in_description)
-        return _count(self.session, self._select(where, conds), cap)
+        if self.short:
+            matches = self._select(self._bigram_hits("n", "d"), true(), conds)
+        else:
+            matches = self._select(_PG, self._in(_PG, "name") | self._in(_PG, "description"), conds)
+        return _count(self.session, matches, cap)
