@@ -12,11 +12,16 @@ from importlib.util import find_spec
 from typing import Annotated, Any
 
 
-def _needs(name: str | None) -> SystemExit:
-    return SystemExit(
-        f'mlx: the command line needs {name}: pip install "mlx-platform[cli]" '
-        '(or "mlx-platform[server]" for the service too)'
-    )
+def _needs() -> SystemExit:
+    """`mlx` without typer or rich: one line naming every extra the command given needs (a
+    command of the service's, `mlx serve`, needs the server extra too) and what is missing."""
+    from mlx_platform.cli.extras import SERVER_COMMANDS, install_line
+
+    words = sys.argv[1:3]
+    server = bool(words) and (words[0] in SERVER_COMMANDS or words == ["plugins", "check"])
+    command = "mlx " + " ".join(words if words[:1] in (["plugins"], ["token"]) else words[:1])
+    line = install_line(command if server else "the command line", cli=not server)
+    return SystemExit(f"mlx: {line}")
 
 
 try:
@@ -33,11 +38,11 @@ try:
 except ModuleNotFoundError as exc:  # the command line is an extra: say how to get it
     if exc.name not in ("typer", "rich", "click"):
         raise
-    raise _needs(exc.name) from None
+    raise _needs() from None
 # rich is imported by the commands when they run (and by typer for help): missing, it is said
 # now, as when it was imported here.
 if find_spec("rich") is None:
-    raise _needs("rich")
+    raise _needs()
 
 # Help in click's plain layout (rich_markup_mode=None), not typer's rich panels: those show a
 # `<bool>` type after every flag and read `[...]` in a help text as markup; the plain layout
@@ -129,17 +134,19 @@ def serve(
 
     Every other setting is an MLX_* environment variable (README, "Settings"): MLX_HOME
     (data, secrets, the admin token; default ~/.mlx-platform), MLX_DATABASE_URL, ..."""
-    try:
+    from mlx_platform.cli.extras import install_line, needs_server
+
+    # every module of the server extra, tried now: the service imports them as it starts
+    missing = install_line("mlx serve", cli=False)
+    if missing:
+        typer.echo(f"error: {missing}", err=True)
+        raise typer.Exit(1)
+    with needs_server("mlx serve"):
         import uvicorn
 
         from mlx_platform.server.app import create_app
         from mlx_platform.server.limits import SERVER_HEAD_LIMIT
         from mlx_platform.settings import Settings
-    except ModuleNotFoundError as exc:
-        typer.echo(
-            f'error: the server needs {exc.name}: pip install "mlx-platform[server]"', err=True
-        )
-        raise typer.Exit(1) from None
 
     settings = _settings(host=host, port=port)
     assert isinstance(settings, Settings)
@@ -242,8 +249,11 @@ def token_create(
 ) -> None:
     """Print a token signed with the server's secret (MLX_JWT_SECRET, else the one kept in
     MLX_HOME), alone on stdout. Refused when there is none, unless --new-secret."""
-    from mlx_platform.server.auth import create_token
-    from mlx_platform.settings import Settings
+    from mlx_platform.cli.extras import needs_server
+
+    with needs_server("mlx token create"):
+        from mlx_platform.server.auth import create_token
+        from mlx_platform.settings import Settings
 
     settings = _settings()
     assert isinstance(settings, Settings)
@@ -270,8 +280,13 @@ def token_create(
 @app.command("migrate")
 def migrate() -> None:
     """Apply the database migrations (serve does this too)."""
-    from mlx_platform.settings import Settings
-    from mlx_platform.storage import Database
+    from mlx_platform.cli.extras import needs_server
+
+    with needs_server("mlx migrate"):
+        import alembic.command  # noqa: F401 - what migrating runs
+
+        from mlx_platform.settings import Settings
+        from mlx_platform.storage import Database
 
     settings = _settings()
     assert isinstance(settings, Settings)

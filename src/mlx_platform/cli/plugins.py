@@ -585,17 +585,13 @@ def check_plugin(
     the class and the composition with its active plugins. One line per check; exit 1 when
     any fails."""
     from mlx_platform.cli import output
+    from mlx_platform.cli.extras import needs_server
 
-    try:  # what the checks run (the service's parts), imported now: a missing extra is said
+    # what the checks run (the service's parts), imported now: a missing extra is one line
+    with needs_server("mlx plugins check"):
         import mlx_platform.testing.hosting  # noqa: F401
         from mlx_platform.settings import Settings
         from mlx_platform.testing.checks import CheckOptions, check
-    except ModuleNotFoundError as exc:
-        typer.echo(
-            f'error: mlx plugins check needs {exc.name}: pip install "mlx-platform[server]"',
-            err=True,
-        )
-        raise typer.Exit(output.ExitCode.ERROR) from None
     from pydantic import ValidationError as SettingsError
 
     where = ctx.obj if isinstance(ctx.obj, Target) else Target()
