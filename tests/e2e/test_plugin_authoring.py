@@ -80,7 +80,7 @@ BREAKAGES: dict[str, tuple[Callable[[Path], None], str, list[str]]] = {
     "bad manifest": (
         lambda d: _edit(d / MANIFEST, 'version = "0.1.0"', 'version = "one point oh"'),
         "manifest",
-        ["version", "'one point oh' is not a PEP 440 version"],
+        ["version", "must be a version such as 1.2.0 (PEP 440)"],
     ),
     "unloadable class": (
         lambda d: _edit(d / MANIFEST, ".plugin.DemoSourcePlugin", ".plugin.NoSuchPlugin"),

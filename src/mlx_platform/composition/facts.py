@@ -112,8 +112,9 @@ def parse_spec(text: str) -> Spec:
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        raise ValueError(
-            f"'{text}' is not a plugin name with an optional version specifier: {exc}"
+        raise ValueError(  # packaging's first line: its next ones draw a caret under the text
+            f"'{text}' is not a plugin name with an optional version specifier, such as "
+            f"mlflow>=2.0: {str(exc).splitlines()[0]}"
         ) from exc
     return Spec(raw=text, name=req.name, specifier=req.specifier)
 
@@ -156,7 +157,9 @@ def check_metadata(meta: dict[str, Any]) -> dict[str, str]:
         try:
             Requirement(str(item))
         except InvalidRequirement as exc:
-            problems[f"metadata.python_requirements[{i}]"] = f"not a PEP 508 requirement: {exc}"
+            problems[f"metadata.python_requirements[{i}]"] = (
+                f"not a PEP 508 requirement, such as pyarrow>=15: {str(exc).splitlines()[0]}"
+            )
     for peer, spec in (meta.get("recommends") or {}).items():
         try:
             parse_specifier(str(spec))

@@ -13,8 +13,9 @@ from pydantic import ValidationError as PydanticValidationError
 
 from mlx_platform.composition import rules
 from mlx_platform.core import config_schema
+from mlx_platform.reasons import VERSION_FORM, plain_reason
 from mlx_platform.runtime.instance import WorkerOptions
-from mlx_platform.wire import RegisterPluginRequest
+from mlx_platform.wire import ConfigField, PluginMetadata, RegisterPluginRequest, _from_json_schema
 
 if TYPE_CHECKING:
     from mlx_platform.settings import Settings
@@ -26,27 +27,67 @@ def definition_problems(req: RegisterPluginRequest) -> dict[str, str]:
     own definition is wrong (a bad pattern, minimum above maximum, a default that breaks its
     own field's rules), metadata the rules cannot read."""
     problems: dict[str, str] = {}
-    try:
-        Version(req.version)
-    except InvalidVersion:
-        problems["version"] = f"'{req.version}' is not a PEP 440 version (for example 1.2.0)"
+    if not _is_version(req.version):
+        problems["version"] = VERSION_FORM
     schema = {k: v.model_dump() for k, v in req.configuration_schema.items()}
     problems.update(config_schema.check_schema_definition(schema))
     problems.update(rules.check_metadata(req.metadata.model_dump()))
     return problems
 
 
+def _is_version(text: str) -> bool:
+    try:
+        Version(text)
+    except InvalidVersion:
+        return False
+    return True
+
+
+def body_problems(body: Any) -> dict[str, str]:
+    """`definition_problems` of a register body that the request model refused: each check
+    run on the parts of the body that are well-formed on their own (the version a string, each
+    configuration field one the model takes, the metadata), so that the one 422 answer names
+    these problems beside the model's."""
+    if not isinstance(body, dict):
+        return {}
+    problems: dict[str, str] = {}
+    version = body.get("version")
+    if isinstance(version, str) and version and not _is_version(version):
+        problems["version"] = VERSION_FORM
+    schema = _from_json_schema(body.get("configuration_schema"))
+    if isinstance(schema, dict):
+        fields: dict[str, dict[str, Any]] = {}
+        for name, field in schema.items():
+            try:
+                fields[str(name)] = ConfigField.model_validate(field).model_dump()
+            except PydanticValidationError:
+                continue  # the model's own errors name it
+        problems.update(config_schema.check_schema_definition(fields))
+    metadata = body.get("metadata")
+    if isinstance(metadata, dict):
+        try:
+            problems.update(
+                rules.check_metadata(PluginMetadata.model_validate(metadata).model_dump())
+            )
+        except PydanticValidationError:
+            pass
+    return problems
+
+
 def parse_manifest(manifest: dict[str, Any]) -> tuple[RegisterPluginRequest | None, dict[str, str]]:
     """A manifest as the register request the API would parse from it, and every problem the
-    API would answer 422 for: the request model's (what the body's validation refuses), then,
-    when the model holds, `definition_problems`. (None, problems) when the model fails."""
+    API would answer 422 for, all at once: the request model's (what the body's validation
+    refuses) and `definition_problems` (`body_problems` of the parts that are well-formed
+    when the model fails). (None, problems) when the model fails."""
     try:
         req = RegisterPluginRequest.model_validate(manifest)
     except PydanticValidationError as exc:
         problems: dict[str, str] = {}
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ())) or "manifest"
-            problems.setdefault(where, str(err.get("msg")))
+            problems.setdefault(where, plain_reason(err))
+        for where, reason in body_problems(manifest).items():
+            problems.setdefault(where, reason)
         return None, problems
     return req, definition_problems(req)
 

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from mlx_platform.plugins._manifest import MANIFEST_FILENAME
+from mlx_platform.reasons import plain_reason
 from mlx_platform.wire import RegisterPluginRequest
 
 # Seconds allowed to one network step of discovery (an index page, a wheel, a git command).
@@ -71,7 +72,7 @@ def check_manifest(manifest: dict[str, Any]) -> str | None:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first.get("loc", ())) or "manifest"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        return f"invalid manifest: {loc}: {first.get('msg')}{more}"
+        return f"invalid manifest: {loc}: {plain_reason(first)}{more}"
     return None
 
 

@@ -12,8 +12,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from mlx_platform.core.definition import body_problems
 from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import MLXError
+from mlx_platform.reasons import plain_reason
 from mlx_platform.server.deps import authorize
 from mlx_platform.server.request_context import current_request_id
 from mlx_platform.storage.availability import (
@@ -81,8 +83,12 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
-def _validation_details(exc: RequestValidationError) -> tuple[str, dict[str, str]]:
-    """One entry per bad field or parameter: {name: reason}. The input is never quoted."""
+def _validation_details(
+    exc: RequestValidationError, more: dict[str, str] | None = None
+) -> tuple[str, dict[str, str]]:
+    """One entry per bad field or parameter: {name: reason}, in plain words (no regular
+    expression: mlx_platform.reasons); `more`, the problems found beside the model's (a
+    register body's definition checks), after them. The input is never quoted."""
     details: dict[str, str] = {}
     first_kind = "field"
     for err in exc.errors():
@@ -93,15 +99,15 @@ def _validation_details(exc: RequestValidationError) -> tuple[str, dict[str, str
             field, reason = "body", "is not valid JSON"
         elif kind == "missing" and loc == ("body",):
             field, reason = "body", "a JSON body is required"
-        elif kind == "extra_forbidden":
-            reason = "is not a known field"
         else:
-            reason = str(err.get("msg", "is invalid"))  # pydantic's msg never quotes the input
+            reason = plain_reason(err)  # pydantic's msg never quotes the input
         if not details:
             where = loc[0] if loc else "body"
             first_kind = {"query": "query parameter", "path": "path parameter"}.get(
                 str(where), "field"
             )
+        details.setdefault(field, reason)
+    for field, reason in (more or {}).items():
         details.setdefault(field, reason)
     first = next(iter(details), "body")
     message = f"Invalid {first_kind} '{first}': {details.get(first, 'is invalid')}"
@@ -171,7 +177,12 @@ def install_error_handlers(app: FastAPI) -> None:
         denied = _refused(request)
         if denied is not None:
             return denied
-        message, details = _validation_details(exc)
+        more: dict[str, str] = {}
+        if request.method == "POST" and request.url.path.rstrip("/") == "/v1/plugins":
+            # a register body: the definition's own checks too, so that one answer names
+            # every problem (a bad version beside a bad name), not one pass at a time
+            more = body_problems(exc.body)
+        message, details = _validation_details(exc, more)
         return error_response(422, "VALIDATION_ERROR", message, details)
 
     @app.exception_handler(StarletteHTTPException)
