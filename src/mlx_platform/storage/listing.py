@@ -27,6 +27,7 @@ knows SQL dialect differences.
 
 from __future__ import annotations
 
+import functools
 import threading
 import typing
 from collections import OrderedDict
@@ -264,7 +265,7 @@ def _filter_conditions(flt: PluginFilter, live_since: datetime | None) -> list[C
 _ORDER = (PluginRow.created_at, PluginRow.id)
 # What a list item shows (server/views.py plugin_summary, core/registry.py shown_status): the
 # other columns, JSON documents among them, are neither read nor decoded (an access raises).
-_SHOWN = load_only(
+_SHOWN_ATTRIBUTES = (
     PluginRow.id,
     PluginRow.name,
     PluginRow.type,
@@ -281,8 +282,9 @@ _SHOWN = load_only(
     PluginRow.health_message,
     PluginRow.created_at,
     PluginRow.updated_at,
-    raiseload=True,
 )
+_SHOWN = load_only(*_SHOWN_ATTRIBUTES, raiseload=True)
+_SHOWN_COLUMNS = frozenset(a.property.columns[0].key for a in _SHOWN_ATTRIBUTES)
 
 
 def _from(key: tuple[Any, Any]) -> ColumnElement[bool]:
@@ -574,17 +576,20 @@ class _PostgresSearch(_Search):
     def rows(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[PluginRow]:
         """The groups one after the other: those leading with known ids sliced here, the
         rest in one statement (each group's first `offset + n` matches in key order, under
-        its own LIMIT, ranked and cut to what the page still needs), then the rows."""
-        groups = self._groups(conds)
+        its own LIMIT, ranked and cut to what the page still needs, joined to their rows)."""
+        groups = list(zip(("name", "description"), self._groups(conds), strict=True))
         ids: list[str] = []
-        while groups and isinstance(groups[0], list) and len(ids) < n:
-            known = groups.pop(0)
+        while groups and isinstance(groups[0][1], list) and len(ids) < n:
+            known = typing.cast(list[str], groups.pop(0)[1])
             ids += known[offset : offset + n - len(ids)]
             offset = max(0, offset - len(known))
+        rows = _rows_by_id(self.session, ids)
         want = n - len(ids)
-        if want and groups:
+        if want and groups and not conds:
+            rows += self._page_by_text(groups, offset, want)
+        elif want and groups:
             branches = []
-            for rank, group in enumerate(groups):
+            for rank, (_, group) in enumerate(groups):
                 source, where = (
                     (_PG, _PG.c.plugin_id == any_(cast(literal(group), ARRAY(String))))
                     if isinstance(group, list)
@@ -598,13 +603,33 @@ class _PostgresSearch(_Search):
                 )
             ranked = union_all(*branches).subquery()
             page = (
-                select(ranked.c.plugin_id)
+                select(ranked.c.plugin_id, ranked.c.rank, ranked.c.k)
                 .order_by(ranked.c.rank, ranked.c.k)
                 .offset(offset)
                 .limit(want)
+                .subquery()
             )
-            ids += self.session.scalars(page)
-        return _rows_by_id(self.session, ids)
+            rows += self.session.scalars(
+                select(PluginRow)
+                .options(_SHOWN)
+                .join(page, PluginRow.id == page.c.plugin_id)
+                .order_by(page.c.rank, page.c.k)
+            )
+        return rows
+
+    def _page_by_text(
+        self, groups: list[tuple[str, _Source | list[str]]], offset: int, n: int
+    ) -> list[PluginRow]:
+        """`rows` without filters, the most common search, as a textual statement of a few
+        shapes: it costs SQLAlchemy nothing to build and key, where the constructed one
+        cost ~0.8 ms a request (PostgreSQL's own work: ~0.6 ms)."""
+        shape = tuple("ids" if isinstance(g, list) else kind for kind, g in groups)
+        params: dict[str, Any] = {"t": _escape_like(self.term), "m": offset + n, "o": offset}
+        params["n"] = n
+        for rank, (_, group) in enumerate(groups):
+            if isinstance(group, list):
+                params[f"ids{rank}"] = group
+        return list(self.session.scalars(_page_statement(shape), params))
 
     def count(self, conds: list[ColumnElement[bool]], cap: int) -> int:
         if self.short:
@@ -612,3 +637,31 @@ class _PostgresSearch(_Search):
         else:
             matches = self._select(_PG, self._in(_PG, "name") | self._in(_PG, "description"), conds)
         return _count(self.session, matches, cap)
+
+
+_LIKE = "LIKE ('%' || lower(:t) || '%') ESCAPE '\\'"
+_BRANCH = {
+    "name": f"name {_LIKE}",
+    "description": f"description {_LIKE} AND name NOT {_LIKE}",
+}
+
+
+@functools.cache
+def _page_statement(shape: tuple[str, ...]) -> Any:
+    """The page of an unfiltered PostgreSQL search whose ranks are read as `shape` says
+    (`name`/`description`: by their LIKE condition; `ids`: among the ids given)."""
+    branches = " UNION ALL ".join(
+        f"(SELECT plugin_id, {rank} AS rank, k FROM plugins_search WHERE "
+        + (f"plugin_id = ANY(:ids{rank})" if kind == "ids" else _BRANCH[kind])
+        + " ORDER BY k LIMIT :m)"
+        for rank, kind in enumerate(shape)
+    )
+    columns = ", ".join(
+        f"plugins.{c.key}" for c in PluginRow.__table__.columns if c.key in _SHOWN_COLUMNS
+    )
+    sql = (
+        f"SELECT {columns} FROM plugins JOIN (SELECT plugin_id, rank, k FROM ({branches}) AS ranked "
+        "ORDER BY rank, k OFFSET :o LIMIT :n) AS page ON plugins.id = page.plugin_id "
+        "ORDER BY page.rank, page.k"
+    )
+    return select(PluginRow).options(_SHOWN).from_statement(text(sql))
