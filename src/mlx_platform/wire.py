@@ -382,6 +382,14 @@ class PerformanceMetrics(WireModel):
     window_seconds: int = 0
 
 
+_PENDING = (
+    "Configuration fields stored but not yet run by the active plugin (a hot_reload false "
+    "field changed without restart_required, and what changed with it): the next allowed "
+    "restart applies them (PATCH configuration with restart_required, or deactivate and "
+    "activate)"
+)
+
+
 class PluginDetail(WireModel):
     model_config = _example(ex.PLUGIN_DETAIL)
 
@@ -398,6 +406,7 @@ class PluginDetail(WireModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     configuration_schema: dict[str, Any] = Field(default_factory=dict)
     configuration: dict[str, Any] = Field(default_factory=dict)
+    pending_restart: list[str] = Field(default_factory=list, description=_PENDING)
     operations: list[str] = Field(default_factory=list)
     performance_metrics: PerformanceMetrics = Field(default_factory=PerformanceMetrics)
     health: HealthSummary = Field(default_factory=HealthSummary)
@@ -476,6 +485,7 @@ class ConfigurationUpdateResult(WireModel):
     updated_fields: list[str] = Field(default_factory=list)
     effective_time: datetime | None = None
     dry_run: bool = False
+    pending_restart: list[str] = Field(default_factory=list, description=_PENDING)
 
 
 class ConnectivityCheck(WireModel):
