@@ -68,6 +68,25 @@ def validated_configuration(core: Core, row: PluginRow, config: dict[str, Any]) 
     return full
 
 
+def pending_fields(core: Core, row: PluginRow) -> list[str]:
+    """The fields of an active plugin whose stored value is not the one its instances run
+    (a change of a `hot_reload: false` field made without allowing the restart, and whatever
+    was changed with it): the next allowed restart applies them (a configuration update with
+    `restart_required`, or deactivate then activate). Empty for a plugin that is not active."""
+    if row.status != "active":
+        return []
+    return _differing(
+        effective_configuration(core, row, core.box.open(row.configuration or {})),
+        effective_configuration(core, row, core.box.open(row.running_configuration or {})),
+    )
+
+
+def _differing(one: dict[str, Any], other: dict[str, Any]) -> list[str]:
+    return sorted(
+        k for k in one.keys() | other.keys() if one.get(k, _MISSING) != other.get(k, _MISSING)
+    )
+
+
 # ---------------------------------------------------------------- changing it
 
 
@@ -75,8 +94,10 @@ def validated_configuration(core: Core, row: PluginRow, config: dict[str, Any]) 
 class ConfigurationChange:
     """What a configuration update did, or (dry run) would do.
 
+    `updated_fields`: the fields whose value changed, stored or (now applied) running: a
+    change left pending by an earlier update counts when this one applies it.
     `restart_fields`: the changed `hot_reload: false` fields (empty: none); `pending_restart`:
-    those stored but not applied, for want of `restart_required` (None: nothing pending).
+    the fields stored but not applied, for want of `restart_required` (empty: none).
     """
 
     plugin_id: str
@@ -87,7 +108,7 @@ class ConfigurationChange:
     effective_time: datetime | None
     dry_run: bool
     restart_fields: list[str]
-    pending_restart: list[str] | None = None
+    pending_restart: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +120,7 @@ class _Plan:
     cold: list[str]  # hot_reload false fields whose running value changes
     running_changes: bool  # what the instances run differs from the result
     active: bool
+    differing: list[str]  # the fields whose running value changes (an active plugin)
 
     def restart(self, allow_restart: bool) -> bool:
         return bool(self.cold) and allow_restart
@@ -118,7 +140,9 @@ def _plan(core: Core, row: PluginRow, configuration: dict[str, Any]) -> _Plan:
         for k in config_schema.cold_fields(row.configuration_schema or {})
         if active and running.get(k) != full.get(k)
     )
-    return _Plan(merged, changed, cold, running != full, active)
+    return _Plan(
+        merged, changed, cold, running != full, active, _differing(full, running) if active else []
+    )
 
 
 def _write(core: Core, row: PluginRow, plan: _Plan, allow_restart: bool) -> None:
@@ -189,16 +213,18 @@ def _answer(
     restarted: bool = False,
     dry_run: bool = False,
 ) -> ConfigurationChange:
+    applies = plan.applies(allow_restart)
+    updated = sorted(set(plan.changed) | set(plan.differing if applies else ()))
     return ConfigurationChange(
         plugin_id=plugin_id,
-        configuration_updated=bool(plan.changed) or restarted,
+        configuration_updated=bool(updated) or restarted,
         restart_required=bool(plan.cold),
         restarted=restarted,
-        updated_fields=sorted(plan.changed),
+        updated_fields=updated,
         effective_time=effective_time,
         dry_run=dry_run,
         restart_fields=plan.cold,
-        pending_restart=None if dry_run or plan.applies(allow_restart) else plan.cold,
+        pending_restart=[] if applies else plan.differing,
     )
 
 
@@ -242,6 +268,6 @@ def update_configuration(
         event.details.update(
             updated_fields=change.updated_fields,
             restarted=change.restarted,
-            pending_restart=change.pending_restart or [],
+            pending_restart=change.pending_restart,
         )
         return change

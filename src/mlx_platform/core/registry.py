@@ -11,7 +11,15 @@ from pydantic import JsonValue
 from sqlalchemy.exc import IntegrityError
 
 from mlx_platform.composition import rules
-from mlx_platform.core import audit, config_schema, definition, integrity, refusals, replica
+from mlx_platform.core import (
+    audit,
+    config_schema,
+    configuration,
+    definition,
+    integrity,
+    refusals,
+    replica,
+)
 from mlx_platform.core.context import Core
 from mlx_platform.core.metrics import recent_performance
 from mlx_platform.core.paging import Page
@@ -58,6 +66,7 @@ class PluginDetails:
 
     plugin: ShownPlugin
     performance: PerformanceMetrics
+    pending_restart: list[str]  # stored fields its instances do not run yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +325,7 @@ def get_plugin(core: Core, plugin_id: str) -> PluginDetails:
     return PluginDetails(
         ShownPlugin(row, shown_status(core, [row])[row.id]),
         recent_performance(core.metrics, row.id, PERFORMANCE_WINDOW),
+        configuration.pending_fields(core, row),
     )
 
 

@@ -119,6 +119,7 @@ def plugin_detail(details: PluginDetails) -> PluginDetail:
         metadata={**_META_DEFAULTS, **(row.plugin_metadata or {})},
         configuration_schema=config_schema.public_schema(schema),
         configuration=mask(row.configuration or {}, config_schema.secret_fields(schema)),
+        pending_restart=details.pending_restart,
         operations=sorted((row.class_info or {}).get("operations", {})),
         performance_metrics=details.performance,
         health=health_summary(plugin),
