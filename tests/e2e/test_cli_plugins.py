@@ -329,6 +329,31 @@ def test_a_plugin_lifecycle_from_the_command_line(
     assert f"{registered} is inactive" in ok(mlx(process_live_server, "deactivate", registered))
 
 
+def test_configure_says_what_waits_for_a_restart_and_how_to_apply_it(
+    process_live_server: LiveServer, tmp_path: Path, unique_name: str
+) -> None:
+    cold = {"dsn": {"type": "string", "default": "one", "hot_reload": False}}
+    path = write_manifest(tmp_path, unique_name, "json", configuration_schema=cold)
+    plugin = as_json(mlx(process_live_server, "register", "-f", str(path), "--json"))["id"]
+    ok(mlx(process_live_server, "activate", plugin))
+
+    out = ok(mlx(process_live_server, "configure", plugin, "dsn=two"))
+    assert f"{plugin}: updated dsn" in out
+    assert "pending restart: dsn (stored, not applied yet" in out
+    assert f"restart with: mlx plugins configure {plugin} --allow-restart" in out
+    assert as_json(mlx(process_live_server, "get", plugin, "--json"))["pending_restart"] == ["dsn"]
+    assert re.search(
+        r"^pending restart\s+dsn\s*$", ok(mlx(process_live_server, "get", plugin)), re.M
+    )
+
+    # the hint's command, as printed: applies what waited, and says which field it changed
+    out = ok(mlx(process_live_server, "configure", plugin, "--allow-restart"))
+    assert f"{plugin}: updated dsn" in out and "restarted: yes" in out
+    assert "pending restart" not in out
+    assert as_json(mlx(process_live_server, "get", plugin, "--json"))["pending_restart"] == []
+    ok(mlx(process_live_server, "deactivate", plugin))
+
+
 def answering_node(server: LiveServer) -> str:
     """The replica named by the X-MLX-Node header of an answer."""
     with server.client(scopes=("plugins:read",)) as http:

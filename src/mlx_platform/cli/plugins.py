@@ -359,19 +359,26 @@ def configure_plugin(
     ] = None,
     allow_restart: Annotated[
         bool,
-        typer.Option(help="Allow a restart when a changed field cannot be applied hot"),
+        typer.Option(
+            help="Allow a restart when a changed field cannot be applied hot; alone, applies "
+            "the changes that wait for one (pending restart)"
+        ),
     ] = False,
     dry_run: DryRunOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Change configuration fields of a plugin."""
+    """Change configuration fields of a plugin. A field that needs a restart (hot_reload
+    false) changed without --allow-restart is stored and waits: `pending restart`."""
     from mlx_platform.cli import output, render
 
     with _api(ctx, as_json) as client:
         configuration = _read_document(config_file) if config_file else {}
         configuration.update(_pairs(settings, "setting"))
-        if not configuration:
-            raise output.InputError("nothing to change: give KEY=VALUE or --config-file")
+        if not configuration and not allow_restart:
+            raise output.InputError(
+                "nothing to change: give KEY=VALUE or --config-file (or --allow-restart alone "
+                "to apply what waits for a restart)"
+            )
         result = client.plugins.update_configuration(
             plugin_id, configuration, restart_required=allow_restart, dry_run=dry_run
         )

@@ -244,6 +244,7 @@ def render_plugin_detail(d: PluginDetail) -> None:
                 ("requires", joined(meta.get("requires") or [])),
                 ("conflicts with", joined(meta.get("conflicts_with") or [])),
                 ("configuration", compact(d.configuration) if d.configuration else "-"),
+                ("pending restart", joined(d.pending_restart)),
                 ("registered", when(d.created_at)),
                 ("activated", when(d.activated_at)),
             ]
@@ -267,6 +268,8 @@ def render_plugin_detail(d: PluginDetail) -> None:
         f"\ncalls {pm.execution_count}, success rate {rate(pm.success_rate)}, "
         f"avg {ms(pm.avg_execution_time_ms)}, {pm.throughput_ops_per_second:g} ops/s"
     )
+    if d.pending_restart:
+        _pending_hint(d.id, d.pending_restart)
 
 
 def render_register(r: RegisterResult) -> None:
@@ -337,6 +340,22 @@ def render_configuration_update(r: ConfigurationUpdateResult) -> None:
     console.print(
         f"restart required: {'yes' if r.restart_required else 'no'}, "
         f"restarted: {'yes' if r.restarted else 'no'}, effective {when(r.effective_time)}"
+    )
+    if r.pending_restart:
+        _pending_hint(r.id, r.pending_restart, stored=not r.dry_run)
+
+
+def _pending_hint(plugin_id: str, fields: Sequence[str], *, stored: bool = True) -> None:
+    """What waits for a restart, and the commands that apply it."""
+    what = "stored, not applied yet" if stored else "would be stored, not applied"
+    console.print(
+        Text(f"pending restart: {joined(fields)} ({what}: the plugin runs the old values)"),
+        style="yellow",
+    )
+    console.print(
+        f"restart with: mlx plugins configure {plugin_id} --allow-restart "
+        f"(or mlx plugins deactivate {plugin_id}, then activate)",
+        soft_wrap=True,
     )
 
 
