@@ -433,6 +433,9 @@ def sequential_p50_ms(
         if r.status_code != 200:
             raise Failed(f"GET {path} {params} answered {r.status_code}: {r.text[:500]}")
         if i == 0:
+            # the first answer: nothing of this query kept yet (storage/listing.py keeps
+            # counts and deep pages' first rows per data version): said, not counted
+            _log(f"GET {path} {params}: first request {elapsed * 1000:.2f} ms")
             body = r.json()
             if len(body["data"]) != limit:
                 raise Failed(f"GET {path} {params} answered {len(body['data'])} items, not {limit}")
