@@ -129,3 +129,18 @@ def authorize(request: Request, route: object) -> None:
 Reader = Annotated[Principal, Depends(scope("plugins:read"))]
 Writer = Annotated[Principal, Depends(scope("plugins:write"))]
 Admin = Annotated[Principal, Depends(scope("plugins:admin"))]
+
+
+def holds_scope(scope: Any, headers: dict[bytes, bytes], name: str) -> bool:
+    """Whether the bearer token of an ASGI request (`headers`: its headers by name) is valid
+    and carries the scope `name`: for the service's layers in front of the routes, which
+    answer only such requests and leave every other to the route (and its 401/403)."""
+    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return False
+    try:
+        principal = guards_of(scope["app"].state).verifier.verify(token)
+    except Exception:  # noqa: BLE001 - the route answers it, in the envelope
+        return False
+    return principal.has(name)
