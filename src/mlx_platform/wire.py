@@ -225,12 +225,39 @@ _JSON_SCHEMA_KEYS = (
 )
 
 
-class RegisterPluginRequest(RequestModel):
-    model_config = _example(ex.REGISTER_PLUGIN_REQUEST)
+_FROM_CLASS = (
+    "; left out, read from the manifest the class carries (its class attributes, or the "
+    "mlx-plugin.toml beside its module): 422 when neither gives it"
+)
 
-    name: str = Field(pattern=NAME_PATTERN, description="Plugin name, unique with its version")
-    type: str = Field(min_length=1, max_length=64, pattern=r"^[a-z][a-z0-9_]*$")
-    version: str = Field(min_length=1, max_length=64, description="PEP 440 version")
+
+class RegisterPluginRequest(RequestModel):
+    """A plugin's definition. `class_path` alone is enough when the class carries its
+    manifest: the fields left out (name, type, version, description, configuration_schema,
+    metadata...) are read from it when the class is imported; the fields sent win."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [ex.REGISTER_PLUGIN_REQUEST, ex.REGISTER_BY_CLASS_PATH_REQUEST]
+        }
+    )
+
+    # "" (the default) is "not given": a value sent must match
+    name: str = Field(
+        default="",
+        pattern=NAME_PATTERN,
+        description="Plugin name, unique with its version" + _FROM_CLASS,
+    )
+    type: str = Field(
+        default="",
+        min_length=1,
+        max_length=64,
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Plugin type, e.g. data_source" + _FROM_CLASS,
+    )
+    version: str = Field(
+        default="", min_length=1, max_length=64, description="PEP 440 version" + _FROM_CLASS
+    )
     description: str = Field(default="", max_length=4000)
     class_path: str = Field(
         max_length=300,

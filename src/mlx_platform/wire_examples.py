@@ -37,6 +37,11 @@ REGISTER_PLUGIN_REQUEST: dict[str, Any] = {
     "metadata": PLUGIN_METADATA,
 }
 
+# a class that carries its manifest (class attributes, or mlx-plugin.toml beside its module)
+REGISTER_BY_CLASS_PATH_REQUEST: dict[str, Any] = {
+    "class_path": "my_company.plugins.CustomDataSource",
+}
+
 ACTIVATE_REQUEST: dict[str, Any] = {
     "configuration": {
         "connection_string": "postgresql://user:pass@host:5432/db",
