@@ -27,7 +27,7 @@ def definition_problems(req: RegisterPluginRequest) -> dict[str, str]:
     own definition is wrong (a bad pattern, minimum above maximum, a default that breaks its
     own field's rules), metadata the rules cannot read."""
     problems: dict[str, str] = {}
-    if not _is_version(req.version):
+    if req.version and not _is_version(req.version):
         problems["version"] = VERSION_FORM
     schema = {k: v.model_dump() for k, v in req.configuration_schema.items()}
     problems.update(config_schema.check_schema_definition(schema))
@@ -79,17 +79,22 @@ def parse_manifest(manifest: dict[str, Any]) -> tuple[RegisterPluginRequest | No
     API would answer 422 for, all at once: the request model's (what the body's validation
     refuses) and `definition_problems` (`body_problems` of the parts that are well-formed
     when the model fails). (None, problems) when the model fails."""
+    problems: dict[str, str] = {}
     try:
         req = RegisterPluginRequest.model_validate(manifest)
     except PydanticValidationError as exc:
-        problems: dict[str, str] = {}
         for err in exc.errors():
             where = ".".join(str(p) for p in err.get("loc", ())) or "manifest"
             problems.setdefault(where, plain_reason(err))
         for where, reason in body_problems(manifest).items():
             problems.setdefault(where, reason)
         return None, problems
-    return req, definition_problems(req)
+    for key in ("name", "type", "version"):  # a manifest names its plugin
+        if not getattr(req, key):
+            problems[key] = "is required"
+    complete = not problems
+    problems.update(definition_problems(req))
+    return (req if complete else None), problems
 
 
 def worker_options_for(settings: Settings, metadata: dict[str, Any]) -> WorkerOptions:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 from pydantic import JsonValue
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.exc import IntegrityError
 
 from mlx_platform.composition import rules
@@ -23,6 +24,7 @@ from mlx_platform.core import (
 from mlx_platform.core.context import Core
 from mlx_platform.core.metrics import recent_performance
 from mlx_platform.core.paging import Page
+from mlx_platform.reasons import plain_reason
 from mlx_platform.runtime.probe import ProbeResult, probe_class
 from mlx_platform.runtime.reconciler import RUNNING_STATES
 from mlx_platform.storage import PluginRow
@@ -145,16 +147,65 @@ def _against_registered(
     return missing, conflicts
 
 
+# what a definition cannot do without (the request model leaves them "" when not sent)
+_IDENTITY = ("name", "type", "version")
+
+
+def _completed(
+    core: Core, req: RegisterPluginRequest
+) -> tuple[RegisterPluginRequest, ProbeResult | None]:
+    """A request without a name, type or version completed from the manifest its class
+    carries (class attributes, or the mlx-plugin.toml beside its module), read by the
+    registration's own probe (returned, so that it runs once): every field the request left
+    out is taken from it, the fields sent win. VALIDATION_ERROR naming each field still
+    missing, or what the class's manifest holds that the request model refuses."""
+    if all(getattr(req, key) for key in _IDENTITY):
+        return req, None
+    probe = _probe(core, req)
+    sent = req.model_dump(include=req.model_fields_set)
+    declared = {
+        k: v for k, v in probe.manifest.items() if k in type(req).model_fields and k not in sent
+    }
+    try:
+        full = RegisterPluginRequest.model_validate({**declared, **sent})
+    except PydanticValidationError as exc:
+        problems = {
+            ".".join(str(p) for p in err.get("loc", ())) or "body": (
+                f"{plain_reason(err)} (from the class's manifest)"
+            )
+            for err in exc.errors()
+        }
+        for where, reason in definition.body_problems({**declared, **sent}).items():
+            problems.setdefault(where, reason)  # every problem in one answer
+        raise refusals.invalid_definition(problems) from None
+    if not probe.loadable:
+        why = f"the class could not be imported to read its manifest: {probe.error}"
+    else:
+        why = (
+            "neither the request nor the class's manifest gives it (class attributes, or "
+            "mlx-plugin.toml beside its module)"
+        )
+    missing = {key: f"is required: {why}" for key in _IDENTITY if not getattr(full, key)}
+    if missing:
+        raise refusals.invalid_definition(missing)
+    return full, probe
+
+
 def _register_plugin(
-    core: Core, req: RegisterPluginRequest, *, dry_run: bool = False
+    core: Core,
+    req: RegisterPluginRequest,
+    *,
+    dry_run: bool = False,
+    probe: ProbeResult | None = None,
 ) -> RegisterResult:
-    """Validate and record a plugin. An unloadable class is recorded with status `error`."""
+    """Validate and record a plugin. An unloadable class is recorded with status `error`.
+    `probe`: the class already imported (by `_completed`)."""
     _check_definition(req)
     meta = _metadata(req)
     me = rules.facts_from(name=req.name, version=req.version, type=req.type, meta=meta)
     # a duplicate is told after the probe: whether its code changed decides
     existing, registered = _read_registered(core, req, me)
-    probe = _probe(core, req)
+    probe = probe or _probe(core, req)
     if existing is not None and not probe.loadable:
         _refuse_duplicate(req, existing)  # a loadable one stands, whatever broke since
         # A stored plugin whose class could not be loaded is replaced only by a registration
@@ -423,8 +474,10 @@ def register_plugin(
 ) -> RegisterResult:
     """Validate and record a plugin (see `_register_plugin`), with an audit record."""
     with audit.audited(core, origin, action, None, skip=dry_run) as event:
-        event.details.update(name=req.name, version=req.version, class_path=req.class_path)
-        result = _register_plugin(core, req, dry_run=dry_run)
+        event.details["class_path"] = req.class_path
+        req, probe = _completed(core, req)
+        event.details.update(name=req.name, version=req.version)
+        result = _register_plugin(core, req, dry_run=dry_run, probe=probe)
         event.plugin_id = result.id
         event.details["status"] = result.status
         return result

@@ -65,15 +65,23 @@ class Scan:
 
 
 def check_manifest(manifest: dict[str, Any]) -> str | None:
-    """None when the manifest is a valid register request, else the first problem."""
+    """None when the manifest is a valid register request that names its plugin (a found
+    manifest is not completed from its class, as a request of `class_path` alone is), else
+    the first problem."""
+    problems: list[str] = []
     try:
         RegisterPluginRequest.model_validate(manifest)
     except PydanticValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first.get("loc", ())) or "manifest"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        return f"invalid manifest: {loc}: {plain_reason(first)}{more}"
-    return None
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err.get("loc", ())) or "manifest"
+            problems.append(f"{loc}: {plain_reason(err)}")
+    problems += [
+        f"{key}: is required" for key in ("name", "type", "version") if not manifest.get(key)
+    ]
+    if not problems:
+        return None
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"invalid manifest: {problems[0]}{more}"
 
 
 def manifest_folders(base: os.PathLike[str] | str) -> list[str]:

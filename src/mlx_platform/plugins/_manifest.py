@@ -6,6 +6,8 @@ class_path, configuration_schema, metadata).
 
 from __future__ import annotations
 
+import json
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -80,3 +82,48 @@ def manifest_from_class(cls: type, class_path: str | None = None) -> dict[str, A
         "metadata": dict(getattr(cls, "metadata", {}) or {}),
     }
     return manifest
+
+
+def declared_manifest(cls: type, class_path: str) -> dict[str, Any]:
+    """The manifest a class carries, as registration by `class_path` alone reads it: the
+    `mlx-plugin.toml` beside the class's module (when its `class_path` names this class), with
+    the class's own attributes over it where the class sets them. Nothing is made up: a field
+    neither gives is left out (unlike `manifest_from_class`, which names a class without a
+    name after itself), so that registration can say it is missing. JSON values only."""
+    manifest: dict[str, Any] = {}
+    module = sys.modules.get(cls.__module__)
+    where = getattr(module, "__file__", None)
+    if where:
+        path = Path(where).parent / MANIFEST_FILENAME
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            data = {}
+        if isinstance(data.get("plugin"), dict):
+            data = data["plugin"]
+        named = str(data.get("class_path", "")).replace(":", ".")
+        if named in (class_path.replace(":", "."), f"{cls.__module__}.{cls.__qualname__}"):
+            manifest.update({k: data[k] for k in _MANIFEST_KEYS if k in data})
+    for key in ("name", "type", "version"):
+        value = getattr(cls, key, None)
+        if isinstance(value, str) and value:
+            manifest[key] = value
+    description = getattr(cls, "description", "") or ""
+    if isinstance(description, str) and description:
+        manifest["description"] = description
+    elif "description" not in manifest and (cls.__doc__ or "").strip():
+        manifest["description"] = (cls.__doc__ or "").strip()
+    for key in ("configuration_schema", "metadata"):
+        value = getattr(cls, key, None)
+        if isinstance(value, dict) and value:
+            manifest[key] = dict(value)
+    manifest.pop("class_path", None)
+    return {k: v for k, v in manifest.items() if _is_json(v)}
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

@@ -21,6 +21,9 @@ class ProbeResult:
     info: dict[str, Any] = field(default_factory=dict)
     # where the class's code lives (runtime/origin.py), for registration to pin its files
     origin: dict[str, Any] | None = None
+    # the manifest the class carries (plugins._manifest.declared_manifest), for registration
+    # by class_path alone
+    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def probe_class(
@@ -33,11 +36,13 @@ def probe_class(
     except ThrowawayFailed as exc:
         return ProbeResult(False, f"importing the class failed: {exc}")
     origin = data.get("origin")
+    manifest = data.get("manifest")
     return ProbeResult(
         bool(data["loadable"]),
         data.get("error"),
         data.get("info") or {},
         origin if isinstance(origin, dict) else None,
+        manifest if isinstance(manifest, dict) else {},
     )
 
 
@@ -48,10 +53,20 @@ def _main(class_path: str) -> int:
         cls = import_plugin_class(class_path)
         payload: dict[str, Any] = {"loadable": True, "info": describe_class(cls)}
         payload["origin"] = _origin(cls)
+        payload["manifest"] = _manifest(cls, class_path)
     except ClassLoadError as exc:
         payload = {"loadable": False, "error": str(exc)}
     answer(payload)
     return 0
+
+
+def _manifest(cls: type, class_path: str) -> dict[str, Any]:
+    from mlx_platform.plugins._manifest import declared_manifest
+
+    try:
+        return declared_manifest(cls, class_path)
+    except Exception:  # noqa: BLE001 - odd attributes: the class still loads, without a manifest
+        return {}
 
 
 def _origin(cls: type) -> dict[str, Any] | None:
