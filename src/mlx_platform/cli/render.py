@@ -188,12 +188,13 @@ def render_plugin_list(
     rows: list[tuple[str, ...]] = [
         (p.id, p.name, p.type, p.version, p.status, p.health.status or "-") for p in plugins
     ]
-    # Too wide for the terminal (or a pipe's 80 columns): NAME and TYPE narrow first, broken
-    # between their words (`experiment_` / `tracker`); then the ID, so that it stays whole
+    # Too wide for the terminal (or a pipe's 80 columns): NAME narrows first (the ID holds it
+    # too), then TYPE, broken between their words (`experiment_` / `tracker`); then the ID,
+    # so that it stays whole
     # whenever it can be (it is what the other commands take); VERSION, STATUS and HEALTH
     # (one short word each) keep their width. No word is cut down to ~62 columns; narrower
     # than the longest words, rich folds them (no_wrap would cut text off instead).
-    widths = _fit(rows, headers, [(1, 2), (0,)], console.width)
+    widths = _fit(rows, headers, [(1,), (2,), (0,)], console.width)
     table = _table(*headers, whole=() if widths else (0, 3, 4, 5))
     if widths:
         table.padding = (0, 1, 0, 0)  # two spaces between columns rather than three
