@@ -19,9 +19,10 @@ answer is known is answered here, with the bytes the route wrote for it.
   - the database's `generation` (`Database.changed`: after every write transaction of this
     process: heartbeats, health checks, observed states, metrics flushes). An answer older
     than that, or older than `FRESH_S` (what a plugin's shown status derives from time, and
-    what other replicas observe of their own instances), is still served while one request
-    refreshes it in the background, for at most `STALE_S` after its reads: a background write
-    never makes every request wait for the route.
+    what other replicas observe of their own instances), is read again by the next request,
+    which waits for the route; the requests that come meanwhile get the kept answer (for at
+    most `STALE_S` after its reads). So a background write never makes every connection
+    wait, and a client that asks now and then always gets a fresh answer.
 - A miss that must wait is computed once: the other requests for the same answer wait for
   it (32 connections missing at once would otherwise make 32 route calls).
 - At most `MAX_BYTES` in all, answers of at most `MAX_ANSWER_BYTES`; the whole cache is
@@ -119,11 +120,14 @@ class ReadCacheMiddleware:
                 self.counts["fresh"] += 1
                 await _serve(answer, send)
                 return
-            if age < STALE_S:
+            if age < STALE_S and key in self.filling:
+                # another request is reading it again: this one has the kept answer now
                 self.counts["stale"] += 1
-                if key not in self.filling:
-                    self._refresh_later(key, decisive, scope)
                 await _serve(answer, send)
+                return
+            if age < STALE_S:  # this request reads it again, and waits for it
+                self.counts["miss"] += 1
+                await self._fill(key, decisive, scope, receive, send)
                 return
         self.counts["miss"] += 1
         pending = self.filling.get(key)
@@ -160,36 +164,13 @@ class ReadCacheMiddleware:
                 return False
         return holds_scope(scope, headers, "plugins:read")
 
-    def _refresh_later(self, key: str, decisive: Stamp, scope: Scope) -> None:
-        """Read the answer again in the background, as the route would for this request."""
-
-        async def receive() -> Message:
-            return {"type": "http.request", "body": b"", "more_body": False}
-
-        async def discard(_message: Message) -> None:
-            return None
-
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self.filling[key] = (decisive, done)  # now: the task starts on a later turn of the loop
-        task = loop.create_task(self._fill(key, decisive, dict(scope), receive, discard, done))
-        self.refreshing.add(task)
-        task.add_done_callback(self.refreshing.discard)
-
     async def _fill(
-        self,
-        key: str,
-        decisive: Stamp,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        done: asyncio.Future[None] | None = None,
+        self, key: str, decisive: Stamp, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """Answer through the route, and keep its answer stamped with the counters as they
         were before the route read anything."""
-        if done is None:
-            done = asyncio.get_running_loop().create_future()
-            self.filling[key] = (decisive, done)
+        done = asyncio.get_running_loop().create_future()
+        self.filling[key] = (decisive, done)
         generation = self.db.generation
         read_at = time.monotonic()
         status = 0
