@@ -1,0 +1,181 @@
+import { useEffect, useState } from "preact/hooks";
+import { api, Pagination } from "./api";
+import { ErrorBox, HealthDot, StatusBadge } from "./common";
+
+interface Summary {
+  id: string;
+  name: string;
+  type: string;
+  version: string;
+  status: string;
+  category: string | null;
+  description: string | null;
+  health: { status: string | null };
+}
+
+const TYPES = ["data_source", "ml_platform", "experiment_tracker", "feature_store"];
+const STATUSES = ["registered", "active", "inactive", "error"];
+const LIMIT = 20;
+export const REFRESH_MS = 5000;
+
+type SortKey = "name" | "type" | "status" | "health";
+
+export function Catalogue() {
+  const [type, setType] = useState("");
+  const [status, setStatus] = useState("");
+  const [search, setSearch] = useState("");
+  const [page, setPage] = useState(1);
+  const [rows, setRows] = useState<Summary[]>([]);
+  const [pagination, setPagination] = useState<Pagination | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [loaded, setLoaded] = useState(false);
+  const [sort, setSort] = useState<SortKey | null>(null);
+
+  useEffect(() => {
+    let live = true;
+    const q = new URLSearchParams({ page: String(page), limit: String(LIMIT) });
+    if (type) q.set("type", type);
+    if (status) q.set("status", status);
+    if (search.trim()) q.set("search", search.trim());
+    const load = () =>
+      api<Summary[]>("GET", `/v1/plugins?${q}`)
+        .then((a) => {
+          if (!live) return;
+          setRows(a.data);
+          setPagination(a.pagination ?? null);
+          setError(null);
+          setLoaded(true);
+        })
+        .catch((e) => live && setError(e));
+    load();
+    // status badges and health dots follow the service without a reload
+    const timer = window.setInterval(load, REFRESH_MS);
+    return () => {
+      live = false;
+      window.clearInterval(timer);
+    };
+  }, [type, status, search, page]);
+
+  const shown = sort
+    ? [...rows].sort((a, b) => {
+        const av = sort === "health" ? a.health?.status ?? "" : a[sort];
+        const bv = sort === "health" ? b.health?.status ?? "" : b[sort];
+        return String(av).localeCompare(String(bv));
+      })
+    : rows;
+  const pages = pagination ? Math.max(1, Math.ceil(pagination.total / LIMIT)) : 1;
+
+  function header(key: SortKey, label: string) {
+    return (
+      <th scope="col" aria-sort={sort === key ? "ascending" : "none"}>
+        <button type="button" class="link" onClick={() => setSort(sort === key ? null : key)}>
+          {label}
+        </button>
+      </th>
+    );
+  }
+
+  return (
+    <section aria-labelledby="catalogue-title">
+      <h1 id="catalogue-title">Catalogue</h1>
+      <form class="filters" role="search" onSubmit={(e) => e.preventDefault()}>
+        <label>
+          Type
+          <select
+            name="type"
+            value={type}
+            onChange={(e) => {
+              setType((e.target as HTMLSelectElement).value);
+              setPage(1);
+            }}
+          >
+            <option value="">any</option>
+            {TYPES.map((t) => (
+              <option value={t}>{t}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Status
+          <select
+            name="status"
+            value={status}
+            onChange={(e) => {
+              setStatus((e.target as HTMLSelectElement).value);
+              setPage(1);
+            }}
+          >
+            <option value="">any</option>
+            {STATUSES.map((t) => (
+              <option value={t}>{t}</option>
+            ))}
+          </select>
+        </label>
+        <label>
+          Search
+          <input
+            type="search"
+            name="search"
+            maxLength={200}
+            value={search}
+            placeholder="name or description"
+            onInput={(e) => {
+              setSearch((e.target as HTMLInputElement).value);
+              setPage(1);
+            }}
+          />
+        </label>
+      </form>
+      <ErrorBox error={error} />
+      <table class="plugins" aria-label="Plugins" data-loaded={loaded ? "yes" : "no"}>
+        <thead>
+          <tr>
+            {header("name", "Name")}
+            {header("type", "Type")}
+            <th scope="col">Version</th>
+            {header("status", "Status")}
+            {header("health", "Health")}
+            <th scope="col">Description</th>
+          </tr>
+        </thead>
+        <tbody>
+          {shown.map((p) => (
+            <tr data-plugin-id={p.id}>
+              <td>
+                <a href={`#/plugins/${encodeURIComponent(p.id)}`}>{p.name}</a>
+              </td>
+              <td>{p.type}</td>
+              <td>{p.version}</td>
+              <td>
+                <StatusBadge status={p.status} />
+              </td>
+              <td>
+                <HealthDot status={p.health?.status} />
+              </td>
+              <td class="description">{p.description}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+      {loaded && rows.length === 0 && <p>No plugin matches.</p>}
+      <nav class="pager" aria-label="Pages">
+        <button type="button" disabled={page <= 1} onClick={() => setPage(page - 1)}>
+          Previous page
+        </button>
+        <span data-testid="page-info">
+          {pagination &&
+            (pagination.total_is_estimate
+              ? `Page ${page}; more than ${pagination.total.toLocaleString()} plugins match`
+              : `Page ${page} of ${pages}; ${pagination.total.toLocaleString()} plugins`)}
+        </span>
+        <button
+          type="button"
+          disabled={!pagination?.has_next}
+          onClick={() => setPage(page + 1)}
+        >
+          Next page
+        </button>
+      </nav>
+    </section>
+  );
+}
