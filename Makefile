@@ -7,7 +7,7 @@ STAMP_SERVE := $(VENV)/.installed-serve
 STAMP_TEST := $(VENV)/.installed-test
 STAMP_FUZZ := $(VENV)/.installed-fuzz
 
-.PHONY: serve test test-postgres lint bench soak clean install fuzz
+.PHONY: serve test test-postgres lint bench soak clean install fuzz ui
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ bench: $(STAMP_TEST)
 soak: $(STAMP_TEST)
 	$(COMPILE)
 	$(PY) bench/soak.py $(ARGS)
+
+# The web dashboard (/ui): frontend/ built with its locked toolchain (npm ci: package-lock.json)
+# into src/mlx_platform/server/ui_dist/, which is committed and shipped in the package, so that
+# `make serve` and `pip install` need no Node. Needs Node.js 20+ and npm.
+ui:
+	cd frontend && npm ci --no-audit --no-fund && npm run build
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

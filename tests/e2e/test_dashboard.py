@@ -1,0 +1,306 @@
+"""The web dashboard at `/ui`, end to end: headless Chromium (Debian's `chromium`, driven by
+Playwright without a browser download) against a live `mlx serve`.
+
+Signs in with a token; sees the example plugins; activates one and sees its health turn
+green; invokes it from the page and sees the chart count the real invocations; sees the
+conflict explained when a second experiment tracker is activated; a read-only token cannot
+press a write button; an invalid or expired token returns to the sign-in form with the API's
+message. Every request the page makes goes to the service and is one the OpenAPI documents.
+
+A screenshot of each page is kept under the test's tmp dir (and, with
+MLX_UPDATE_SCREENSHOTS=1, copied to docs/screenshots/ for the README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.conftest import LiveServer, register
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+INSTALL_HINT = (
+    "The dashboard tests need Debian's Chromium: `sudo apt-get install -y chromium` "
+    "(README, 'Dashboard'); set MLX_CHROMIUM to use another Chromium binary"
+)
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+TIMEOUT_MS = 20_000
+
+
+def chromium_path() -> str:
+    path = os.environ.get("MLX_CHROMIUM") or CHROMIUM
+    if not Path(path).is_file():
+        pytest.fail(f"no Chromium at {path}. {INSTALL_HINT}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("the `playwright` package is missing: `make test` installs it", pytrace=False)
+    path = chromium_path()
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=path,
+            headless=True,
+            # nothing but the service (an IP literal, never resolved) is reachable
+            args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
+        )
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def documented_paths(process_live_server: LiveServer) -> list[re.Pattern[str]]:
+    """The OpenAPI document's paths, as patterns (`{plugin_id}` matches one segment)."""
+    doc = process_live_server.anonymous.get("/openapi.json", timeout=30).json()
+    return [
+        re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(p)) + "$")
+        for p in doc["paths"]
+    ]
+
+
+class Dashboard:
+    """One browser context (its own sessionStorage) on the service's /ui, recording every
+    request the page makes."""
+
+    def __init__(self, browser: Any, server: LiveServer, shots: Path) -> None:
+        self.server = server
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.requests: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+        self.shots = shots
+
+    def open(self, fragment: str = "") -> None:
+        self.page.goto(f"{self.server.url}/ui{fragment}")
+
+    def sign_in(self, token: str, *, valid: bool = True) -> None:
+        self.open()
+        self.page.get_by_label("Bearer token").fill(token)
+        self.page.get_by_role("button", name="Sign in").click()
+        if valid:  # the catalogue comes
+            self.page.locator("tr[data-plugin-id]").first.wait_for()
+
+    def plugin(self, plugin_id: str) -> None:
+        self.page.goto(f"{self.server.url}/ui/#/plugins/{plugin_id}")
+        self.page.get_by_role("heading", level=1).wait_for()
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        if os.environ.get("MLX_UPDATE_SCREENSHOTS") == "1":
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, SCREENSHOTS / path.name)
+        return path
+
+    def check_requests(self, documented: list[re.Pattern[str]]) -> None:
+        """Every request went to the service, and every API call is a documented path."""
+        origin = self.server.url.rstrip("/")
+        for url in self.requests:
+            assert url.startswith(origin + "/"), f"a request left the service: {url}"
+            path = urlsplit(url).path
+            if path.startswith("/ui"):
+                continue
+            assert any(p.match(path) for p in documented), f"undocumented request: {url}"
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture
+def dashboard(
+    browser: Any,
+    process_live_server: LiveServer,
+    documented_paths: list[re.Pattern[str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Dashboard]:
+    d = Dashboard(browser, process_live_server, tmp_path_factory.getbasetemp() / "screenshots")
+    d.shots.mkdir(exist_ok=True)
+    yield d
+    d.check_requests(documented_paths)
+    d.close()
+
+
+def api_figures(server: LiveServer, plugin_id: str) -> dict[str, Any]:
+    with server.client(scopes=("plugins:read",)) as c:
+        r = c.get(f"/v1/plugins/{plugin_id}/metrics", params={"granularity": "minute"})
+    assert r.status_code == 200, r.text
+    figures: dict[str, Any] = r.json()["data"]["metrics"]
+    return figures
+
+
+def test_sign_in_and_see_the_example_plugins(dashboard: Dashboard) -> None:
+    dashboard.open()
+    page = dashboard.page
+    page.get_by_label("Bearer token").wait_for()
+    assert page.locator("input[name=token]").count() == 1
+    dashboard.shot("sign-in")
+
+    dashboard.sign_in(dashboard.server.admin_token)
+
+    table = page.get_by_role("table", name="Plugins")
+    table.locator("tr[data-plugin-id]").first.wait_for()
+    with dashboard.server.client() as c:
+        expected = {p["id"] for p in c.get("/v1/plugins").json()["data"]}
+    assert {"plugin_sqlite_source_001", "plugin_local_tracker_001"} <= expected
+    shown = set(
+        table.locator("tr[data-plugin-id]").evaluate_all(
+            "rows => rows.map(r => r.dataset.pluginId)"
+        )
+    )
+    assert shown == expected
+    assert "plugins" in page.get_by_test_id("page-info").inner_text()
+    # the filters narrow the list through the API
+    page.get_by_label("Type").select_option("experiment_tracker")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('tr[data-plugin-id]')]"
+        ".every(r => r.children[1].textContent === 'experiment_tracker')"
+    )
+    page.get_by_label("Type").select_option("")
+    page.get_by_label("Search").fill("sqlite")
+    page.wait_for_function("() => document.querySelectorAll('tr[data-plugin-id]').length === 1")
+    page.get_by_label("Search").fill("")
+    table.locator("tr[data-plugin-id]").nth(len(expected) - 1).wait_for()
+    dashboard.shot("catalogue-signed-in")
+
+
+def test_activate_see_health_turn_green_invoke_and_count(
+    dashboard: Dashboard, tmp_path: Path
+) -> None:
+    db = tmp_path / "runs.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("create table runs(id integer primary key, model text, auc real)")
+        conn.executemany("insert into runs(model, auc) values (?, ?)", [("xgb", 0.91)])
+    plugin_id = "plugin_sqlite_source_001"
+    before = api_figures(dashboard.server, plugin_id)["execution_count"]
+    dashboard.sign_in(dashboard.server.admin_token)
+    dashboard.plugin(plugin_id)
+    page = dashboard.page
+    # the form comes from the configuration schema: a field that restarts the plugin is marked
+    page.get_by_test_id("restart-mark-read_only").wait_for()
+    assert page.get_by_label("database_path").get_attribute("type") == "text"
+    assert page.get_by_label("max_rows").get_attribute("type") == "number"
+
+    page.get_by_label("database_path").fill(str(db))
+    page.get_by_role("button", name="Activate", exact=True).click()
+    page.get_by_role("status").filter(has_text="Activated").wait_for()
+    heading = page.get_by_role("heading", level=1)
+    heading.locator("[data-health=healthy]").wait_for()
+
+    invocations = 3
+    page.get_by_label("Operation").select_option("query")
+    page.get_by_label("Arguments (JSON)").fill('{"sql": "select model, auc from runs"}')
+    for _ in range(invocations):
+        with page.expect_response(lambda r: r.url.endswith("/invoke")) as answer:
+            page.get_by_role("button", name="Invoke", exact=True).click()
+        assert answer.value.status == 200, answer.value.text()
+        page.get_by_role("status").filter(has_text="Invoked query").wait_for()
+    assert "xgb" in page.get_by_test_id("invoke-result").inner_text()
+
+    after = api_figures(dashboard.server, plugin_id)["execution_count"]
+    assert after - before == invocations
+    count = page.get_by_test_id("execution-count")
+    page.wait_for_function(
+        "n => document.querySelector('[data-testid=execution-count]').textContent === String(n)",
+        arg=after,
+    )
+    assert count.inner_text() == str(after)
+    # the chart's series (its figures table) counts the same invocations
+    chart = page.get_by_test_id("chart-executions")
+    assert chart.locator("canvas").count() >= 1
+    cells = chart.locator("td[data-series=executions]").all_text_contents()
+    assert sum(int(c or 0) for c in cells) == after
+    dashboard.shot("plugin")
+
+    # the catalogue's dot turned green too
+    page.goto(f"{dashboard.server.url}/ui/#/")
+    page.locator(f"tr[data-plugin-id={plugin_id}] [data-health=healthy]").wait_for()
+    dashboard.shot("catalogue")
+
+
+def test_a_second_experiment_tracker_is_refused_with_the_conflict_explained(
+    dashboard: Dashboard,
+) -> None:
+    server = dashboard.server
+    page = dashboard.page
+    with server.client() as c:
+        first = register(c, "ui_tracker_one", type="experiment_tracker")
+        second = register(c, "ui_tracker_two", type="experiment_tracker")
+        dashboard.sign_in(server.admin_token)
+        row = page.locator(f"tr[data-plugin-id={first}]")
+        row.wait_for()
+        assert row.locator("[data-health=unknown]").count() == 1
+        r = c.post(f"/v1/plugins/{first}/activate", json={})
+        assert r.status_code == 200, r.text
+        # the catalogue follows without a reload: badge and dot
+        url = page.url
+        row.locator(".badge-active").wait_for()
+        row.locator("[data-health=healthy]").wait_for()
+        assert page.url == url
+        expected = c.post(f"/v1/plugins/{second}/activate", json={}).json()  # refused
+    assert expected["success"] is False and expected["error"]["code"] == "PLUGIN_CONFLICT"
+    dashboard.plugin(second)
+    page = dashboard.page
+    page.get_by_role("button", name="Activate", exact=True).click()
+    error = page.get_by_test_id("api-error")
+    error.wait_for()
+    assert error.get_attribute("data-code") == "PLUGIN_CONFLICT"
+    assert "ui_tracker_one" in error.inner_text()
+    options = page.get_by_test_id("resolution-options").locator("li").all_inner_texts()
+    assert options == [str(o) for o in expected["error"]["details"]["resolution_options"]]
+    dashboard.shot("conflict")
+    with server.client() as c:
+        assert c.get(f"/v1/plugins/{second}").json()["data"]["status"] == "registered"
+        assert c.post(f"/v1/plugins/{first}/deactivate", json={}).status_code == 200
+
+
+def test_a_read_token_cannot_press_a_write_button(dashboard: Dashboard) -> None:
+    dashboard.sign_in(dashboard.server.token("plugins:read", subject="viewer"))
+    dashboard.plugin("plugin_sqlite_source_001")
+    page = dashboard.page
+    page.get_by_test_id("read-only-reason").wait_for()
+    for name in ("Activate", "Deactivate", "Save configuration", "Invoke"):
+        button = page.get_by_role("button", name=name, exact=True)
+        assert button.is_disabled(), name
+        assert "plugins:write" in (button.get_attribute("title") or ""), name
+    assert page.get_by_label("database_path").is_disabled()
+    # everything is still shown: the metadata, the configuration and the metrics
+    page.get_by_test_id("execution-count").wait_for()
+    dashboard.shot("read-only")
+
+
+def test_an_invalid_or_expired_token_returns_to_sign_in_with_the_apis_message(
+    dashboard: Dashboard,
+) -> None:
+    server = dashboard.server
+    page = dashboard.page
+    for token in ("not-a-token", server.token("plugins:read", subject="old", ttl=-60)):
+        with server.client(token=token) as c:
+            expected = c.get("/v1/plugins", params={"limit": 1}).json()["error"]["message"]
+        dashboard.sign_in(token, valid=False)
+        message = page.get_by_test_id("signin-message")
+        message.wait_for()
+        assert message.inner_text() == expected
+        assert page.get_by_label("Bearer token").is_visible()
+
+    # a token that expires during the session: the next call brings the form back
+    dashboard.sign_in(server.admin_token)
+    expired = server.token("plugins:admin", subject="late", ttl=-60)
+    page.evaluate("t => sessionStorage.setItem('mlx.token', t)", expired)
+    page.get_by_test_id("signin-message").wait_for(timeout=TIMEOUT_MS)
+    assert "expired" in page.get_by_test_id("signin-message").inner_text().lower()
+    assert page.url.endswith("#/signin")
+    assert "mlx.token" not in page.evaluate("() => Object.keys(sessionStorage)")
+    dashboard.shot("signed-out")
