@@ -17,14 +17,16 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import LiveServer, register
+from tests.conftest import LiveServer, free_port, http_client, register
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 INSTALL_HINT = (
@@ -304,3 +306,83 @@ def test_an_invalid_or_expired_token_returns_to_sign_in_with_the_apis_message(
     assert page.url.endswith("#/signin")
     assert "mlx.token" not in page.evaluate("() => Object.keys(sessionStorage)")
     dashboard.shot("signed-out")
+
+
+# ---------------------------------------------------------------- behind a path prefix
+
+
+class _PrefixProxy(BaseHTTPRequestHandler):
+    """A reverse proxy serving the service under `/mlx/` only, prefix stripped (nginx's
+    `location /mlx/ { proxy_pass http://service/; }`): every method, the bearer token and the
+    body passed on, and the answer's Location header as the service wrote it."""
+
+    upstream: str
+    seen: list[str]
+
+    def _forward(self) -> None:
+        self.seen.append(self.path)
+        if not self.path.startswith("/mlx/"):
+            self.send_error(404, "outside the proxied prefix")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {
+            k: v
+            for k, v in self.headers.items()
+            if k.lower() in ("authorization", "content-type", "accept")
+        }
+        with http_client(timeout=30, follow_redirects=False) as c:
+            r = c.request(
+                self.command,
+                self.upstream + self.path[len("/mlx") :],
+                content=body,
+                headers=headers,
+            )
+        self.send_response(r.status_code)
+        for name in ("content-type", "location", "cache-control"):
+            if name in r.headers:
+                self.send_header(name, r.headers[name])
+        self.send_header("Content-Length", str(len(r.content)))
+        self.end_headers()
+        self.wfile.write(r.content)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def prefix_proxy(process_live_server: LiveServer) -> Iterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+    handler = type(
+        "Proxy", (_PrefixProxy,), {"upstream": process_live_server.url.rstrip("/"), "seen": seen}
+    )
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def test_the_dashboard_works_behind_a_path_prefix(
+    browser: Any, process_live_server: LiveServer, prefix_proxy: tuple[str, list[str]]
+) -> None:
+    base, seen = prefix_proxy
+    context = browser.new_context()
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        page.goto(f"{base}/mlx/ui")
+        page.get_by_label("Bearer token").fill(process_live_server.admin_token)
+        page.get_by_role("button", name="Sign in").click()
+        page.locator("tr[data-plugin-id=plugin_sqlite_source_001]").wait_for()
+        page.locator("tr[data-plugin-id] a").first.click()
+        page.get_by_test_id("execution-count").wait_for()
+    finally:
+        context.close()
+    assert any(p.startswith("/mlx/ui/assets/") for p in seen), seen
+    assert any(p.startswith("/mlx/v1/plugins/") for p in seen), seen
+    assert [p for p in seen if not p.startswith("/mlx/")] == []
