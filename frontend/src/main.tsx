@@ -4,6 +4,8 @@ import { getToken } from "./api";
 import { SignIn } from "./signin";
 import { Catalogue } from "./catalogue";
 import { PluginPage } from "./plugin";
+import { Discover } from "./discover";
+import { Composition } from "./composition";
 import "./style.css";
 
 function useHash(): string {
@@ -30,6 +32,8 @@ function App() {
         <a href="#/" class="brand">mlx-platform</a>
         <nav aria-label="Main">
           <a href="#/">Catalogue</a>
+          <a href="#/discover">Discover</a>
+          <a href="#/composition">Composition</a>
         </nav>
         <button
           type="button"
@@ -45,6 +49,10 @@ function App() {
       <main>
         {plugin ? (
           <PluginPage id={decodeURIComponent(plugin[1])} />
+        ) : hash === "#/discover" ? (
+          <Discover />
+        ) : hash === "#/composition" ? (
+          <Composition />
         ) : (
           <Catalogue />
         )}

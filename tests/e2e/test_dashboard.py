@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import LiveServer, free_port, http_client, register
+from tests.conftest import FIXTURE_PLUGINS, LiveServer, free_port, http_client, register
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 INSTALL_HINT = (
@@ -281,6 +281,12 @@ def test_a_read_token_cannot_press_a_write_button(dashboard: Dashboard) -> None:
     # everything is still shown: the metadata, the configuration and the metrics
     page.get_by_test_id("execution-count").wait_for()
     dashboard.shot("read-only")
+    for fragment, name in (("discover", "Run discovery"), ("composition", "Validate composition")):
+        page.get_by_role("link", name=fragment.capitalize(), exact=True).click()
+        button = page.get_by_role("button", name=name, exact=True)
+        button.wait_for()
+        assert button.is_disabled(), name
+        assert "plugins:write" in (button.get_attribute("title") or ""), name
 
 
 def test_an_invalid_or_expired_token_returns_to_sign_in_with_the_apis_message(
@@ -306,6 +312,79 @@ def test_an_invalid_or_expired_token_returns_to_sign_in_with_the_apis_message(
     assert page.url.endswith("#/signin")
     assert "mlx.token" not in page.evaluate("() => Object.keys(sessionStorage)")
     dashboard.shot("signed-out")
+
+
+def test_discover_and_register_with_one_click(
+    browser: Any,
+    process_server_factory: Any,
+    documented_paths: list[re.Pattern[str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On a service whose MLX_PLUGIN_PATH holds a plugin folder (its mlx-plugin.toml)."""
+    server = process_server_factory(plugin_path=str(FIXTURE_PLUGINS))
+    d = Dashboard(browser, server, tmp_path_factory.getbasetemp() / "screenshots")
+    d.shots.mkdir(exist_ok=True)
+    try:
+        d.sign_in(server.admin_token)
+        page = d.page
+        page.get_by_role("link", name="Discover", exact=True).click()
+        page.get_by_label("git").uncheck()
+        with page.expect_response(lambda r: "/v1/plugins/discover" in r.url) as answer:
+            page.get_by_role("button", name="Run discovery").click()
+        found = answer.value.json()["data"]
+        row = page.locator("tr[data-discovered=toml_declared]")
+        row.wait_for()
+        assert page.locator("tr[data-discovered]").count() == len(found["discovered_plugins"])
+        # the example plugins are there, already registered, with a link to them
+        page.locator("tr[data-discovered=sqlite_source] a").wait_for()
+        with page.expect_response(lambda r: r.url.endswith("/v1/plugins")) as registered:
+            row.get_by_role("button", name="Register toml_declared").click()
+        assert registered.value.status == 201, registered.value.text()
+        plugin_id = registered.value.json()["data"]["id"]
+        row.get_by_role("link", name=f"registered as {plugin_id}").wait_for()
+        d.shot("discover")
+        with server.client() as c:
+            assert c.get(f"/v1/plugins/{plugin_id}").json()["data"]["name"] == "toml_declared"
+        d.check_requests(documented_paths)
+    finally:
+        d.close()
+
+
+def test_composition_shows_conflicts_and_synergies_as_the_api_explains_them(
+    dashboard: Dashboard,
+) -> None:
+    server = dashboard.server
+    with server.client() as c:
+        register(c, "ui_comp_tracker", type="experiment_tracker")
+        expected = c.post(
+            "/v1/plugins/validate-composition",
+            json={"plugins": [{"name": "local_tracker"}, {"name": "ui_comp_tracker"}]},
+        ).json()["data"]
+    assert expected["composition_valid"] is False
+    dashboard.sign_in(server.admin_token)
+    page = dashboard.page
+    page.get_by_role("link", name="Composition", exact=True).click()
+    page.get_by_label("sqlite_source", exact=True).check()
+    page.get_by_label("tabular_folder", exact=True).check()
+    page.get_by_label("version of sqlite_source").select_option("1.0.0")
+    page.get_by_role("button", name="Validate composition").click()
+    assert page.get_by_test_id("composition-valid").get_attribute("data-valid") == "true"
+    assert page.get_by_test_id("composition-synergy").count() >= 1
+
+    page.get_by_label("sqlite_source", exact=True).uncheck()
+    page.get_by_label("tabular_folder", exact=True).uncheck()
+    page.get_by_label("local_tracker", exact=True).check()
+    page.get_by_label("ui_comp_tracker", exact=True).check()
+    page.get_by_role("button", name="Validate composition").click()
+    page.locator("[data-testid=composition-valid][data-valid=false]").wait_for()
+    shown = page.get_by_test_id("composition-conflict")
+    assert shown.count() == len(expected["conflicts"])
+    for i, conflict in enumerate(expected["conflicts"]):
+        text = shown.nth(i).inner_text()
+        assert conflict["message"] in text
+        for option in conflict["resolution_options"]:
+            assert option in text
+    dashboard.shot("composition")
 
 
 # ---------------------------------------------------------------- behind a path prefix
