@@ -281,6 +281,10 @@ def test_a_read_token_cannot_press_a_write_button(dashboard: Dashboard) -> None:
     # everything is still shown: the metadata, the configuration and the metrics
     page.get_by_test_id("execution-count").wait_for()
     dashboard.shot("read-only")
+    # a secret field is a password input, its value never shown
+    dashboard.plugin("plugin_local_tracker_001")
+    secret = page.get_by_label("signing_key")
+    assert secret.get_attribute("type") == "password" and secret.input_value() == ""
     for fragment, name in (("discover", "Run discovery"), ("composition", "Validate composition")):
         page.get_by_role("link", name=fragment.capitalize(), exact=True).click()
         button = page.get_by_role("button", name=name, exact=True)
