@@ -62,6 +62,10 @@ function collect(d: Detail, values: Values, only?: Set<string>): Record<string, 
       out[name] = v === true;
       continue;
     }
+    if (f.secret && v === "" && d.configuration[name] === MASK) {
+      out[name] = MASK; // the service keeps the stored secret
+      continue;
+    }
     if (v === "" || v === undefined) continue;
     const s = String(v);
     if (f.type === "integer" || f.type === "number") out[name] = Number(s);
@@ -246,7 +250,16 @@ export function PluginPage({ id }: { id: string }) {
       "activate",
       () =>
         api("POST", `/v1/plugins/${encodeURIComponent(id)}/activate`, {
-          configuration: collect(d, values),
+          // what is set, required or typed: the plugin's own defaults apply to the rest
+          configuration: collect(
+            d,
+            values,
+            new Set(
+              Object.entries(d.configuration_schema)
+                .filter(([n, f]) => n in d.configuration || f.required || touched.has(n))
+                .map(([n]) => n),
+            ),
+          ),
           auto_start: true,
         }),
       (r) => `Activated: ${r.data.status}, health ${r.data.health_check?.status ?? "unknown"}`,
