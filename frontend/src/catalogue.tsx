@@ -23,13 +23,22 @@ type SortKey = "name" | "type" | "status" | "health";
 export function Catalogue() {
   const [type, setType] = useState("");
   const [status, setStatus] = useState("");
-  const [search, setSearch] = useState("");
+  const [typed, setTyped] = useState("");
+  const [search, setSearch] = useState(""); // what was typed, once typing pauses
   const [page, setPage] = useState(1);
   const [rows, setRows] = useState<Summary[]>([]);
   const [pagination, setPagination] = useState<Pagination | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [loaded, setLoaded] = useState(false);
   const [sort, setSort] = useState<SortKey | null>(null);
+
+  useEffect(() => {
+    const t = window.setTimeout(() => {
+      setSearch(typed);
+      setPage(1);
+    }, 250);
+    return () => window.clearTimeout(t);
+  }, [typed]);
 
   useEffect(() => {
     let live = true;
@@ -117,12 +126,9 @@ export function Catalogue() {
             type="search"
             name="search"
             maxLength={200}
-            value={search}
+            value={typed}
             placeholder="name or description"
-            onInput={(e) => {
-              setSearch((e.target as HTMLInputElement).value);
-              setPage(1);
-            }}
+            onInput={(e) => setTyped((e.target as HTMLInputElement).value)}
           />
         </label>
       </form>

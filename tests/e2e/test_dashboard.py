@@ -35,6 +35,13 @@ INSTALL_HINT = (
 )
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 TIMEOUT_MS = 20_000
+# Every form control named by a <label> or aria-label, every button by its text or aria-label
+UNLABELLED_CONTROLS = """() => [...document.querySelectorAll('input, select, textarea, button')]
+  .filter(el => el.tagName === 'BUTTON'
+    ? !(el.textContent.trim() || el.getAttribute('aria-label'))
+    : !((el.labels && el.labels.length) || el.getAttribute('aria-label')
+        || el.getAttribute('aria-labelledby')))
+  .map(el => el.outerHTML.slice(0, 120))"""
 
 
 def chromium_path() -> str:
@@ -100,6 +107,9 @@ class Dashboard:
         self.page.get_by_role("heading", level=1).wait_for()
 
     def shot(self, name: str) -> Path:
+        """A screenshot of the page, after checking that every control on it has a label."""
+        unlabelled = self.page.evaluate(UNLABELLED_CONTROLS)
+        assert unlabelled == [], f"controls without a label on {name}: {unlabelled}"
         path = self.shots / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         if os.environ.get("MLX_UPDATE_SCREENSHOTS") == "1":
@@ -150,7 +160,11 @@ def test_sign_in_and_see_the_example_plugins(dashboard: Dashboard) -> None:
     assert page.locator("input[name=token]").count() == 1
     dashboard.shot("sign-in")
 
-    dashboard.sign_in(dashboard.server.admin_token)
+    # keyboard only: the field has the focus after a Tab, Enter submits
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.name") == "token"
+    page.keyboard.type(dashboard.server.admin_token)
+    page.keyboard.press("Enter")
 
     table = page.get_by_role("table", name="Plugins")
     table.locator("tr[data-plugin-id]").first.wait_for()
