@@ -9,9 +9,9 @@ same run.
   says so on stderr.
 - Invoke: POST of a trivial operation (`echo`) of a plugin running in a worker process:
   throughput under wrk beside the bare app; p50 against the GET-one-plugin p50 plus twice the
-  worker round trip (measured as bench_runtime.py does), both taken one request at a time on
-  one keep-alive connection in alternating blocks (`sequential_pair`): under wrk, a p50 is the
-  connections over the throughput, so it would compare throughputs again.
+  worker round trip (measured as bench_runtime.py does), both taken with `wrk -c1` in
+  alternating runs (`sequential_pair`): under `-c32` a p50 is the connections over the
+  throughput, so it would compare throughputs again.
 - Search, filters, deep pages: medians of sequential requests of one keep-alive httpx client;
   each answer must hold a full page (an empty answer would be fast and wrong). The LIKE scan
   (`%term%` on name and description, or on the filter's column; first page + COUNT of all
@@ -62,6 +62,7 @@ PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432"
 WRK_SECONDS = int(os.environ.get("MLX_BENCH_WRK_SECONDS", "5"))
 WRK_WARMUP = int(os.environ.get("MLX_BENCH_WRK_WARMUP", "1"))
 CONNECTIONS = 32
+PAIR_ROUNDS = 5  # alternating wrk -c1 runs of a GET and an invocation (api_invoke_p50)
 REQUESTS = int(os.environ.get("MLX_BENCH_API_REQUESTS", "50"))
 WARMUP_REQUESTS = 5
 STARTS = int(os.environ.get("MLX_BENCH_API_STARTS", "3"))
@@ -78,7 +79,6 @@ DEEP = (25, PLUGINS // 25)  # limit, page: page 4,000, the last full one of 100,
 
 BARE = "(bare Starlette app, same bytes)"
 FRESH = {"Cache-Control": "no-cache"}
-JSON = {"Content-Type": "application/json"}
 INVOKE_BODY = '{"operation": "echo", "arguments": {"value": 1}}'
 
 
@@ -128,8 +128,10 @@ def parse_wrk(out: str) -> Load:
     return Load(float(rps.group(1)), lat["50"], lat["99"], int(total.group(1)))
 
 
-def wrk(url: str, *, headers: list[str], script: Path | None, seconds: int) -> Load:
-    cmd = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency"]
+def wrk(
+    url: str, *, headers: list[str], script: Path | None, seconds: int, c: int = CONNECTIONS
+) -> Load:
+    cmd = ["wrk", "-t1", f"-c{c}", f"-d{seconds}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     if script is not None:
@@ -389,29 +391,35 @@ def versus_bare(
 Check = Callable[[list[dict[str, Any]]], str | None]
 
 
-def sequential_pair(client: httpx.Client, get_path: str, echo: str) -> tuple[float, float]:
+def sequential_pair(
+    url: str, headers: list[str], get_path: str, echo: str, tmp: Path
+) -> tuple[float, float]:
     """p50 (ms) of GET `get_path` and of an invocation of the echo plugin, one request at a
-    time on one keep-alive connection, in alternating blocks (so both see the same machine):
-    what a call costs beyond a read, without the queueing of a saturated server (under wrk
-    the p50 of each is its connections over its throughput)."""
+    time (`wrk -c1`, the load generator of the other figures: the client's own cost is small
+    and the same for both, where a Python client builds a POST slower than a GET), in
+    alternating runs so both see the same machine; the median of each kind's run p50s. What
+    a call costs beyond a read, without the queueing of a saturated server (under `-c32`
+    each p50 is the connections over the throughput)."""
+    script = tmp / "invoke-one.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = '{INVOKE_BODY}'\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+    )
     gets: list[float] = []
     calls: list[float] = []
-    url = f"/v1/plugins/{echo}/invoke"
-    for block in range(2 + REQUESTS // 5):
-        for kind in (gets, calls):
-            for _ in range(10):
-                t0 = time.perf_counter()
-                if kind is gets:
-                    r = client.get(get_path)
-                else:
-                    r = client.post(url, content=INVOKE_BODY, headers=JSON)
-                took = (time.perf_counter() - t0) * 1000
-                if r.status_code != 200:
-                    raise Failed(f"{r.request.method} {r.request.url.path}: {r.status_code}")
-                if block >= 2:  # the first blocks warm up
-                    kind.append(took)
+    for _ in range(PAIR_ROUNDS):
+        gets.append(wrk(url + get_path, headers=headers, script=None, seconds=2, c=1).p50_ms)
+        calls.append(
+            wrk(
+                url + f"/v1/plugins/{echo}/invoke", headers=headers, script=script, seconds=2, c=1
+            ).p50_ms
+        )
     get_p50, call_p50 = statistics.median(gets), statistics.median(calls)
-    _log(f"one client: GET one plugin p50 {get_p50:.3f} ms, invoke p50 {call_p50:.3f} ms")
+    _log(
+        f"one connection: GET one plugin p50 {get_p50:.3f} ms {gets}, "
+        f"invoke p50 {call_p50:.3f} ms {calls}"
+    )
     return get_p50, call_p50
 
 
@@ -609,7 +617,7 @@ def figures_for(r: Results) -> list[Figure]:
                     "ms",
                     read_p50 + 2 * rt if read_p50 is not None and rt is not None else nan,
                     read_p50,
-                    "(GET one plugin p50, one client, alternated; target + 2x worker round "
+                    "(GET one plugin p50, wrk -c1, alternated; target + 2x worker round "
                     + (f"trip {rt * 1000:.0f} us)" if rt is not None else "trip n/a)"),
                 )
             )
@@ -774,7 +782,8 @@ def load_and_latency(
         )
 
         def one_client() -> None:
-            r.sequential = sequential_pair(client, paths["api_get"], echo)
+            auth = [f"{k}: {v}" for k, v in client.headers.items() if k.lower() == "authorization"]
+            r.sequential = sequential_pair(url, auth, paths["api_get"], echo, tmp)
 
         _step(f"{r.db}: api_invoke_p50 (one client)", one_client, svc)
     for stem, make in SEARCHES.items():
