@@ -384,15 +384,10 @@ class ProcessServer(LiveServer):
         )
 
     def stop(self) -> int:
+        from mlx_platform.testing.service import terminate
+
         self._close_anonymous()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process)
 
 
 def start_server(home: Path, **settings: str) -> ProcessServer:

@@ -115,14 +115,7 @@ class LiveService:
         if self._client is not None:
             self._client.close()
             self._client = None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return terminate(self.process)
 
     def __enter__(self) -> LiveService:
         return self
@@ -190,3 +183,16 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float) -> bool
                 pass
             time.sleep(0.05)
     return False
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
+    """Stop a service process as an operator would (SIGTERM: plugins stopped, workers ended),
+    killing it after `timeout` s; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
