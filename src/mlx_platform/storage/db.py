@@ -88,7 +88,16 @@ class Database:
         self._generations = itertools.count(1)
         self.generation = 0
         self.announcement = 0
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL reads run outside a transaction: under READ COMMITTED each statement
+        # takes its own snapshot inside one anyway, and BEGIN and ROLLBACK are two round
+        # trips a read does not need (~0.3 ms of a 2.5 ms search at 100,000 plugins); psycopg
+        # switches autocommit on the client, without a round trip
+        read_engine = (
+            self.engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self.engine.dialect.name == "postgresql"
+            else self.engine
+        )
+        self._read = sessionmaker(read_engine, expire_on_commit=False)
         self._write = sessionmaker(self.write_engine, expire_on_commit=False)
         # Outage tracking from the engines' own events: every failed connect or statement
         # (`handle_error`) and every statement that worked (`after_cursor_execute`).
