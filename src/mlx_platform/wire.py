@@ -653,6 +653,20 @@ class MetricsFigures(WireModel):
     resource_usage: ResourceUsageMetrics = Field(default_factory=ResourceUsageMetrics)
 
 
+# A minute series reads the minute buckets' latency sketches only up to this many buckets
+# (6 hours): a day by minute (1,440 sketches to decode) must stay cheap; its points' quantiles
+# are null, and hour or day series (hourly roll-ups) carry them at any range.
+MINUTE_SERIES_SKETCH_LIMIT = 360
+
+_POINT_QUANTILE = (
+    "latency quantile of this bucket's calls (ms, within 1% of the exact value, from the "
+    "buckets' latency sketches); null when the bucket had no calls, and null in every point "
+    f"of a minute series whose range holds more than {MINUTE_SERIES_SKETCH_LIMIT} minute "
+    f"buckets ({MINUTE_SERIES_SKETCH_LIMIT // 60} hours: such a series reads no sketches; ask "
+    "for hour or day granularity, or a shorter range)"
+)
+
+
 class TimeseriesPoint(WireModel):
     timestamp: datetime
     execution_count: int = 0
@@ -661,6 +675,17 @@ class TimeseriesPoint(WireModel):
         default=None, description=f"0 to 1; {_NO_CALLS} in this bucket (memory samples only)"
     )
     error_count: int = 0
+    p50_execution_time_ms: float | None = Field(default=None, description=_POINT_QUANTILE)
+    p95_execution_time_ms: float | None = Field(default=None, description=_POINT_QUANTILE)
+    p99_execution_time_ms: float | None = Field(default=None, description=_POINT_QUANTILE)
+    avg_memory_mb: float | None = Field(
+        default=None,
+        description="mean of the bucket's memory samples (MB); null when it has no samples",
+    )
+    peak_memory_mb: float | None = Field(
+        default=None,
+        description="largest of the bucket's memory samples (MB); null when it has no samples",
+    )
 
 
 class MetricsReport(WireModel):

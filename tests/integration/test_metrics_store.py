@@ -450,3 +450,44 @@ def test_eight_threads_record_while_another_flushes_in_a_loop(store_url):
     assert data.metrics.execution_count == total
     assert data.metrics.resource_usage.samples == samples
     db.dispose()
+
+
+@pytest.mark.parametrize("granularity", ["minute", "hour", "day"])
+@pytest.mark.parametrize(("offset_start", "offset_end"), [(0, 200), (5, 150), (23, 84)])
+def test_each_point_has_the_percentiles_and_memory_of_its_own_bucket(
+    recorded, granularity, offset_start, offset_end
+):
+    """Per point (issue 15's charts): the quantiles of that bucket's calls, within 1%, from
+    hourly roll-ups and edge minutes alike; memory figures of its own samples only."""
+    recorder, calls = recorded
+    t0 = calls[0][0]
+    start, end = t0 + timedelta(minutes=offset_start), t0 + timedelta(minutes=offset_end)
+    samples = {
+        start + timedelta(minutes=k): 50.0 + k for k in range(0, offset_end - offset_start, 7)
+    }
+    for at, mb in samples.items():
+        recorder.sample_usage(PLUGIN, mb, 1.0, now=at.timestamp())
+        recorder.sample_usage(PLUGIN, mb / 2, 1.0, now=at.timestamp() + 1)
+    recorder.flush()
+    step = {"minute": 60, "hour": 3600, "day": 86400}[granularity]
+
+    def bucket(ts: datetime) -> datetime:
+        return datetime.fromtimestamp(int(ts.timestamp()) // step * step, UTC)
+
+    points = query_metrics(recorder, PLUGIN, start, end, granularity).model_dump()["timeseries"]
+    assert points
+    for p in points:
+        values = [v for ts, v, _ in calls if start <= ts < end and bucket(ts) == p["timestamp"]]
+        assert p["execution_count"] == len(values)
+        for q, key in (
+            (0.5, "p50_execution_time_ms"),
+            (0.95, "p95_execution_time_ms"),
+            (0.99, "p99_execution_time_ms"),
+        ):
+            assert abs(p[key] - exact(values, q)) / exact(values, q) <= 0.01, (p, key)
+        mine = [mb for at, mb in samples.items() if bucket(at) == p["timestamp"]]
+        if mine:
+            assert p["peak_memory_mb"] == pytest.approx(max(mine))
+            assert p["avg_memory_mb"] == pytest.approx(sum(mine) * 0.75 / len(mine))
+        else:
+            assert p["avg_memory_mb"] is None and p["peak_memory_mb"] is None

@@ -27,6 +27,7 @@ from mlx_platform.storage import Database, MetricBucketRow
 from mlx_platform.storage.availability import reason_of
 from mlx_platform.storage.repositories import MetricRepository
 from mlx_platform.wire import (
+    MINUTE_SERIES_SKETCH_LIMIT,
     MetricsFigures,
     MetricsReport,
     PerformanceMetrics,
@@ -340,11 +341,16 @@ def query_metrics(
     """The spec's metrics answer for [start, end), merged from stored buckets.
 
     Whole hours inside the range come from the hourly roll-ups (24 sketches for a day, not
-    1,440); the partial hours at either edge from minute buckets. A minute-granularity series
-    reads the minute buckets' counts and sums only, never their sketches.
+    1,440); the partial hours at either edge from minute buckets. Hour and day points are
+    built from those same rows, sketches included, so each point has its quantiles. A minute
+    series reads the minute buckets' sketches only when the range holds at most
+    MINUTE_SERIES_SKETCH_LIMIT of them; beyond, its counts and sums only, and its points'
+    quantiles are null.
     """
     first = floor_time(start, "minute")
     h0, h1 = _ceil_hour(first), floor_time(end, "hour")
+    minute_buckets = -(-int((end - first).total_seconds()) // 60)  # ceil
+    quantiles = granularity != "minute" or minute_buckets <= MINUTE_SERIES_SKETCH_LIMIT
     # Stored rows plus what this replica recorded and has not stored yet: a read writes
     # nothing. Read again in the rare case a flush started meanwhile (it may have stored
     # what was copied from memory; counted twice otherwise).
@@ -360,22 +366,26 @@ def query_metrics(
             else:
                 whole, edges = [], repo.rows(plugin_id, 60, first, end, sketch=True)
             if granularity == "minute":
-                series_rows = repo.rows(plugin_id, 60, first, end, sketch=False)
+                series_rows = repo.rows(plugin_id, 60, first, end, sketch=quantiles)
             else:
                 series_rows = [*edges, *whole]
         if not recorder.stored_since(token):
             break
     memory = {at: m for at, m in memory.items() if first <= at < end}
-    total = Figures()
-    for row in (*whole, *edges):
-        total.add(row)
     series: dict[datetime, Figures] = {}
     for row in series_rows:
         ts = row[0] if granularity == "minute" else floor_time(row[0], granularity)
         agg = series.get(ts)
         if agg is None:
             agg = series[ts] = Figures()
-        agg.add(row[:9])
+        agg.add(row)  # with its sketch when read
+    total = Figures()
+    if granularity == "minute":
+        for row in (*whole, *edges):
+            total.add(row)
+    else:  # the points hold the same rows, sketches decoded once
+        for agg in series.values():
+            total.merge(agg)
     for at, m in memory.items():
         total.merge(m)
         ts = at if granularity == "minute" else floor_time(at, granularity)
@@ -389,7 +399,11 @@ def query_metrics(
         granularity=granularity,
         metrics=_figures(total),
         timeseries=_POINTS.validate_python(
-            [_point(ts, agg) for ts, agg in sorted(series.items()) if agg.count or agg.mem_samples]
+            [
+                _point(ts, agg, quantiles)
+                for ts, agg in sorted(series.items())
+                if agg.count or agg.mem_samples
+            ]
         ),
     )
 
@@ -430,16 +444,30 @@ class _Point(TypedDict):
     avg_execution_time_ms: float
     success_rate: float | None
     error_count: int
+    p50_execution_time_ms: float | None
+    p95_execution_time_ms: float | None
+    p99_execution_time_ms: float | None
+    avg_memory_mb: float | None
+    peak_memory_mb: float | None
 
 
-def _point(ts: datetime, agg: Figures) -> _Point:
+def _point(ts: datetime, agg: Figures, quantiles: bool) -> _Point:
+    """One point; quantiles when asked and the bucket's calls are in its sketch (a minute
+    series past MINUTE_SERIES_SKETCH_LIMIT decodes none: null, never 0)."""
     count = agg.count
+    sk = agg.sketch if quantiles and count and agg.sketch.count else None
+    mem = agg.mem_samples
     return {
         "timestamp": ts,
         "execution_count": count,
         "avg_execution_time_ms": _r(agg.sum_ms / count) if count else 0.0,
         "success_rate": _r((count - agg.errors) / count, 6) if count else None,
         "error_count": agg.errors,
+        "p50_execution_time_ms": None if sk is None else _r(sk.quantile(0.50)),
+        "p95_execution_time_ms": None if sk is None else _r(sk.quantile(0.95)),
+        "p99_execution_time_ms": None if sk is None else _r(sk.quantile(0.99)),
+        "avg_memory_mb": _r(agg.mem_sum_mb / mem) if mem else None,
+        "peak_memory_mb": _r(agg.mem_peak_mb) if mem else None,
     }
 
 
