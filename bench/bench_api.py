@@ -53,6 +53,8 @@ import httpx
 import psutil
 from _common import Figure, each_call_us, free_port, log_tail
 
+from mlx_platform.testing.service import terminate
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = Path(__file__).resolve().parent
 FIXTURE_PLUGINS = ROOT / "tests" / "fixtures" / "plugin_pkgs"
@@ -192,13 +194,7 @@ class BareApp:
 
 
 def _stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    terminate(proc, timeout)
 
 
 @dataclass
