@@ -6,6 +6,8 @@ export interface Series {
   label: string;
   values: (number | null)[];
   color: string;
+  dash?: number[];
+  points?: boolean; // a marker on each value (default): isolated values between gaps show
 }
 
 /** A time series chart (uPlot, drawn on a canvas) with its figures also in a table for
@@ -16,8 +18,12 @@ export function Chart({
   series,
   testid,
   range,
+  rows,
+  empty,
 }: {
   title: string;
+  rows?: boolean[]; // which times the figures table lists (every one when absent)
+  empty?: string; // said under the title when no series has a value
   range: [number, number]; // the requested time range (unix seconds): the x axis
   times: number[];
   series: Series[];
@@ -39,7 +45,9 @@ export function Chart({
             label: s.label,
             stroke: s.color,
             width: 2,
-            points: { show: true, size: 6 },
+            dash: s.dash,
+            spanGaps: false, // null is a gap in the line, never a zero
+            points: { show: s.points ?? true, size: 6 },
           })),
         ],
         axes: [{}, { size: 60 }],
@@ -49,9 +57,11 @@ export function Chart({
     );
     return () => plot.destroy();
   }, [title, range[0], range[1], JSON.stringify(times), JSON.stringify(series)]);
+  const blank = series.every((s) => s.values.every((v) => v === null));
   return (
     <figure class="chart" data-testid={testid}>
       <div ref={box} role="img" aria-label={title} />
+      {blank && empty && <p class="hint">{empty}</p>}
       <details>
         <summary>{title}: figures</summary>
         <table>
@@ -64,14 +74,16 @@ export function Chart({
             </tr>
           </thead>
           <tbody>
-            {times.map((t, i) => (
-              <tr>
-                <td>{new Date(t * 1000).toISOString().replace(".000Z", "Z")}</td>
-                {series.map((s) => (
-                  <td data-series={s.label}>{s.values[i] ?? ""}</td>
-                ))}
-              </tr>
-            ))}
+            {times.map((t, i) =>
+              rows && !rows[i] ? null : (
+                <tr>
+                  <td>{new Date(t * 1000).toISOString().replace(".000Z", "Z")}</td>
+                  {series.map((s) => (
+                    <td data-series={s.label}>{s.values[i] ?? ""}</td>
+                  ))}
+                </tr>
+              ),
+            )}
           </tbody>
         </table>
       </details>

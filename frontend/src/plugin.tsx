@@ -487,6 +487,7 @@ export function PluginPage({ id }: { id: string }) {
 
 interface MetricsReport {
   time_range: { start: string; end: string };
+  granularity: string;
   metrics: {
     execution_count: number;
     error_count: number;
@@ -497,12 +498,37 @@ interface MetricsReport {
     p99_execution_time_ms: number;
     resource_usage: { avg_memory_mb: number; peak_memory_mb: number; samples: number };
   };
-  timeseries: {
-    timestamp: string;
-    execution_count: number;
-    error_count: number;
-    avg_execution_time_ms: number;
-  }[];
+  timeseries: Point[];
+}
+
+/** One bucket of the series: quantiles are null when the bucket had no calls (or in a minute
+ * series of more than 6 hours, which the page never asks for), memory when it had no
+ * samples (in-process plugins have none). */
+interface Point {
+  timestamp: string;
+  execution_count: number;
+  error_count: number;
+  avg_execution_time_ms: number;
+  p50_execution_time_ms: number | null;
+  p95_execution_time_ms: number | null;
+  p99_execution_time_ms: number | null;
+  avg_memory_mb: number | null;
+  peak_memory_mb: number | null;
+}
+
+const STEP: Record<string, number> = { minute: 60, hour: 3600, day: 86400 };
+
+/** Every bucket of the range (unix seconds), and the answer's point of each, if any: a bucket
+ * the answer left out had neither calls nor samples, drawn as a gap (or 0 calls), so the line
+ * does not join the buckets either side of it. */
+function grid(report: MetricsReport, granularity: string): [number[], (Point | undefined)[]] {
+  const step = STEP[granularity];
+  const start = Math.floor(Date.parse(report.time_range.start) / 1000 / step) * step;
+  const end = Date.parse(report.time_range.end) / 1000;
+  const byTime = new Map(report.timeseries.map((p) => [Date.parse(p.timestamp) / 1000, p]));
+  const times: number[] = [];
+  for (let t = start; t < end; t += step) times.push(t);
+  return [times, times.map((t) => byTime.get(t))];
 }
 
 const RANGES: Record<string, number> = { minute: 3600, hour: 86400, day: 30 * 86400 };
@@ -538,7 +564,11 @@ function Metrics({ id, tick }: { id: string; tick: number }) {
     };
   }, [id, granularity, tick]); // refreshed with the plugin's details
 
-  const times = (report?.timeseries ?? []).map((p) => Date.parse(p.timestamp) / 1000);
+  // the granularity of the answer shown (the picker may have moved on while it loads)
+  const [times, points] = report ? grid(report, report.granularity) : [[], []];
+  const rows = points.map((p) => p !== undefined);
+  const of = (read: (p: Point) => number | null) =>
+    points.map((p) => (p === undefined ? null : read(p)));
   const f = report?.metrics;
   const range: [number, number] = report
     ? [Date.parse(report.time_range.start) / 1000, Date.parse(report.time_range.end) / 1000]
@@ -594,32 +624,51 @@ function Metrics({ id, tick }: { id: string; tick: number }) {
             testid="chart-executions"
             range={range}
             times={times}
+            rows={rows}
             series={[
               {
                 label: "executions",
                 color: "#2563eb",
-                values: report.timeseries.map((p) => p.execution_count),
+                points: false, // a value every bucket: a line is enough
+                values: points.map((p) => p?.execution_count ?? 0), // no point: no call
               },
               {
                 label: "errors",
                 color: "#dc2626",
-                values: report.timeseries.map((p) => p.error_count),
+                points: false,
+                values: points.map((p) => p?.error_count ?? 0),
               },
             ]}
           />
           <Chart
-            title="Average latency (ms)"
+            title="Latency (ms)"
             testid="chart-latency"
             range={range}
             times={times}
+            rows={rows}
+            empty="No calls in this range."
             series={[
+              { label: "p50", color: "#059669", values: of((p) => p.p50_execution_time_ms) },
+              { label: "p95", color: "#d97706", values: of((p) => p.p95_execution_time_ms) },
+              { label: "p99", color: "#dc2626", values: of((p) => p.p99_execution_time_ms) },
               {
-                label: "avg ms",
-                color: "#059669",
-                values: report.timeseries.map((p) =>
-                  p.execution_count ? p.avg_execution_time_ms : null,
-                ),
+                label: "avg",
+                color: "#6b7280",
+                dash: [4, 4],
+                values: of((p) => (p.execution_count ? p.avg_execution_time_ms : null)),
               },
+            ]}
+          />
+          <Chart
+            title="Memory (MB)"
+            testid="chart-memory"
+            range={range}
+            times={times}
+            rows={rows}
+            empty="No memory samples in this range (taken of worker processes only, not of in-process plugins)."
+            series={[
+              { label: "avg MB", color: "#7c3aed", values: of((p) => p.avg_memory_mb) },
+              { label: "peak MB", color: "#db2777", values: of((p) => p.peak_memory_mb) },
             ]}
           />
         </div>

@@ -19,6 +19,7 @@ import shutil
 import sqlite3
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,29 @@ def api_figures(server: LiveServer, plugin_id: str) -> dict[str, Any]:
     return figures
 
 
+def api_points(server: LiveServer, plugin_id: str) -> list[dict[str, Any]]:
+    """The minute series of the last hour, as the plugin page asks for it."""
+    end = datetime.now(UTC) + timedelta(minutes=1)
+    window = {"start_time": (end - timedelta(hours=1)).isoformat(), "end_time": end.isoformat()}
+    with server.client(scopes=("plugins:read",)) as c:
+        r = c.get(f"/v1/plugins/{plugin_id}/metrics", params={"granularity": "minute", **window})
+    assert r.status_code == 200, r.text
+    return list(r.json()["data"]["timeseries"])
+
+
+def latency_rows(chart: Any) -> dict[str, list[float]]:
+    """The latency chart's figures table: time -> [p50, p95, p99], rows with values only."""
+    rows: dict[str, list[float]] = {}
+    for row in chart.locator("details tbody tr").all():
+        at = row.locator("td").first.text_content() or ""
+        cells = [
+            row.locator(f"td[data-series={q}]").text_content() or "" for q in ("p50", "p95", "p99")
+        ]
+        if any(cells):
+            rows[at] = [float(c) for c in cells]
+    return rows
+
+
 def test_sign_in_and_see_the_example_plugins(dashboard: Dashboard) -> None:
     dashboard.open()
     page = dashboard.page
@@ -216,12 +240,14 @@ def test_activate_see_health_turn_green_invoke_and_count(
     heading.locator("[data-health=healthy]").wait_for()
 
     invocations = 3
+    durations: list[float] = []
     page.get_by_label("Operation").select_option("query")
     page.get_by_label("Arguments (JSON)").fill('{"sql": "select model, auc from runs"}')
     for _ in range(invocations):
         with page.expect_response(lambda r: r.url.endswith("/invoke")) as answer:
             page.get_by_role("button", name="Invoke", exact=True).click()
         assert answer.value.status == 200, answer.value.text()
+        durations.append(answer.value.json()["data"]["duration_ms"])
         page.get_by_role("status").filter(has_text="Invoked query").wait_for()
     assert "xgb" in page.get_by_test_id("invoke-result").inner_text()
 
@@ -238,6 +264,20 @@ def test_activate_see_health_turn_green_invoke_and_count(
     assert chart.locator("canvas").count() >= 1
     cells = chart.locator("td[data-series=executions]").all_text_contents()
     assert sum(int(c or 0) for c in cells) == after
+    # the latency chart draws each minute's p50/p95/p99 as the API gives them, and they are
+    # the quantiles of these invocations (the service's own measure of each)
+    shown = latency_rows(page.get_by_test_id("chart-latency"))
+    points = api_points(dashboard.server, plugin_id)
+    called = {p["timestamp"]: p for p in points if p["execution_count"]}
+    assert set(shown) == set(called), (shown, called)
+    for at, p in called.items():
+        assert shown[at] == pytest.approx(
+            [p["p50_execution_time_ms"], p["p95_execution_time_ms"], p["p99_execution_time_ms"]]
+        ), at
+    if before == 0:  # only these calls: every quantile is one of their durations, within 1%
+        for values in shown.values():
+            assert values[0] <= values[1] <= values[2]
+            assert all(min(durations) * 0.99 <= v <= max(durations) * 1.01 for v in values)
     dashboard.shot("plugin")
 
     # the catalogue's dot turned green too
