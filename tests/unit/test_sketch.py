@@ -48,3 +48,15 @@ def test_zero_durations_count() -> None:
     assert sk.count == 11
     assert sk.quantile(0.5) == 0.0
     assert sk.quantile(1.0) == pytest.approx(5.0, rel=0.01)
+
+
+def test_several_quantiles_at_once_read_like_one_at_a_time() -> None:
+    """`quantiles` (one sort for a point's p50/p95/p99) answers what `quantile` does, zero
+    bucket, clamping to min/max and empty sketches included."""
+    rng = random.Random(3)
+    qs = (0.0, 0.5, 0.95, 0.99, 1.0)
+    for _ in range(2000):
+        sk = LatencySketch()
+        for _ in range(rng.randint(0, 60)):
+            sk.record(rng.choice([0.0, 1e-7, rng.lognormvariate(1, 2)]))
+        assert sk.quantiles(qs) == [sk.quantile(q) for q in qs], sk.to_json()

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from pydantic import TypeAdapter
 
@@ -67,7 +67,11 @@ class Figures:
         self.cpu_samples += row[7]
         self.cpu_sum_percent += row[8]
         if len(row) > 9 and row[9]:
-            self.sketch.merge(LatencySketch.from_json(row[9]))
+            sketch = LatencySketch.from_json(row[9])
+            if self.sketch.count:
+                self.sketch.merge(sketch)
+            else:  # a new object of its own: taken as it is (a point is mostly one row)
+                self.sketch = sketch
 
     def merge(self, other: Figures) -> None:
         """Add another span's figures to these (`other` is left as it is)."""
@@ -354,11 +358,15 @@ def query_metrics(
     # Stored rows plus what this replica recorded and has not stored yet: a read writes
     # nothing. Read again in the rare case a flush started meanwhile (it may have stored
     # what was copied from memory; counted twice otherwise).
+    whole: list[Any] = []
+    edges: list[Any] = []
     for _attempt in range(5):
         memory, token = recorder.unstored(plugin_id)
         with recorder.db.read() as session:
             repo = MetricRepository(session)
-            if h0 < h1:
+            if granularity == "minute" and quantiles:
+                pass  # the minute rows, sketches included, are the range's figures too
+            elif h0 < h1:
                 whole = repo.rows(plugin_id, 3600, h0, h1, sketch=True)
                 edges = repo.rows(plugin_id, 60, first, h0, sketch=True) + repo.rows(
                     plugin_id, 60, h1, end, sketch=True
@@ -380,10 +388,10 @@ def query_metrics(
             agg = series[ts] = Figures()
         agg.add(row)  # with its sketch when read
     total = Figures()
-    if granularity == "minute":
+    if granularity == "minute" and not quantiles:
         for row in (*whole, *edges):
             total.add(row)
-    else:  # the points hold the same rows, sketches decoded once
+    else:  # the points hold every row of the range, sketches decoded once
         for agg in series.values():
             total.merge(agg)
     for at, m in memory.items():
@@ -444,31 +452,38 @@ class _Point(TypedDict):
     avg_execution_time_ms: float
     success_rate: float | None
     error_count: int
-    p50_execution_time_ms: float | None
-    p95_execution_time_ms: float | None
-    p99_execution_time_ms: float | None
-    avg_memory_mb: float | None
-    peak_memory_mb: float | None
+    p50_execution_time_ms: NotRequired[float]  # absent: null
+    p95_execution_time_ms: NotRequired[float]
+    p99_execution_time_ms: NotRequired[float]
+    avg_memory_mb: NotRequired[float]
+    peak_memory_mb: NotRequired[float]
+
+
+_QS = (0.50, 0.95, 0.99)
 
 
 def _point(ts: datetime, agg: Figures, quantiles: bool) -> _Point:
     """One point; quantiles when asked and the bucket's calls are in its sketch (a minute
-    series past MINUTE_SERIES_SKETCH_LIMIT decodes none: null, never 0)."""
+    series past MINUTE_SERIES_SKETCH_LIMIT decodes none: null, never 0). Fields that are
+    null are left out (their default): a day by minute validates 1,440 points."""
     count = agg.count
-    sk = agg.sketch if quantiles and count and agg.sketch.count else None
     mem = agg.mem_samples
-    return {
+    point: _Point = {
         "timestamp": ts,
         "execution_count": count,
         "avg_execution_time_ms": _r(agg.sum_ms / count) if count else 0.0,
         "success_rate": _r((count - agg.errors) / count, 6) if count else None,
         "error_count": agg.errors,
-        "p50_execution_time_ms": None if sk is None else _r(sk.quantile(0.50)),
-        "p95_execution_time_ms": None if sk is None else _r(sk.quantile(0.95)),
-        "p99_execution_time_ms": None if sk is None else _r(sk.quantile(0.99)),
-        "avg_memory_mb": _r(agg.mem_sum_mb / mem) if mem else None,
-        "peak_memory_mb": _r(agg.mem_peak_mb) if mem else None,
     }
+    if quantiles and count and agg.sketch.count:
+        p50, p95, p99 = agg.sketch.quantiles(_QS)
+        point["p50_execution_time_ms"] = _r(p50)
+        point["p95_execution_time_ms"] = _r(p95)
+        point["p99_execution_time_ms"] = _r(p99)
+    if mem:
+        point["avg_memory_mb"] = _r(agg.mem_sum_mb / mem)
+        point["peak_memory_mb"] = _r(agg.mem_peak_mb)
+    return point
 
 
 def recent_performance(

@@ -65,6 +65,28 @@ class LatencySketch:
                 return min(max(value, self.min), self.max)
         return self.max
 
+    def quantiles(self, qs: tuple[float, ...]) -> list[float]:
+        """`quantile` of each of `qs` (ascending), the buckets sorted once."""
+        if self.count == 0:
+            return [0.0] * len(qs)
+        ranks = [math.floor(q * (self.count - 1)) for q in qs]
+        out: list[float] = []
+        seen, i = self.zero, 0
+        while i < len(ranks) and ranks[i] < seen:
+            out.append(0.0)
+            i += 1
+        lo, hi = self.min, self.max
+        for key in sorted(self.buckets):
+            if i == len(ranks):
+                break
+            seen += self.buckets[key]
+            while i < len(ranks) and seen > ranks[i]:
+                value = 2 * _GAMMA**key / (_GAMMA + 1)
+                out.append(lo if value < lo else hi if value > hi else value)
+                i += 1
+        out.extend([hi] * (len(ranks) - i))
+        return out
+
     def to_json(self) -> dict[str, Any]:
         return {
             "a": RELATIVE_ACCURACY,
