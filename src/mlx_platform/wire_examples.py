@@ -274,6 +274,11 @@ METRICS_REPORT: dict[str, Any] = {
             "avg_execution_time_ms": 245,
             "success_rate": 1.0,
             "error_count": 0,
+            "p50_execution_time_ms": 238,
+            "p95_execution_time_ms": 310,
+            "p99_execution_time_ms": 352,
+            "avg_memory_mb": 419,
+            "peak_memory_mb": 502,
         }
     ],
 }
