@@ -91,6 +91,12 @@ class Dashboard:
         self.page = self.context.new_page()
         self.requests: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
+        # what the browser refused under the page's Content-Security-Policy (server/ui.py)
+        self.refused: list[str] = []
+        self.page.on(
+            "console",
+            lambda m: self.refused.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         self.shots = shots
 
     def open(self, fragment: str = "") -> None:
@@ -119,7 +125,9 @@ class Dashboard:
         return path
 
     def check_requests(self, documented: list[re.Pattern[str]]) -> None:
-        """Every request went to the service, and every API call is a documented path."""
+        """Every request went to the service, and every API call is a documented path; the
+        page's Content-Security-Policy refused nothing it does."""
+        assert self.refused == [], f"refused by the Content-Security-Policy: {self.refused}"
         origin = self.server.url.rstrip("/")
         for url in self.requests:
             assert url.startswith(origin + "/"), f"a request left the service: {url}"

@@ -78,3 +78,17 @@ def test_an_unbuilt_dashboard_answers_503_saying_how_to_build_it(tmp_path: Path)
     assert answer.status_code == 503
     error = orjson.loads(answer.body)["error"]
     assert error["code"] == "SERVICE_UNAVAILABLE" and "make ui" in error["message"]
+
+
+def test_the_page_may_load_and_call_nothing_but_the_service(live_server: LiveServer) -> None:
+    r = live_server.anonymous.get("/ui/")
+    assert r.status_code == 200
+    policy = {
+        part.split()[0]: part.split()[1:]
+        for part in r.headers["content-security-policy"].split(";")
+        if part.strip()
+    }
+    assert policy["default-src"] == ["'self'"] and policy["script-src"] == ["'self'"]
+    assert policy["connect-src"] == ["'self'"] and policy["frame-ancestors"] == ["'none'"]
+    assert policy["object-src"] == ["'none'"]
+    assert r.headers["x-content-type-options"] == "nosniff"
