@@ -64,3 +64,55 @@ def test_an_oversized_frame_and_the_end_are_errors() -> None:
             frames.fill()
     finally:
         sock.close()
+
+
+def test_answers_a_thread_read_ahead_reach_the_loops_call_that_leads_next() -> None:
+    """A thread leading the reading takes its own answer and a loop's call's from one read;
+    the loop, leading next, must find that answer in the buffer (the socket holds nothing
+    more to wake it)."""
+    import asyncio
+    import struct
+    import threading
+    import time
+
+    from mlx_platform.runtime.channel import WorkerChannel
+    from mlx_platform.runtime.protocol import decode, encode
+
+    ours, theirs = socket.socketpair()
+    channel = WorkerChannel(
+        Connection(ours.detach()),
+        "plugin_frames_001",
+        max_frame=1 << 20,
+        broken=lambda _exc: None,
+        overdue=lambda *_args: None,
+    )
+    worker = Connection(theirs.detach())
+
+    def frame(message: dict[str, object]) -> bytes:
+        data = encode(message)
+        return struct.pack("!i", len(data)) + data
+
+    async def main() -> None:
+        got: dict[str, object] = {}
+        thread = threading.Thread(target=lambda: got.update(t=channel.request({"k": "t"}, 5)))
+        thread.start()
+        first = decode(worker.recv_bytes())  # the thread's request: it sent, it leads
+        deadline = time.monotonic() + 5
+        while not channel._leading and time.monotonic() < deadline:  # noqa: SLF001
+            await asyncio.sleep(0.001)
+        call = asyncio.ensure_future(channel.request_async({"k": "a"}, 5))
+        second = decode(await asyncio.to_thread(worker.recv_bytes))
+        # both answers in one write, the thread's first
+        os.write(
+            worker.fileno(),
+            b"".join(frame({"i": m["i"], "ok": True, "v": m["k"]}) for m in (first, second)),
+        )
+        assert await asyncio.wait_for(call, 3) == "a"
+        await asyncio.to_thread(thread.join, 3)
+        assert got == {"t": "t"}
+
+    try:
+        asyncio.run(main())
+    finally:
+        channel.close()
+        worker.close()

@@ -392,6 +392,9 @@ class WorkerChannel:
             # reads and writes whole frames with blocking calls, and asks the loop only
             # whether there is something to read
             os.set_blocking(fd, True)
+        # answers the last leader read ahead are in the buffer, not in the socket: the
+        # descriptor would never wake the loop for them
+        loop.call_soon(self._on_readable, loop, False)
 
     def _stop_reading(self, loop: asyncio.AbstractEventLoop) -> None:
         try:
@@ -400,13 +403,17 @@ class WorkerChannel:
             pass
         self._reading_loop = None
 
-    def _on_readable(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _on_readable(self, loop: asyncio.AbstractEventLoop, read: bool = True) -> None:
         """The loop leads and the socket is readable: one read takes every answer that has
-        arrived (under load, many at once), each whole one is delivered; then keep leading
-        while a call of the loop waits, else give the reading back to the threads (a partial
-        frame stays in the buffer for them)."""
+        arrived (under load, many at once), each whole one is delivered (with `read` False,
+        only those already in the buffer); then keep leading while a call of the loop waits,
+        else give the reading back to the threads (a partial frame stays in the buffer for
+        them)."""
+        if self._reading_loop is not loop:
+            return  # it let go meanwhile
         try:
-            self._frames.fill()
+            if read:
+                self._frames.fill()
             while (frame := self._frames.next()) is not None:
                 self._deliver(frame)
         except (EOFError, OSError) as exc:
