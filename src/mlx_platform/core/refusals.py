@@ -254,6 +254,14 @@ def call_did_not_start(operation: str, timeout: float) -> OperationTimeoutError:
     )
 
 
+def call_slots_busy(operation: str, timeout: float) -> OperationTimeoutError:
+    return OperationTimeoutError(
+        f"operation '{operation}' did not start within its {timeout:g} s timeout: "
+        "the plugin's call slots were busy (MLX_CALLS_PER_PLUGIN)",
+        {"operation": operation, "timeout": timeout},
+    )
+
+
 def call_timed_out(operation: str, timeout: float) -> OperationTimeoutError:
     return OperationTimeoutError(
         f"operation '{operation}' did not finish within its {timeout:g} s timeout",

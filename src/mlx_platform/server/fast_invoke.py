@@ -31,7 +31,7 @@ from mlx_platform.core import lifecycle
 from mlx_platform.core.context import Core
 from mlx_platform.errors import MLXError
 from mlx_platform.server.deps import holds_scope
-from mlx_platform.server.errors import envelope
+from mlx_platform.server.errors import error_response
 from mlx_platform.server.invocation import invoke
 from mlx_platform.wire import MAX_JSON_DEPTH, _too_deep  # the model's own depth check
 
@@ -57,25 +57,26 @@ class FastInvokeMiddleware:
         body, more = await _read_body(receive)
         call = None if more else _plain_call(body)
         plugin_id = match.group(1)
-        if call is None or lifecycle.ready_instance(self.core, plugin_id) is None:
+        instance = None if call is None else lifecycle.ready_instance(self.core, plugin_id)
+        if call is None or instance is None:
             await self.app(scope, _replay(body, receive, more), send)
             return
         operation, arguments, timeout = call
         if timeout is None:
             timeout = self.core.settings.invoke_timeout
         try:
-            content = await invoke(self.core, plugin_id, operation, arguments, timeout)
-            status, headers = 200, [_JSON]
+            content = await invoke(self.core, plugin_id, operation, arguments, timeout, instance)
         except MLXError as exc:
-            content = orjson.dumps(envelope(exc.code, exc.message, exc.details))
-            status = exc.http_status
-            headers = [_JSON] + [
-                (k.lower().encode("latin-1"), v.encode("latin-1"))
-                for k, v in (exc.headers or {}).items()
-            ]
+            self.answered += 1
+            # the answer the route's handler gives (server/errors.py)
+            refusal = error_response(
+                exc.http_status, exc.code, exc.message, exc.details, headers=exc.headers or None
+            )
+            await refusal(scope, receive, send)
+            return
         self.answered += 1
-        headers.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        headers = [_JSON, (b"content-length", str(len(content)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
     def _may_write(self, scope: Scope) -> bool:

@@ -24,6 +24,7 @@ from mlx_platform.core import lifecycle, refusals
 from mlx_platform.core.context import Core
 from mlx_platform.errors import OperationTimeoutError, PluginExecutionError
 from mlx_platform.runtime.host import PluginHost
+from mlx_platform.runtime.instance import RunningInstance
 
 # The envelope around a result (plugin id, operation, duration): allowed on top of the cap.
 _ENVELOPE_BYTES = 1024
@@ -36,12 +37,19 @@ _SLOTS: weakref.WeakKeyDictionary[PluginHost, dict[str, asyncio.Semaphore]] = (
 
 
 async def invoke(
-    core: Core, plugin_id: str, operation: str, arguments: dict[str, Any], timeout: float
+    core: Core,
+    plugin_id: str,
+    operation: str,
+    arguments: dict[str, Any],
+    timeout: float,
+    instance: RunningInstance | None = None,
 ) -> bytes:
     """The encoded answer of one invocation; the timeout counts from here, the wait for a
-    call slot included."""
+    call slot included. `instance`: lifecycle.ready_instance's answer, when the caller has
+    it already."""
     deadline = time.monotonic() + timeout
-    instance = lifecycle.ready_instance(core, plugin_id)
+    if instance is None:
+        instance = lifecycle.ready_instance(core, plugin_id)
     if instance is None:
         # the row read, the instance started if it must be: on the plugin's own threads
         target = core.host.executor_for(plugin_id).submit(lifecycle.call_target, core, plugin_id)
@@ -63,7 +71,7 @@ async def invoke(
         try:
             await asyncio.wait_for(slot.acquire(), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
-            raise _slots_busy(operation, timeout) from None
+            raise refusals.call_slots_busy(operation, timeout) from None
     else:
         await slot.acquire()  # free: taken at once
     t0 = time.perf_counter()
@@ -101,22 +109,11 @@ async def _on_plugin_threads(
         )
     except TimeoutError:
         if future.cancel():  # still queued: it never runs
-            raise _slots_busy(operation, timeout) from None
+            raise refusals.call_slots_busy(operation, timeout) from None
         try:  # running: its own timeout ends at the same deadline, so its answer is due now
             return await asyncio.wait_for(waiting, _LATE_ANSWER_S)
         except TimeoutError:
-            raise OperationTimeoutError(
-                f"operation '{operation}' did not finish within its {timeout:g} s timeout",
-                {"operation": operation, "timeout": timeout},
-            ) from None
-
-
-def _slots_busy(operation: str, timeout: float) -> OperationTimeoutError:
-    return OperationTimeoutError(
-        f"operation '{operation}' did not start within its {timeout:g} s timeout: "
-        "the plugin's call slots were busy (MLX_CALLS_PER_PLUGIN)",
-        {"operation": operation, "timeout": timeout},
-    )
+            raise refusals.call_timed_out(operation, timeout) from None
 
 
 def invoke_encoded(
