@@ -54,6 +54,7 @@ _LIST = "/v1/plugins"
 # one plugin: /v1/plugins/<id>, and not the routes that share that shape
 _ONE = re.compile(r"^/v1/plugins/[^/]+$")
 _NOT_A_PLUGIN = frozenset({"/v1/plugins/discover"})
+_JSON = (b"content-type", b"application/json")
 _NO_CACHE = re.compile(r"(^|[\s,])no-(cache|store)([\s,=]|$)", re.IGNORECASE)
 
 Stamp = tuple[int, int]  # (local changes, announcements)
@@ -214,13 +215,16 @@ class ReadCacheMiddleware:
 
 
 async def _serve(answer: _Answer, send: Send) -> None:
-    # a new message each time: the outer layers add their headers to the one they get
-    await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
-    await send({"type": "http.response.body", "body": answer.body})
+    await _serve_bytes(answer.body, send, answer.headers)
 
 
-async def _serve_bytes(body: bytes, send: Send) -> None:
-    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+async def _serve_bytes(
+    body: bytes, send: Send, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """A 200 answer of JSON `body` (with the route's own `headers`, when kept). A new message
+    each time: the outer layers add their headers to the one they get."""
+    if headers is None:
+        headers = [(b"content-length", str(len(body)).encode()), _JSON]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
