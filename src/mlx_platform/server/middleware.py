@@ -100,8 +100,9 @@ class AccessLog:
 
     Formatting a record, passing it through the secret redactor and writing it costs about as
     much as the bare framework spends on a whole request; the event loop only appends the
-    request's figures (and the time) to a deque, and a thread turns them into the same log
-    records, with the request's own time, at most `INTERVAL_S` later. Kept in order; bounded
+    request's figures (and the time) to a deque, and a thread writes the same lines, with the
+    request's own time, at most `INTERVAL_S` later (as records, or directly when the service's
+    own handler is the only one: `_only_handler`). Kept in order; bounded
     (`MAX_PENDING`: past it the oldest lines are dropped and the count of them is logged).
     Flushed when the app stops (and at exit)."""
 
