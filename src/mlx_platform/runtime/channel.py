@@ -78,6 +78,12 @@ def _settle(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
+def _unanswered(message: dict[str, Any], timeout: float | None) -> OperationTimeoutError:
+    return OperationTimeoutError(
+        f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
+    )
+
+
 def _expire(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_exception(TimeoutError())
@@ -227,13 +233,8 @@ class WorkerChannel:
     def request(self, message: dict[str, Any], timeout: float | None) -> Any:
         """Send `message` and wait up to `timeout` s for its answer's value. Raises the
         worker's error, OperationTimeoutError, or WorkerDiedError."""
-        rid = next(self._ids)
-        message["i"] = rid
         waiter = _Waiter()
-        with self._mutex:
-            if self.exit_reason is not None:
-                raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
-            self._waiters[rid] = waiter
+        rid = self._register(message, waiter)
         data = encode(message)
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -247,23 +248,28 @@ class WorkerChannel:
                 self._waiters.pop(rid, None)
         if not answered:
             self._timed_out(rid, message)
-            raise OperationTimeoutError(
-                f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
-            )
+            raise _unanswered(message, timeout)
         return self._value(waiter.reply, message)
+
+    def _register(self, message: dict[str, Any], waiter: _Waiter) -> int:
+        """Number `message` and wait for its answer with `waiter`; WorkerDiedError when the
+        worker has ended."""
+        rid = next(self._ids)
+        message["i"] = rid
+        with self._mutex:
+            if self.exit_reason is not None:
+                raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
+            self._waiters[rid] = waiter
+        return rid
 
     async def request_async(self, message: dict[str, Any], timeout: float | None) -> Any:
         """`request` for a caller on an event loop: waits on a future, and the loop reads
         the socket itself while nobody else does (module docstring). What happens when the
         call times out (the instance may restart the worker) runs on a thread."""
         loop = asyncio.get_running_loop()
-        rid = next(self._ids)
-        message["i"] = rid
         waiter = _Waiter(loop)
+        rid = self._register(message, waiter)
         with self._mutex:
-            if self.exit_reason is not None:
-                raise WorkerDiedError(f"plugin {self.plugin_id} is not running: {self.exit_reason}")
-            self._waiters[rid] = waiter
             self._loop_called_at = time.monotonic()
             gone = self._reading_loop
             if gone is not None and gone is not loop and _ended(gone):
@@ -298,9 +304,7 @@ class WorkerChannel:
                 self._waiters.pop(rid, None)
         if not answered:
             loop.run_in_executor(None, self._timed_out, rid, message)  # may restart the worker
-            raise OperationTimeoutError(
-                f"{message['k']} did not answer within {timeout:g} s", {"timeout": timeout}
-            )
+            raise _unanswered(message, timeout)
         return self._value(waiter.reply, message)
 
     def _value(self, reply: dict[str, Any] | None, message: dict[str, Any]) -> Any:
