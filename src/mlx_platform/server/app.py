@@ -71,10 +71,7 @@ class ServiceApp(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self  # as Starlette sets it, for the layers in front
-        if self.front is None:
-            await FastAPI.__call__(self, scope, receive, send)
-        else:
-            await self.front(scope, receive, send)
+        await (self.front or self.framework)(scope, receive, send)
 
     async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
         await FastAPI.__call__(self, scope, receive, send)

@@ -119,11 +119,17 @@ def authorize(request: Request, route: object) -> None:
     name = required_scope(route)
     if name is None:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = bearer_token(request.headers.get("authorization", ""))
+    if token is None:
         raise UnauthorizedError("Authentication required: send 'Authorization: Bearer <token>'")
-    require(_guards(request).verifier.verify(token.strip()), name)
+    require(_guards(request).verifier.verify(token), name)
+
+
+def bearer_token(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for any other."""
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 Reader = Annotated[Principal, Depends(scope("plugins:read"))]
@@ -135,9 +141,8 @@ def holds_scope(scope: Any, headers: dict[bytes, bytes], name: str) -> bool:
     """Whether the bearer token of an ASGI request (`headers`: its headers by name) is valid
     and carries the scope `name`: for the service's layers in front of the routes, which
     answer only such requests and leave every other to the route (and its 401/403)."""
-    scheme, _, token = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(headers.get(b"authorization", b"").decode("latin-1"))
+    if token is None:
         return False
     try:
         principal = guards_of(scope["app"].state).verifier.verify(token)
