@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from mlx_platform.errors import MLXError, PluginHealthCheckFailedError
+
 # A worker that ran out of memory under its cap answers the call that failed, then ends
 # with this exit code, so that the service can say why it ended.
 EXIT_OVER_MEMORY = 86
@@ -217,3 +219,15 @@ class CallAccounting:
     def _mark_started(self) -> None:
         self.started = True
         self.started_at = time.time()
+
+
+def bring_up_failure(
+    name: str, stage: Literal["load", "start"], exc: BaseException
+) -> PluginHealthCheckFailedError:
+    """What a plugin that could not be loaded or started is refused with, wherever it is
+    brought up (the reconciler; the test fixtures that host a plugin as the service does)."""
+    reason = exc.message if isinstance(exc, MLXError) else str(exc)
+    what = "could not be loaded" if stage == "load" else "failed to start"
+    return PluginHealthCheckFailedError(
+        f"Plugin '{name}' {what}: {reason}", {"stage": stage, "reason": reason}
+    )

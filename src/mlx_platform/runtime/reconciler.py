@@ -33,7 +33,7 @@ from typing import Any
 
 from mlx_platform.errors import MLXError, PluginHealthCheckFailedError
 from mlx_platform.runtime.host import PluginHost
-from mlx_platform.runtime.instance import RunningInstance, WorkerOptions
+from mlx_platform.runtime.instance import RunningInstance, WorkerOptions, bring_up_failure
 from mlx_platform.runtime.loading import ClassLoadError
 from mlx_platform.runtime.supervisor import Supervisor
 
@@ -398,11 +398,7 @@ class Reconciler:
                 options=d.worker,
             )
         except (ClassLoadError, MLXError) as exc:
-            reason = exc.message if isinstance(exc, MLXError) else str(exc)
-            raise PluginHealthCheckFailedError(
-                f"Plugin '{d.name}' could not be loaded: {reason}",
-                {"stage": "load", "reason": reason},
-            ) from exc
+            raise bring_up_failure(d.name, "load", exc) from exc
         try:
             inst.configure(d.config, self.start_timeout)
             inst.applied_config = dict(d.config)
@@ -412,10 +408,7 @@ class Reconciler:
                 inst.start(self.start_timeout)
         except MLXError as exc:
             inst.stop(graceful_timeout=0, force=True)
-            raise PluginHealthCheckFailedError(
-                f"Plugin '{d.name}' failed to start: {exc.message}",
-                {"stage": "start", "reason": exc.message},
-            ) from exc
+            raise bring_up_failure(d.name, "start", exc) from exc
         return inst
 
     def _observe(self, inst: RunningInstance) -> Observation:

@@ -27,7 +27,7 @@ from mlx_platform.errors import (
 )
 from mlx_platform.plugins import load_manifest
 from mlx_platform.runtime.host import PluginHost
-from mlx_platform.runtime.instance import HealthOutcome, RunningInstance
+from mlx_platform.runtime.instance import HealthOutcome, RunningInstance, bring_up_failure
 from mlx_platform.runtime.loading import ClassLoadError
 
 if TYPE_CHECKING:
@@ -161,20 +161,14 @@ def host_plugin(
             options=worker_options_for(settings, dict(manifest.get("metadata") or {})),
         )
     except (ClassLoadError, MLXError) as exc:
-        reason = exc.message if isinstance(exc, MLXError) else str(exc)
-        raise PluginHealthCheckFailedError(
-            f"Plugin '{name}' could not be loaded: {reason}", {"stage": "load", "reason": reason}
-        ) from None
+        raise bring_up_failure(str(name), "load", exc) from None
     start_timeout = settings.health_timeout * 6  # the reconciler's
     try:
         instance.configure(full, start_timeout)
         instance.start(start_timeout)
     except MLXError as exc:
         instance.stop(graceful_timeout=0, force=True)
-        raise PluginHealthCheckFailedError(
-            f"Plugin '{name}' failed to start: {exc.message}",
-            {"stage": "start", "reason": exc.message},
-        ) from None
+        raise bring_up_failure(str(name), "start", exc) from None
     hosted = HostedPlugin(instance, manifest, full, settings)
     if health_check:
         outcome = hosted.health()
