@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
 import pytest
 
 from mlx_platform.cli.extras import CLI_MODULES, SERVER_MODULES
-from tests.conftest import clean_env, free_port
+from tests.conftest import clean_env, free_port, mlx_cli
 
 
 def _normal(name: str) -> str:
@@ -51,13 +50,7 @@ def hide(folder: Path, modules: set[str]) -> str:
 def run(pythonpath: str, *args: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = clean_env(MLX_HOME=str(home), MLX_PORT=str(free_port()))
     env["PYTHONPATH"] = pythonpath + ":" + env["PYTHONPATH"]
-    return subprocess.run(
-        [sys.executable, "-m", "mlx_platform.cli.main", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return mlx_cli(*args, env=env, check=False)
 
 
 def one_line(proc: subprocess.CompletedProcess[str]) -> str:
