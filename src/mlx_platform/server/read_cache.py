@@ -38,7 +38,6 @@ import asyncio
 import re
 import time
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -209,9 +208,6 @@ class ReadCacheMiddleware:
             self.size = 0
         self.answers[key] = answer
         self.size += len(answer.body)
-
-    def stats(self) -> dict[str, Any]:
-        return {"entries": len(self.answers), "bytes": self.size, **self.counts}
 
 
 async def _serve(answer: _Answer, send: Send) -> None:
