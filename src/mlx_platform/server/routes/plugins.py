@@ -6,11 +6,13 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+import anyio.to_thread
 from fastapi import APIRouter, Body, Path, Query, Response
-from pydantic import AfterValidator
+from pydantic import AfterValidator, TypeAdapter
 from pydantic_core import PydanticCustomError
 
 from mlx_platform.core import activation, composition, configuration, discovery, lifecycle, registry
+from mlx_platform.core.context import Core
 from mlx_platform.core.metrics import GRANULARITY_SECONDS, query_metrics
 from mlx_platform.discovery.scan import SOURCES
 from mlx_platform.errors import (
@@ -109,7 +111,7 @@ def ok(data: object) -> dict[str, object]:
     "exact.",
     responses=errors_for(ValidationError),
 )
-def list_plugins(
+async def list_plugins(
     core: CoreDep,
     _p: Reader,
     type: Annotated[str | None, Query(max_length=64, description="e.g. data_source"), Text] = None,
@@ -126,11 +128,25 @@ def list_plugins(
         ),
         Text,
     ] = None,
-) -> PageEnvelope[PluginSummary]:
+) -> Response:
     flt = PluginFilter(type=type, status=status, category=category, search=search)
+    # One hop to a thread, which reads and writes the answer's bytes: a sync route took a
+    # second one, where FastAPI checks what it returned against `response_model` (issue 13)
+    content = await anyio.to_thread.run_sync(_list_page, core, flt, page, limit)
+    return Response(content, media_type="application/json")
+
+
+_PLUGIN_PAGE = TypeAdapter(PageEnvelope[PluginSummary])
+
+
+def _list_page(core: Core, flt: PluginFilter, page: int, limit: int) -> bytes:
     found = registry.list_plugins(core, flt, page=page, limit=limit)
-    return PageEnvelope[PluginSummary](
-        data=[views.plugin_summary(p) for p in found.items], pagination=views.pagination(found)
+    return _PLUGIN_PAGE.dump_json(
+        PageEnvelope[PluginSummary](
+            data=[views.plugin_summary(p) for p in found.items],
+            pagination=views.pagination(found),
+        ),
+        by_alias=True,  # as FastAPI writes a response_model
     )
 
 
