@@ -1,5 +1,5 @@
 import { useEffect, useState } from "preact/hooks";
-import { api, holds } from "./api";
+import { api, holds, Pagination } from "./api";
 import { ErrorBox } from "./common";
 
 interface Summary {
@@ -7,6 +7,7 @@ interface Summary {
   name: string;
   version: string;
   type: string;
+  description: string | null;
 }
 
 interface Explanation {
@@ -31,23 +32,98 @@ interface Result {
   resolved: { name: string; version: string; id?: string; added_by_resolver?: boolean }[];
 }
 
+interface Pick {
+  version: string; // "" any
+  versions: string[]; // the registered versions of the name, as far as they were found
+}
+
 const NEEDS_WRITE = "Validating a composition needs a token with the scope plugins:write";
+const FOUND_LIMIT = 20; // matches per page of the search
+const VERSIONS_LIMIT = 100; // the list API's largest page
+const DEBOUNCE_MS = 250;
+
+/** The names of `rows` in their order (the API's ranking), each with its versions. */
+function byName(rows: Summary[]): { name: string; type: string; versions: string[] }[] {
+  const seen = new Map<string, { name: string; type: string; versions: string[] }>();
+  for (const r of rows) {
+    const entry = seen.get(r.name);
+    if (entry) {
+      if (!entry.versions.includes(r.version)) entry.versions.push(r.version);
+    } else seen.set(r.name, { name: r.name, type: r.type, versions: [r.version] });
+  }
+  return [...seen.values()];
+}
 
 export function Composition() {
-  const [plugins, setPlugins] = useState<Summary[]>([]);
-  const [chosen, setChosen] = useState<Record<string, string>>({}); // name -> version ("" any)
+  // the plugins to pick from come from the list API's search, a page at a time: the whole
+  // catalogue is reachable however large it is
+  const [typed, setTyped] = useState("");
+  const [search, setSearch] = useState(""); // what was typed, once typing pauses
+  const [found, setFound] = useState<Summary[]>([]);
+  const [foundPages, setFoundPages] = useState(1);
+  const [pagination, setPagination] = useState<Pagination | null>(null);
+  const [searching, setSearching] = useState(false);
+  const [chosen, setChosen] = useState<Record<string, Pick>>({});
   const [result, setResult] = useState<Result | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
   const canValidate = holds("plugins:write");
 
   useEffect(() => {
-    // the first 100 plugins to pick from (a composition may also name any plugin by hand)
-    api<Summary[]>("GET", "/v1/plugins?limit=100")
-      .then((a) => setPlugins(a.data))
-      .catch(setError);
-  }, []);
-  const names = [...new Set(plugins.map((p) => p.name))];
+    const t = window.setTimeout(() => {
+      setSearch(typed.trim());
+      setFoundPages(1);
+    }, DEBOUNCE_MS);
+    return () => window.clearTimeout(t);
+  }, [typed]);
+
+  useEffect(() => {
+    let live = true;
+    setSearching(true);
+    const q = new URLSearchParams({ page: String(foundPages), limit: String(FOUND_LIMIT) });
+    if (search) q.set("search", search);
+    api<Summary[]>("GET", `/v1/plugins?${q}`)
+      .then((a) => {
+        if (!live) return;
+        setFound((before) => (foundPages === 1 ? a.data : [...before, ...a.data]));
+        setPagination(a.pagination ?? null);
+        setSearching(false);
+      })
+      .catch((e) => {
+        if (!live) return;
+        setError(e);
+        setSearching(false);
+      });
+    return () => {
+      live = false;
+    };
+  }, [search, foundPages]);
+
+  /** Add `name` with the versions seen so far, then ask the API for all of them: a search
+   * for the name ranks the plugins named so first. */
+  async function add(name: string, seen: string[]) {
+    setChosen((c) => ({ ...c, [name]: { version: "", versions: seen } }));
+    try {
+      const q = new URLSearchParams({ search: name, limit: String(VERSIONS_LIMIT) });
+      const a = await api<Summary[]>("GET", `/v1/plugins?${q}`);
+      const versions = byName(a.data.filter((p) => p.name === name))[0]?.versions ?? [];
+      setChosen((c) =>
+        name in c
+          ? { ...c, [name]: { ...c[name], versions: [...new Set([...c[name].versions, ...versions])] } }
+          : c,
+      );
+    } catch (err) {
+      setError(err);
+    }
+  }
+
+  function remove(name: string) {
+    setChosen((c) => {
+      const next = { ...c };
+      delete next[name];
+      return next;
+    });
+  }
 
   async function validate(e: Event) {
     e.preventDefault();
@@ -55,8 +131,8 @@ export function Composition() {
     setError(null);
     try {
       const body = {
-        plugins: Object.entries(chosen).map(([name, version]) =>
-          version ? { name, version } : { name },
+        plugins: Object.entries(chosen).map(([name, p]) =>
+          p.version ? { name, version: p.version } : { name },
         ),
       };
       setResult((await api<Result>("POST", "/v1/plugins/validate-composition", body)).data);
@@ -67,6 +143,16 @@ export function Composition() {
     }
   }
 
+  const names = byName(found);
+  // what was typed and not yet answered: the list shown is an earlier search's
+  const pending = searching || typed.trim() !== search;
+  const shownCount = found.length;
+  const matchText = pagination
+    ? pagination.total_is_estimate
+      ? `${shownCount.toLocaleString()} shown of more than ${pagination.total.toLocaleString()} plugins`
+      : `${shownCount.toLocaleString()} shown of ${pagination.total.toLocaleString()} plugins`
+    : "";
+
   return (
     <section aria-labelledby="composition-title">
       <h1 id="composition-title">Composition</h1>
@@ -75,57 +161,102 @@ export function Composition() {
           {NEEDS_WRITE}.
         </p>
       )}
-      <form onSubmit={validate} aria-label="Composition">
-        <fieldset>
-          <legend>Plugins and versions</legend>
-          {names.map((name) => {
-            const versions = plugins.filter((p) => p.name === name).map((p) => p.version);
-            const on = name in chosen;
-            return (
-              <div class="pick">
-                <label class="inline">
-                  <input
-                    type="checkbox"
-                    name="plugins"
-                    value={name}
-                    checked={on}
-                    onChange={(e) => {
-                      const next = { ...chosen };
-                      if ((e.target as HTMLInputElement).checked) next[name] = "";
-                      else delete next[name];
-                      setChosen(next);
-                    }}
-                  />
-                  {name}
-                </label>
+      <div class="composition">
+        <section aria-labelledby="find-title" class="finder">
+          <h2 id="find-title">Find plugins</h2>
+          <form role="search" aria-label="Find plugins" onSubmit={(e) => e.preventDefault()}>
+            <label>
+              Search plugins
+              <input
+                type="search"
+                name="search"
+                maxLength={200}
+                value={typed}
+                placeholder="name or description"
+                onInput={(e) => setTyped((e.target as HTMLInputElement).value)}
+              />
+            </label>
+          </form>
+          <p class="hint" data-testid="found-info" aria-live="polite">
+            {pending ? "Searching…" : matchText}
+          </p>
+          <ul class="found" data-testid="found" data-search={search} aria-busy={pending}>
+            {names.map((n) => (
+              <li data-found={n.name}>
+                <button
+                  type="button"
+                  aria-label={`Add ${n.name}`}
+                  disabled={n.name in chosen}
+                  onClick={() => add(n.name, n.versions)}
+                >
+                  {n.name in chosen ? "Added" : "Add"}
+                </button>{" "}
+                <span class="name">{n.name}</span>{" "}
+                <span class="type">
+                  {n.type} {n.versions.join(", ")}
+                </span>
+              </li>
+            ))}
+          </ul>
+          {!pending && names.length === 0 && <p>No plugin matches.</p>}
+          {pagination?.has_next && (
+            <button
+              type="button"
+              class="secondary"
+              disabled={pending}
+              onClick={() => setFoundPages(foundPages + 1)}
+            >
+              More matches
+            </button>
+          )}
+        </section>
+        <form onSubmit={validate} aria-label="Composition" class="chosen">
+          <fieldset>
+            <legend>Plugins and versions</legend>
+            {Object.keys(chosen).length === 0 && (
+              <p class="hint">Find plugins and add them to the composition.</p>
+            )}
+            {Object.entries(chosen).map(([name, p]) => (
+              <div class="pick" data-chosen={name}>
+                <span class="name">{name}</span>
                 <label class="inline">
                   version of {name}
                   <select
                     name={`version-${name}`}
-                    disabled={!on}
-                    value={chosen[name] ?? ""}
+                    value={p.version}
                     onChange={(e) =>
-                      setChosen({ ...chosen, [name]: (e.target as HTMLSelectElement).value })
+                      setChosen({
+                        ...chosen,
+                        [name]: { ...p, version: (e.target as HTMLSelectElement).value },
+                      })
                     }
                   >
                     <option value="">any</option>
-                    {versions.map((v) => (
+                    {p.versions.map((v) => (
                       <option value={v}>{v}</option>
                     ))}
                   </select>
                 </label>
+                <button
+                  type="button"
+                  class="secondary"
+                  aria-label={`Remove ${name}`}
+                  onClick={() => remove(name)}
+                >
+                  Remove
+                </button>
               </div>
-            );
-          })}
-        </fieldset>
-        <button
-          type="submit"
-          disabled={busy || !canValidate || Object.keys(chosen).length === 0}
-          title={canValidate ? undefined : NEEDS_WRITE}
-        >
-          Validate composition
-        </button>
-      </form>
+            ))}
+          </fieldset>
+          <button
+            type="submit"
+            disabled={busy || !canValidate || Object.keys(chosen).length === 0}
+            title={canValidate ? undefined : NEEDS_WRITE}
+          >
+            Validate composition
+          </button>
+        </form>
+      </div>
       <ErrorBox error={error} />
       {result && (
         <div data-testid="composition-result">

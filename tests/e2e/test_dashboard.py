@@ -113,6 +113,14 @@ class Dashboard:
         self.page.goto(f"{self.server.url}/ui/#/plugins/{plugin_id}")
         self.page.get_by_role("heading", level=1).wait_for()
 
+    def add_to_composition(self, name: str) -> None:
+        """On the composition page: search for `name` and add it (the search is the list
+        API's; the page shows the matches once typing pauses)."""
+        self.page.get_by_label("Search plugins").fill(name)
+        found = self.page.locator(f"[data-testid=found][data-search='{name}'][aria-busy=false]")
+        found.get_by_role("button", name=f"Add {name}", exact=True).click()
+        self.page.locator(f"[data-chosen='{name}']").wait_for()
+
     def shot(self, name: str) -> Path:
         """A screenshot of the page, after checking that every control on it has a label."""
         unlabelled = self.page.evaluate(UNLABELLED_CONTROLS)
@@ -430,17 +438,18 @@ def test_composition_shows_conflicts_and_synergies_as_the_api_explains_them(
     dashboard.sign_in(server.admin_token)
     page = dashboard.page
     page.get_by_role("link", name="Composition", exact=True).click()
-    page.get_by_label("sqlite_source", exact=True).check()
-    page.get_by_label("tabular_folder", exact=True).check()
+    add = dashboard.add_to_composition
+    add("sqlite_source")
+    add("tabular_folder")
     page.get_by_label("version of sqlite_source").select_option("1.0.0")
     page.get_by_role("button", name="Validate composition").click()
-    assert page.get_by_test_id("composition-valid").get_attribute("data-valid") == "true"
+    page.locator("[data-testid=composition-valid][data-valid=true]").wait_for()
     assert page.get_by_test_id("composition-synergy").count() >= 1
 
-    page.get_by_label("sqlite_source", exact=True).uncheck()
-    page.get_by_label("tabular_folder", exact=True).uncheck()
-    page.get_by_label("local_tracker", exact=True).check()
-    page.get_by_label("ui_comp_tracker", exact=True).check()
+    page.get_by_role("button", name="Remove sqlite_source").click()
+    page.get_by_role("button", name="Remove tabular_folder").click()
+    add("local_tracker")
+    add("ui_comp_tracker")
     page.get_by_role("button", name="Validate composition").click()
     page.locator("[data-testid=composition-valid][data-valid=false]").wait_for()
     shown = page.get_by_test_id("composition-conflict")
@@ -451,6 +460,46 @@ def test_composition_shows_conflicts_and_synergies_as_the_api_explains_them(
         for option in conflict["resolution_options"]:
             assert option in text
     dashboard.shot("composition")
+
+
+def test_composition_finds_and_adds_a_plugin_beyond_the_first_hundred(
+    dashboard: Dashboard,
+) -> None:
+    """The page picks from the whole catalogue through the list API's search: a plugin that
+    the first page of 100 (the API's largest) does not hold is found, with both its versions."""
+    server = dashboard.server
+    with server.client() as c:
+        for i in range(100):
+            register(c, f"ui_filler_{i:03d}")
+        register(c, "ui_far_source", version="1.0.0", description="a source far down the list")
+        register(c, "ui_far_source", version="2.0.0", description="a source far down the list")
+        first = {p["name"] for p in c.get("/v1/plugins", params={"limit": 100}).json()["data"]}
+        assert "ui_far_source" not in first  # what the page used to offer
+    dashboard.sign_in(server.admin_token)
+    page = dashboard.page
+    page.get_by_role("link", name="Composition", exact=True).click()
+    page.locator("[data-found]").first.wait_for()
+    assert page.locator("[data-found=ui_far_source]").count() == 0
+    with page.expect_request(lambda r: "search=far_sou" in r.url) as asked:
+        page.get_by_label("Search plugins").fill("far_sou")
+    assert "/v1/plugins?" in asked.value.url
+    page.locator("[data-testid=found][data-search=far_sou][aria-busy=false]").wait_for()
+    found = page.locator("[data-found]")
+    assert found.count() == 1
+    assert found.first.get_attribute("data-found") == "ui_far_source"
+    assert "1.0.0, 2.0.0" in found.first.inner_text()
+    page.get_by_role("button", name="Add ui_far_source", exact=True).click()
+    page.locator("[data-chosen=ui_far_source]").wait_for()
+    assert page.get_by_role("button", name="Add ui_far_source", exact=True).is_disabled()
+    versions = page.get_by_label("version of ui_far_source")
+    assert versions.locator("option").all_inner_texts() == ["any", "1.0.0", "2.0.0"]
+    versions.select_option("2.0.0")
+    add = dashboard.add_to_composition
+    add("sqlite_source")
+    page.get_by_role("button", name="Validate composition").click()
+    page.locator("[data-testid=composition-valid][data-valid=true]").wait_for()
+    resolved = page.get_by_test_id("composition-result").inner_text()
+    assert "ui_far_source 2.0.0" in resolved and "sqlite_source" in resolved
 
 
 # ---------------------------------------------------------------- behind a path prefix
