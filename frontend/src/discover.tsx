@@ -15,6 +15,7 @@ interface Found {
   incompatible_reason: string | null;
   conflicts: string[];
   already_registered: boolean;
+  auto_registered: boolean;
   plugin_id: string | null;
 }
 
@@ -27,12 +28,15 @@ interface Result {
 const SOURCES = ["filesystem", "pypi", "git"];
 const NEEDS_WRITE = "Discovery needs a token with the scope plugins:write";
 const NEEDS_ADMIN = "Registering needs a token with the scope plugins:admin";
+const NEEDS_ADMIN_AUTO =
+  "Registering what is found needs a token with the scope plugins:admin";
 
 export function Discover() {
   const [sources, setSources] = useState<Set<string>>(new Set(["filesystem", "pypi"]));
   const [result, setResult] = useState<Result | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [busy, setBusy] = useState(false);
+  const [autoRegister, setAutoRegister] = useState(false);
   const [registered, setRegistered] = useState<Record<string, string>>({});
   const canDiscover = holds("plugins:write");
   const canRegister = holds("plugins:admin");
@@ -43,6 +47,7 @@ export function Discover() {
     setError(null);
     try {
       const q = new URLSearchParams({ sources: [...sources].join(",") });
+      if (autoRegister && canRegister) q.set("auto_register", "true");
       setResult((await api<Result>("GET", `/v1/plugins/discover?${q}`)).data);
     } catch (err) {
       setError(err);
@@ -94,6 +99,17 @@ export function Discover() {
             </label>
           ))}
         </fieldset>
+        <label class="inline switch" title={canRegister ? undefined : NEEDS_ADMIN_AUTO}>
+          <input
+            type="checkbox"
+            name="auto_register"
+            checked={autoRegister && canRegister}
+            disabled={!canRegister}
+            title={canRegister ? undefined : NEEDS_ADMIN_AUTO}
+            onChange={(e) => setAutoRegister((e.target as HTMLInputElement).checked)}
+          />
+          Register every compatible, installed plugin found (auto_register)
+        </label>
         <button
           type="submit"
           disabled={busy || !canDiscover || sources.size === 0}
@@ -108,7 +124,11 @@ export function Discover() {
           <p data-testid="discovery-summary">
             {result.discovery_summary.total_discovered} found,{" "}
             {result.discovery_summary.compatible_plugins} compatible,{" "}
-            {result.discovery_summary.incompatible_plugins} incompatible
+            {result.discovery_summary.incompatible_plugins} incompatible,{" "}
+            <span data-testid="auto-registered">
+              {result.discovery_summary.auto_registered ?? 0}
+            </span>{" "}
+            registered now
           </p>
           {result.errors.length > 0 && (
             <div class="error" role="alert">
@@ -156,6 +176,11 @@ export function Discover() {
                       {p.conflicts.length > 0 && (
                         <div class="description">conflicts: {p.conflicts.join("; ")}</div>
                       )}
+                      {p.auto_registered && (
+                        <span class="badge badge-registered" data-testid="auto-registered-mark">
+                          registered now
+                        </span>
+                      )}{" "}
                       {id ? (
                         <a href={`#/plugins/${encodeURIComponent(id)}`}>registered as {id}</a>
                       ) : (

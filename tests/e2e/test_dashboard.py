@@ -424,6 +424,70 @@ def test_discover_and_register_with_one_click(
         d.close()
 
 
+def test_discover_with_auto_register_registers_what_it_finds(
+    browser: Any,
+    process_server_factory: Any,
+    documented_paths: list[re.Pattern[str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """The `auto_register` switch: the discovery registers every compatible, installed plugin
+    it finds, and the page shows how many it registered (the answer's summary) and which."""
+    server = process_server_factory(plugin_path=str(FIXTURE_PLUGINS))
+    d = Dashboard(browser, server, tmp_path_factory.getbasetemp() / "screenshots")
+    d.shots.mkdir(exist_ok=True)
+    try:
+        page = d.page
+        # a plugins:write token may discover, not register: the switch says so
+        d.sign_in(server.token("plugins:write", subject="writer"))
+        page.get_by_role("link", name="Discover", exact=True).click()
+        switch = page.get_by_label("auto_register", exact=False)
+        assert switch.is_disabled()
+        assert "plugins:admin" in (switch.get_attribute("title") or "")
+        page.get_by_role("button", name="Sign out").click()
+
+        d.sign_in(server.admin_token)
+        page.get_by_role("link", name="Discover", exact=True).click()
+        page.get_by_label("git").uncheck()
+        switch = page.get_by_label("auto_register", exact=False)
+        assert not switch.is_checked()
+        switch.check()
+        with page.expect_response(lambda r: "/v1/plugins/discover" in r.url) as answer:
+            page.get_by_role("button", name="Run discovery").click()
+        assert "auto_register=true" in answer.value.url
+        found = answer.value.json()["data"]
+        registered_now = [p for p in found["discovered_plugins"] if p["auto_registered"]]
+        assert "toml_declared" in [p["name"] for p in registered_now]
+        assert found["discovery_summary"]["auto_registered"] == len(registered_now)
+        count = page.get_by_test_id("auto-registered")
+        count.wait_for()
+        assert count.inner_text() == str(len(registered_now))
+        row = page.locator("tr[data-discovered=toml_declared]")
+        assert row.get_by_test_id("auto-registered-mark").count() == 1
+        plugin_id = next(p["plugin_id"] for p in registered_now if p["name"] == "toml_declared")
+        row.get_by_role("link", name=f"registered as {plugin_id}").wait_for()
+        # the plugins already registered before are not marked
+        assert (
+            page.locator(
+                "tr[data-discovered=sqlite_source] [data-testid=auto-registered-mark]"
+            ).count()
+            == 0
+        )
+        d.shot("discover-auto-register")
+        with server.client() as c:
+            assert c.get(f"/v1/plugins/{plugin_id}").json()["data"]["name"] == "toml_declared"
+
+        # a second run finds it registered already: nothing registered now
+        with page.expect_response(lambda r: "/v1/plugins/discover" in r.url) as again:
+            page.get_by_role("button", name="Run discovery").click()
+        assert again.value.json()["data"]["discovery_summary"]["auto_registered"] == 0
+        page.wait_for_function(
+            "() => document.querySelector('[data-testid=auto-registered]').textContent === '0'"
+        )
+        d.check_requests(documented_paths)
+    finally:
+        d.close()
+
+
 def test_composition_shows_conflicts_and_synergies_as_the_api_explains_them(
     dashboard: Dashboard,
 ) -> None:
