@@ -381,7 +381,10 @@ export function PluginPage({ id }: { id: string }) {
             </dd>
           </dl>
           <h2>Current configuration</h2>
-          <pre data-testid="configuration">{JSON.stringify(d.configuration, null, 2)}</pre>
+          {/* focusable: a long configuration scrolls, and a keyboard must reach it */}
+          <pre data-testid="configuration" tabIndex={0} aria-label="Current configuration">
+            {JSON.stringify(d.configuration, null, 2)}
+          </pre>
           {d.pending_restart.length > 0 && (
             <p>Waiting for a restart: {d.pending_restart.join(", ")}</p>
           )}
@@ -476,7 +479,9 @@ export function PluginPage({ id }: { id: string }) {
             </button>
           </form>
           {result !== undefined && (
-            <pre data-testid="invoke-result">{JSON.stringify(result, null, 2)}</pre>
+            <pre data-testid="invoke-result" tabIndex={0} aria-label="Invocation result">
+              {JSON.stringify(result, null, 2)}
+            </pre>
           )}
         </section>
       </div>

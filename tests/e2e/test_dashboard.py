@@ -6,6 +6,9 @@ green; invokes it from the page and sees the chart count the real invocations; s
 conflict explained when a second experiment tracker is activated; a read-only token cannot
 press a write button; an invalid or expired token returns to the sign-in form with the API's
 message. Every request the page makes goes to the service and is one the OpenAPI documents.
+Every page shown is audited with axe-core (the copy the `axe-playwright-python` package ships,
+injected into the page: nothing is downloaded), and a violation of serious or critical impact
+fails the test.
 
 A screenshot of each page is kept under the test's tmp dir (and, with
 MLX_UPDATE_SCREENSHOTS=1, copied to docs/screenshots/ for the README).
@@ -43,6 +46,27 @@ UNLABELLED_CONTROLS = """() => [...document.querySelectorAll('input, select, tex
     : !((el.labels && el.labels.length) || el.getAttribute('aria-label')
         || el.getAttribute('aria-labelledby')))
   .map(el => el.outerHTML.slice(0, 120))"""
+# axe-core's impacts that fail a page (minor and moderate ones are reported by axe, not failed)
+FAILING_IMPACTS = ("serious", "critical")
+
+
+def accessibility_violations(page: Any) -> list[str]:
+    """axe-core's violations of serious or critical impact on the page as it is now, one line
+    each: the rule, its impact, its help text and the elements."""
+    try:
+        from axe_playwright_python.sync_playwright import Axe
+    except ImportError:
+        pytest.fail(
+            "the `axe-playwright-python` package is missing: `make test` installs it",
+            pytrace=False,
+        )
+    response = Axe().run(page, options={"resultTypes": ["violations"]}).response
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']}: "
+        + "; ".join(" ".join(n["target"]) for n in v["nodes"][:5])
+        for v in response["violations"]
+        if v["impact"] in FAILING_IMPACTS
+    ]
 
 
 def chromium_path() -> str:
@@ -122,9 +146,12 @@ class Dashboard:
         self.page.locator(f"[data-chosen='{name}']").wait_for()
 
     def shot(self, name: str) -> Path:
-        """A screenshot of the page, after checking that every control on it has a label."""
+        """A screenshot of the page, after checking that every control on it has a label and
+        that axe-core finds nothing serious or critical on it."""
         unlabelled = self.page.evaluate(UNLABELLED_CONTROLS)
         assert unlabelled == [], f"controls without a label on {name}: {unlabelled}"
+        violations = accessibility_violations(self.page)
+        assert violations == [], f"accessibility violations on {name}: {violations}"
         path = self.shots / f"{name}.png"
         self.page.screenshot(path=str(path), full_page=True)
         if os.environ.get("MLX_UPDATE_SCREENSHOTS") == "1":
