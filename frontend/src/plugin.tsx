@@ -395,6 +395,9 @@ export function PluginPage({ id }: { id: string }) {
           <form
             class="config"
             aria-label="Configuration"
+            // the API checks every value against the schema and words the refusal (field,
+            // reason); the browser's own checks would stop the request with words of its own
+            noValidate
             onSubmit={(e) => {
               e.preventDefault();
               configure();
