@@ -25,15 +25,16 @@ from tests.e2e.test_dashboard import (  # noqa: F401 - fixtures, found by pytest
 PLUGIN = "plugin_sqlite_source_001"  # an example plugin: database_path, read_only, max_rows
 
 
-def _configuration(dashboard: Dashboard) -> dict[str, object]:
-    with dashboard.server.client(scopes=("plugins:read",)) as c:
+def _configuration(d: Dashboard) -> dict[str, object]:
+    with d.server.client(scopes=("plugins:read",)) as c:
         r = c.get(f"/v1/plugins/{PLUGIN}")
     assert r.status_code == 200, r.text
     return dict(r.json()["data"]["configuration"])
 
 
 def test_configure_from_the_form_shows_the_apis_refusal_then_saves(
-    dashboard: Dashboard, tmp_path: Path
+    dashboard: Dashboard,  # noqa: F811 - the fixture imported above
+    tmp_path: Path,
 ) -> None:
     db = tmp_path / "runs.db"
     sqlite3.connect(db).close()
@@ -83,14 +84,18 @@ def test_configure_from_the_form_shows_the_apis_refusal_then_saves(
         assert c.get(f"/v1/plugins/{PLUGIN}").json()["data"]["status"] == "inactive"
 
 
-def test_the_time_range_picker_asks_for_that_granularity(dashboard: Dashboard) -> None:
+def test_the_time_range_picker_asks_for_that_granularity(
+    dashboard: Dashboard,  # noqa: F811 - the fixture imported above
+) -> None:
     dashboard.sign_in(dashboard.server.admin_token)
     dashboard.plugin(PLUGIN)
     page = dashboard.page
     for granularity in ("hour", "day", "minute"):
         with page.expect_response(
-            lambda r: "/metrics" in r.url
-            and parse_qs(urlsplit(r.url).query).get("granularity") == [granularity]  # noqa: B023
+            lambda r: (
+                "/metrics" in r.url
+                and parse_qs(urlsplit(r.url).query).get("granularity") == [granularity]
+            )  # noqa: B023
         ) as answer:
             # each radio is labelled "<granularity> (<range>)": "minute (last hour)"
             page.get_by_role("radio", name=re.compile(f"^{granularity} ")).check()
