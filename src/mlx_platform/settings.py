@@ -8,8 +8,63 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# How to make each secret the service keeps in MLX_HOME when its setting is unset: said when
+# a setting's value cannot be one (the same way the service makes them: see `resolved_*`).
+MAKE_SECRET_KEY = (
+    "python3 -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'"
+)
+MAKE_JWT_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
+# RFC 7518, section 3.2: an HS256 key at least as long as the hash (PyJWT warns below it)
+JWT_SECRET_MIN_BYTES = 32
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Every refused setting of `exc` as `MLX_NAME: reason`, joined by '; ' (no value quoted:
+    some are secrets)."""
+    problems = []
+    for error in exc.errors():
+        name = "MLX_" + "_".join(str(p) for p in error["loc"]).upper()
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(f"{name}: {reason}")
+    return "; ".join(problems)
+
+
+def is_fernet_key(key: str) -> bool:
+    """Whether `key` is what Fernet encrypts with: 32 url-safe base64-encoded bytes."""
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(key.encode())
+    except ValueError:
+        return False
+    return True
+
+
+def _expand_user(path: Path) -> Path:
+    """`path` with a leading ~ or ~user expanded; ValueError (a refused setting) when it
+    cannot be (Path.expanduser raises RuntimeError)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ValueError(
+            f"cannot expand {str(path).split(os.sep)[0]}: no such user's home"
+        ) from None
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why `path` can be no folder (None: it is one, or could be made): it, or the nearest
+    part of it that exists, is not a folder. Only looked at: nothing is made."""
+    for part in (path, *path.parents):
+        if os.path.lexists(part):
+            if os.path.isdir(part):
+                return None
+            if part == path:
+                return f"{part} is a file, not a folder"
+            return f"{part} is a file, so no folder can be made in it"
+    return None
 
 
 def _write_private(path: Path, content: str) -> None:
@@ -202,7 +257,47 @@ class Settings(BaseSettings):
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
-        return value.expanduser().resolve()
+        home = _expand_user(value).resolve()
+        problem = _folder_problem(home)
+        if problem:
+            raise ValueError(problem)
+        return home
+
+    @field_validator("jwt_secret", mode="after")
+    @classmethod
+    def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        size = len(value.get_secret_value().encode()) if value is not None else 0
+        if 0 < size < JWT_SECRET_MIN_BYTES:  # empty: unset, the one kept in MLX_HOME
+            long = f"{size} byte{'s' if size > 1 else ''}"
+            raise ValueError(
+                f"is {long} long: an HS256 signing secret needs at least "
+                f"{JWT_SECRET_MIN_BYTES} (RFC 7518, section 3.2); make one with "
+                f"{MAKE_JWT_SECRET}, or leave it unset to use the one kept in MLX_HOME"
+            )
+        return value
+
+    @field_validator("secret_key", mode="after")
+    @classmethod
+    def _check_secret_key(cls, value: SecretStr | None) -> SecretStr | None:
+        # refused now: a bad key would fail the service's start, after its home was written
+        key = value.get_secret_value() if value is not None else ""
+        if key and not is_fernet_key(key):  # empty: unset, the one kept in MLX_HOME
+            raise ValueError(
+                "is not a Fernet key (32 url-safe base64-encoded bytes, 44 characters); "
+                f"make one with {MAKE_SECRET_KEY}, or leave it unset to use the one kept in "
+                "MLX_HOME"
+            )
+        return value
+
+    @field_validator("log_level", mode="after")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        import logging
+
+        level = value.strip().upper()
+        if not isinstance(logging.getLevelNamesMapping().get(level), int):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
 
     @field_validator("isolation", mode="after")
     @classmethod
@@ -235,7 +330,7 @@ class Settings(BaseSettings):
             return None
         from mlx_platform.jwt_keys import load_jwks
 
-        value = value.expanduser().resolve()
+        value = _expand_user(value).resolve()
         load_jwks(value)
         return value
 
@@ -243,6 +338,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("plugin_path", mode="after")
+    @classmethod
+    def _check_plugin_path(cls, value: str) -> str:
+        for part in value.split(os.pathsep):
+            if part.strip():
+                _expand_user(Path(part))  # as plugin_dirs will
+        return value
 
     @field_validator("write_rate_limit", mode="after")
     @classmethod
@@ -308,7 +411,20 @@ class Settings(BaseSettings):
             return self.secret_key.get_secret_value()
         from cryptography.fernet import Fernet
 
-        return self._home_secret("secret.key", lambda: Fernet.generate_key().decode())
+        key = self._home_secret(self.secret_key_path.name, lambda: Fernet.generate_key().decode())
+        if not is_fernet_key(key):
+            raise ValueError(
+                f"{self.secret_key_path} does not hold a Fernet key (32 url-safe base64-encoded "
+                "bytes): put back the key the secret configuration values were stored with, "
+                "or set MLX_SECRET_KEY to it; when none were stored, delete the file and a new "
+                "one is made"
+            )
+        return key
+
+    @property
+    def secret_key_path(self) -> Path:
+        """Where the Fernet key is kept when MLX_SECRET_KEY is not set."""
+        return self.home / "secret.key"
 
     def _home_secret(self, filename: str, make: object) -> str:
         path = self.ensure_home() / filename

@@ -83,17 +83,15 @@ app.add_typer(plugins_app, name="plugins")
 
 
 def _settings(**overrides: object) -> object:
+    """The settings, or exit 2 with every refused one named (before anything is done)."""
     from pydantic import ValidationError as PydanticValidationError
 
-    from mlx_platform.settings import Settings
+    from mlx_platform.settings import Settings, settings_problems
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
     except PydanticValidationError as exc:
-        errs = "; ".join(
-            f"MLX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        typer.echo(f"error: invalid settings: {errs}", err=True)
+        typer.echo(f"error: invalid settings: {settings_problems(exc)}", err=True)
         raise typer.Exit(2) from None
 
 
@@ -144,6 +142,7 @@ def serve(
     with needs_server("mlx serve"):
         import uvicorn
 
+        from mlx_platform.cli import startup
         from mlx_platform.server.app import create_app
         from mlx_platform.server.limits import SERVER_HEAD_LIMIT
         from mlx_platform.settings import Settings
@@ -151,8 +150,17 @@ def serve(
     settings = _settings(host=host, port=port)
     assert isinstance(settings, Settings)
     # The port is taken before anything is written (home, token, migrations, example plugins),
-    # and held: a busy port stops here, and nothing can take it in between.
+    # and held: a busy port stops here, and nothing can take it in between. So is the
+    # database reached, the home made, and its secret key read: what would otherwise fail
+    # the start after the admin token was printed, in a traceback.
     listener = _listen(settings.host, settings.port)
+    try:
+        startup.check_database(settings, "nothing was started or changed")
+        startup.make_home(settings, "nothing was started or changed")
+        startup.check_secret_key(settings, "nothing was started")
+    except typer.Exit:
+        listener.close()
+        raise
     token, new = ensure_admin_token(settings)
     if new:
         print("=" * 72)
@@ -252,6 +260,7 @@ def token_create(
     from mlx_platform.cli.extras import needs_server
 
     with needs_server("mlx token create"):
+        from mlx_platform.cli import startup
         from mlx_platform.server.auth import create_token
         from mlx_platform.settings import Settings
 
@@ -267,6 +276,7 @@ def token_create(
                 err=True,
             )
             raise typer.Exit(2)
+        startup.make_home(settings, "no token was made")
         settings.resolved_jwt_secret  # noqa: B018 - made and kept in MLX_HOME (0600)
         typer.echo(f"created a new server secret: {settings.jwt_secret_path}", err=True)
     try:
@@ -285,15 +295,22 @@ def migrate() -> None:
     with needs_server("mlx migrate"):
         import alembic.command  # noqa: F401 - what migrating runs
 
+        from mlx_platform.cli import startup
         from mlx_platform.settings import Settings
         from mlx_platform.storage import Database
+        from mlx_platform.storage.availability import reason_of
 
     settings = _settings()
     assert isinstance(settings, Settings)
-    settings.ensure_home()
+    startup.check_database(settings, "nothing was migrated")
+    startup.make_home(settings, "nothing was migrated")
     db = Database(settings.effective_database_url)
-    db.migrate()
-    db.dispose()
+    try:
+        db.migrate()
+    except Exception as exc:  # noqa: BLE001 - the database's own reason, in one line
+        raise startup.refuse(f"migrating the database failed: {reason_of(exc)}", 1) from None
+    finally:
+        db.dispose()
     typer.echo("database is at the newest migration")
 
 

@@ -597,7 +597,7 @@ def check_plugin(
     # what the checks run (the service's parts), imported now: a missing extra is one line
     with needs_server("mlx plugins check"):
         import mlx_platform.testing.hosting  # noqa: F401
-        from mlx_platform.settings import Settings
+        from mlx_platform.settings import Settings, settings_problems
         from mlx_platform.testing.checks import CheckOptions, check
     from pydantic import ValidationError as SettingsError
 
@@ -605,10 +605,7 @@ def check_plugin(
     try:
         settings = Settings()
     except SettingsError as exc:  # the same settings the service would start with
-        bad = "; ".join(
-            f"MLX_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
-        )
-        typer.echo(f"error: invalid settings: {bad}", err=True)
+        typer.echo(f"error: invalid settings: {settings_problems(exc)}", err=True)
         raise typer.Exit(output.ExitCode.INVALID_INPUT) from None
     try:
         arguments: dict[str, dict[str, Any]] = {}
