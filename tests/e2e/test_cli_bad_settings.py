@@ -159,3 +159,28 @@ def test_a_broken_key_in_the_home_stops_serve_before_the_admin_token(tmp_path: P
     line = assert_one_line_naming(proc, "secret.key")
     assert "does not hold a Fernet key" in line and "MLX_SECRET_KEY" in line, line
     assert sorted(p.name for p in home.iterdir()) == ["secret.key"]  # no token, no database
+
+
+EXAMPLE_PLUGIN = Path(__file__).resolve().parents[2] / "examples" / "mlx-plugin-hello"
+
+
+@pytest.mark.parametrize(
+    "token", ["tökén-with-accents", "two\nlines-of-token"], ids=["non_ascii", "line_break"]
+)
+@pytest.mark.parametrize(
+    "args",
+    [["plugins", "list"], ["nodes", "--json"], ["plugins", "check", str(EXAMPLE_PLUGIN)]],
+    ids=["plugins_list", "nodes", "plugins_check"],
+)
+def test_an_api_token_that_cannot_be_sent_is_one_line_exit_2(
+    tmp_path: Path, token: str, args: list[str]
+) -> None:
+    # port 1: nothing listens; the token is refused before anything is sent
+    env = clean_env(MLX_HOME=str(tmp_path / "home"), MLX_API_URL="http://127.0.0.1:1")
+    proc = forked_mlx(args, {**env, "MLX_API_TOKEN": token})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    both = proc.stdout + proc.stderr
+    assert not [mark for mark in TRACEBACK_MARKS if mark in both], both
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("error: the API token (MLX_API_TOKEN or --token) is not one"), line
+    assert "accents" not in both and "lines-of-token" not in both  # never quoted

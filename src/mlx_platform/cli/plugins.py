@@ -72,6 +72,27 @@ def _target(ctx: typer.Context, url: UrlOption = None, token: TokenOption = None
     ctx.obj = Target(url, token)
 
 
+# What a bearer token is made of (RFC 6750, b64token): a JWT is base64url parts and dots.
+# Anything else could not be sent in a header (a non-ASCII character fails in the HTTP
+# library, a line break is refused by it, quoting the token).
+_TOKEN_FORM = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def api_token(target: Target) -> str | None:
+    """The token of `target` as sent (None: the SDK's default), or InputError when it could
+    not be sent (the token itself is never quoted)."""
+    from mlx_platform.cli.output import InputError
+
+    token = (target.token or "").strip() or None  # a line break read from a file: not part of it
+    if token is not None and not _TOKEN_FORM.fullmatch(token):
+        raise InputError(
+            "the API token (MLX_API_TOKEN or --token) is not one: a token is letters, digits "
+            "and - . _ ~ + / = only (e.g. the content of MLX_HOME/admin.token, or what "
+            "`mlx token create` prints)"
+        )
+    return token
+
+
 @contextmanager
 def connect(target: Target, as_json: bool) -> Iterator[MLXClient]:
     """A client for one command; any error becomes one line and its exit code."""
@@ -81,7 +102,11 @@ def connect(target: Target, as_json: bool) -> Iterator[MLXClient]:
     from mlx_platform.sdk import MLXClient, MLXConfigurationError
 
     try:
-        with MLXClient(api_token=target.token, base_url=target.url) as client:
+        token = api_token(target)
+    except InputError as exc:
+        raise typer.Exit(output.print_error(exc, as_json=as_json)) from None
+    try:
+        with MLXClient(api_token=token, base_url=target.url) as client:
             yield client
     except (MLXError, MLXConnectionError, MLXConfigurationError, InputError) as exc:
         raise typer.Exit(output.print_error(exc, as_json=as_json)) from None
@@ -621,7 +646,7 @@ def check_plugin(
             arguments=arguments,
             operation_timeout=timeout,
             service_url=where.url,
-            service_token=where.token,
+            service_token=api_token(where),
         )
     except output.InputError as exc:
         raise typer.Exit(output.print_error(exc, as_json=as_json)) from None
