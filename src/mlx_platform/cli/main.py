@@ -132,8 +132,15 @@ def serve(
 
     Every other setting is an MLX_* environment variable (README, "Settings"): MLX_HOME
     (data, secrets, the admin token; default ~/.mlx-platform), MLX_DATABASE_URL, ..."""
+    import gc
+
     from mlx_platform.cli.extras import install_line, needs_server
 
+    # No collections while the service loads: imports only add objects that live as long as
+    # the process, and the collector walked that growing heap ~350 times (~0.25 s of a ~1.2 s
+    # start). The lifespan freezes what was loaded and enables the collector when ready
+    # (server/app.py; docs/decisions.md, "Start-up").
+    gc.disable()
     # every module of the server extra, tried now: the service imports them as it starts
     missing = install_line("mlx serve", cli=False)
     if missing:
