@@ -92,10 +92,9 @@ def test_the_time_range_picker_asks_for_that_granularity(
     page = dashboard.page
     for granularity in ("hour", "day", "minute"):
         with page.expect_response(
-            lambda r: (
-                "/metrics" in r.url
-                and parse_qs(urlsplit(r.url).query).get("granularity") == [granularity]
-            )  # noqa: B023
+            lambda r, g=granularity: (
+                "/metrics" in r.url and parse_qs(urlsplit(r.url).query).get("granularity") == [g]
+            )
         ) as answer:
             # each radio is labelled "<granularity> (<range>)": "minute (last hour)"
             page.get_by_role("radio", name=re.compile(f"^{granularity} ")).check()
