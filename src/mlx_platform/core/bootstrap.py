@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from mlx_platform.core import replica
 from mlx_platform.core.context import Core
@@ -13,6 +15,7 @@ from mlx_platform.core.registry import register_plugin
 from mlx_platform.errors import PluginAlreadyExistsError
 from mlx_platform.plugins import manifest_from_class
 from mlx_platform.runtime.monitor import HealthRounds, Periodic, sample_usage
+from mlx_platform.storage.availability import classify, reason_of
 from mlx_platform.storage.repositories import MetaRepository
 from mlx_platform.wire import RegisterPluginRequest
 
@@ -103,15 +106,74 @@ class Replica:
             log.warning("metrics recorded since the last flush could not be written: %s", exc)
 
 
+class StartFailed(Exception):
+    """This replica could not start. Its text is one line for the log: the step that failed
+    and why, the database named with its password as *** (the cause is `__cause__`)."""
+
+
+def _database_shown(core: Core) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(core.db.url).render_as_string(hide_password=True)
+
+
+def start_failure(core: Core, step: str, exc: BaseException, *, of_database: bool) -> StartFailed:
+    """`exc`, raised while `step`, as one line: a database error in the database's own words
+    (its first line, never the SQL or its parameters), said as an outage or a busy database
+    when it is one (storage.availability's classification), and the database named when the
+    step or the error is the database's."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kind = classify(exc)
+    reason = reason_of(exc)
+    if kind == "outage":
+        reason = f"the database cannot be reached or read ({reason})"
+    elif kind == "busy":
+        reason = f"the database is busy ({reason})"
+    elif _unknown_revision(exc):
+        reason += (
+            ": the database's schema is at a migration this version of mlx-platform does not "
+            "have (migrated by a newer version?)"
+        )
+    if of_database or kind or isinstance(exc, SQLAlchemyError):
+        reason += f"; database: {_database_shown(core)}"
+    return StartFailed(f"{step} failed: {reason}")
+
+
+def _unknown_revision(exc: BaseException) -> bool:
+    """Alembic could not find the revision the database says it is at."""
+    from alembic.script.revision import ResolutionError
+
+    return isinstance(exc, ResolutionError) or isinstance(exc.__cause__, ResolutionError)
+
+
+@contextmanager
+def _step(core: Core, step: str, *, of_database: bool = False) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise start_failure(core, step, exc, of_database=of_database) from exc
+
+
 def start_core(core: Core) -> Replica:
     """Bring this replica up: schema, node record, example plugins on first start, every
-    plugin the desired state says should run (before the service answers), then the loops."""
-    core.db.migrate()
-    replica.join(core)
+    plugin the desired state says should run (before the service answers), then the loops.
+    StartFailed, one line, when a step fails: what it started is stopped again."""
+    with _step(core, "migrating the database", of_database=True):
+        core.db.migrate()
+    with _step(core, "recording this replica in the database", of_database=True):
+        replica.join(core)
     running = Replica(core)
-    running.start_heartbeat()
-    if core.settings.seed_builtin_plugins:
-        seed_builtin_plugins(core)
-    core.reconciler.run_once(wait=True)
-    running.start()
+    try:
+        running.start_heartbeat()
+        if core.settings.seed_builtin_plugins:
+            with _step(core, "registering the example plugins"):
+                seed_builtin_plugins(core)
+        with _step(core, "starting the active plugins"):
+            core.reconciler.run_once(wait=True)
+        with _step(core, "starting the background work"):
+            running.start()
+    except BaseException:
+        running.stop()  # its loops, the plugins started, this replica's node record
+        raise
     return running

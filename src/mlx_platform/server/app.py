@@ -13,10 +13,10 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlx_platform import __version__
-from mlx_platform.core.bootstrap import start_core
+from mlx_platform.core.bootstrap import StartFailed, start_core
 from mlx_platform.core.context import Core
 from mlx_platform.server.docs import install_docs
 from mlx_platform.server.errors import error_response, install_error_handlers
@@ -68,10 +68,25 @@ class ServiceApp(FastAPI):
     front: ASGIApp | None = None
     read_cache: ReadCacheMiddleware | None = None
     fast_invoke: FastInvokeMiddleware | None = None
+    # the lifespan logged why the start failed, in one line (`lifespan` in create_app)
+    start_failure_logged = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self  # as Starlette sets it, for the layers in front
+        if scope["type"] == "lifespan":
+            send = self._without_start_traceback(send)
         await (self.front or self.framework)(scope, receive, send)
+
+    def _without_start_traceback(self, send: Send) -> Send:
+        """Starlette sends the traceback of a failed start as its text, which uvicorn logs:
+        left out when the lifespan has said why in one line (uvicorn still ends the start)."""
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.start_failure_logged:
+                message = {"type": message["type"], "message": ""}
+            await send(message)
+
+        return sending
 
     async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
         await FastAPI.__call__(self, scope, receive, send)
@@ -86,7 +101,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        running = await run_in_threadpool(start_core, core)
+        try:
+            running = await run_in_threadpool(start_core, core)
+        except StartFailed as exc:
+            # One line naming the step and the reason (no secret: core.bootstrap); the
+            # traceback only for whoever asks for it (MLX_LOG_LEVEL=DEBUG).
+            log.error("mlx-platform could not start: %s", exc)
+            log.debug("the failure that stopped the start", exc_info=exc.__cause__)
+            core.db.dispose()
+            if isinstance(app, ServiceApp):
+                app.start_failure_logged = True
+            raise
         # Everything loaded so far (the framework, the models, the routes: most of the heap)
         # lives as long as the process: moved out of the collector's sight, a full collection
         # under load walks only what requests made, not the whole heap (~30-50 ms here).
