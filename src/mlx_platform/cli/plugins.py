@@ -72,19 +72,14 @@ def _target(ctx: typer.Context, url: UrlOption = None, token: TokenOption = None
     ctx.obj = Target(url, token)
 
 
-# What a bearer token is made of (RFC 6750, b64token): a JWT is base64url parts and dots.
-# Anything else could not be sent in a header (a non-ASCII character fails in the HTTP
-# library, a line break is refused by it, quoting the token).
-_TOKEN_FORM = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
-
-
 def api_token(target: Target) -> str | None:
     """The token of `target` as sent (None: the SDK's default), or InputError when it could
     not be sent (the token itself is never quoted)."""
     from mlx_platform.cli.output import InputError
+    from mlx_platform.sdk._base import TOKEN_FORM  # what the SDK refuses too
 
     token = (target.token or "").strip() or None  # a line break read from a file: not part of it
-    if token is not None and not _TOKEN_FORM.fullmatch(token):
+    if token is not None and not TOKEN_FORM.fullmatch(token):
         raise InputError(
             "the API token (MLX_API_TOKEN or --token) is not one: a token is letters, digits "
             "and - . _ ~ + / = only (e.g. the content of MLX_HOME/admin.token, or what "

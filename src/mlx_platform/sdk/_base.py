@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import random
+import re
 import ssl
 import time
 import uuid
@@ -60,6 +61,10 @@ MAX_RETRY_AFTER: Final = 60.0
 API_PREFIX: Final = "/v1"
 ENV_URL: Final = "MLX_API_URL"
 ENV_TOKEN: Final = "MLX_API_TOKEN"
+# What a bearer token is made of (RFC 6750, b64token): a JWT is base64url parts and dots.
+# Anything else cannot be sent: httpx fails on a non-ASCII character (UnicodeEncodeError) and
+# refuses a line break in an error that quotes the header, token and all.
+TOKEN_FORM: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
 # Answers worth another try: the service says "not now", not "no" (ERROR_TABLE's retryable
 # codes). An answer with a code is judged by its code: a 503 PLUGIN_HEALTH_CHECK_FAILED of an
@@ -236,6 +241,27 @@ def normalize_base_url(url: str) -> str:
     return url
 
 
+def token_problem(token: str) -> str | None:
+    """Why `token` is no bearer token (None: it is one), in words that never quote it."""
+    if TOKEN_FORM.fullmatch(token):
+        return None
+    if not token.isascii():
+        found = "a non-ASCII character"
+    elif "\n" in token or "\r" in token:
+        found = "a line break"
+    elif any(ch.isspace() for ch in token):
+        found = "a space"
+    elif not token.isprintable():
+        found = "a control character"
+    else:
+        found = "a character no token holds"
+    return (
+        f"the API token (api_token=... or {ENV_TOKEN}) holds {found}: a token is letters, "
+        "digits and - . _ ~ + / = only (what `mlx token create` prints, or the content of "
+        "$MLX_HOME/admin.token)"
+    )
+
+
 def _timeout(value: float | httpx.Timeout | None) -> httpx.Timeout:
     if isinstance(value, httpx.Timeout):
         return value
@@ -261,13 +287,17 @@ class BaseClient:
         max_retry_delay: float,
         default_headers: Mapping[str, str] | None,
     ) -> None:
-        token = api_token or os.environ.get(ENV_TOKEN, "").strip()
+        # spaces around it (a line break read with it from a file) are not part of it
+        token = (api_token or "").strip() or os.environ.get(ENV_TOKEN, "").strip()
         if not token:
             raise MLXConfigurationError(
                 f"no API token: pass api_token=... or set {ENV_TOKEN} "
                 "(`mlx token create --subject NAME --scope plugins:read` mints one; "
                 "`mlx serve` keeps an admin token in $MLX_HOME/admin.token)"
             )
+        problem = token_problem(token)
+        if problem:  # refused now, not by httpx on the first call
+            raise MLXConfigurationError(problem)
         self.api_token = token
         self.base_url = normalize_base_url(
             base_url or os.environ.get(ENV_URL, "").strip() or DEFAULT_BASE_URL
