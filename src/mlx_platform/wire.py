@@ -26,6 +26,9 @@ SECRET_MASK = "********"
 
 FieldType = Literal["string", "integer", "number", "boolean", "array", "object"]
 IsolationMode = Literal["process", "inprocess"]
+# The orders of the plugin list (`GET /v1/plugins?sort=`): `name` is (name, id), `type` is
+# (type, name, id), `created_at` (the default) is (created_at, id); `-` reverses the whole.
+PluginSort = Literal["created_at", "-created_at", "name", "-name", "type", "-type"]
 NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,99}$"
 CLASS_PATH_PATTERN = (
     r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*([.:][A-Za-z_][A-Za-z0-9_]*)$"

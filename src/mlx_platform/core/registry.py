@@ -347,10 +347,14 @@ def _next_steps(
 # ---------------------------------------------------------------- reading
 
 
-def list_plugins(core: Core, flt: PluginFilter, *, page: int, limit: int) -> Page[ShownPlugin]:
+def list_plugins(
+    core: Core, flt: PluginFilter, *, page: int, limit: int, sort: str | None = None
+) -> Page[ShownPlugin]:
     live = replica.live_since(core)
     with core.db.read() as session:
-        found = PluginRepository(session).list(flt, page=page, limit=limit, live_since=live)
+        found = PluginRepository(session).list(
+            flt, page=page, limit=limit, sort=sort, live_since=live
+        )
     shown = shown_status(core, found.rows)
     items = [ShownPlugin(r, shown[r.id]) for r in found.rows]
     return Page(

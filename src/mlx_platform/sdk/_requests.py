@@ -105,6 +105,7 @@ def list_plugins(
     search: str | None,
     page: int,
     limit: int | None,
+    sort: str | None,
 ) -> APIRequest[tuple[list[PluginSummary], Pagination]]:
     params = [
         (key, str(value))
@@ -113,6 +114,7 @@ def list_plugins(
             ("status", status),
             ("category", category),
             ("search", search),
+            ("sort", sort),
             ("page", page),
             ("limit", limit),
         )

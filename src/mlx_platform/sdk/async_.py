@@ -43,6 +43,7 @@ from mlx_platform.wire import (
     MetricsReport,
     Node,
     PluginDetail,
+    PluginSort,
     PluginSummary,
     RegisterPluginRequest,
     RegisterResult,
@@ -182,12 +183,15 @@ class AsyncPlugins:
         search: str | None = None,
         page: int = 1,
         limit: int | None = None,
+        sort: PluginSort | None = None,
     ) -> AsyncPage[PluginSummary]:
         """One page of plugins (`limit` per page, 20 by default, at most 100).
 
         `async for` over the page walks every following page too; `.data` is this page only.
         `status`: registered, active, inactive or error. `search` matches names and
-        descriptions.
+        descriptions, ranked (name matches first). `sort`, without `search`: `created_at`
+        (the default), `name` or `type`, reversed by a leading `-` (`"-name"`); the following
+        pages keep it.
         """
 
         async def fetch(number: int) -> AsyncPage[PluginSummary]:
@@ -198,6 +202,7 @@ class AsyncPlugins:
                 search=search,
                 page=number,
                 limit=limit,
+                sort=sort,
             )
             items, pagination = await self._client._request(request)
             return AsyncPage(items, pagination, fetch)

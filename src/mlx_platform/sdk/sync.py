@@ -39,6 +39,7 @@ from mlx_platform.wire import (
     MetricsReport,
     Node,
     PluginDetail,
+    PluginSort,
     PluginSummary,
     RegisterPluginRequest,
     RegisterResult,
@@ -176,12 +177,15 @@ class Plugins:
         search: str | None = None,
         page: int = 1,
         limit: int | None = None,
+        sort: PluginSort | None = None,
     ) -> SyncPage[PluginSummary]:
         """One page of plugins (`limit` per page, 20 by default, at most 100).
 
         Iterating the page walks every following page too; `.data` is this page only.
         `status`: registered, active, inactive or error. `search` matches names and
-        descriptions.
+        descriptions, ranked (name matches first). `sort`, without `search`: `created_at`
+        (the default), `name` or `type`, reversed by a leading `-` (`"-name"`); the following
+        pages keep it.
         """
 
         def fetch(number: int) -> SyncPage[PluginSummary]:
@@ -192,6 +196,7 @@ class Plugins:
                 search=search,
                 page=number,
                 limit=limit,
+                sort=sort,
             )
             items, pagination = self._client._request(request)
             return SyncPage(items, pagination, fetch)

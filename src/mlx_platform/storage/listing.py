@@ -3,26 +3,32 @@ scale"): filters on indexes in the list's order, a ranked search from the search
 pages by a keyset seek, totals exact up to a bound. With repositories.py, the only module that
 knows SQL dialect differences.
 
-- **Order.** Without `search`: creation time, then id. With `search`: the plugins whose name
+- **Order.** Without `search`: the `sort` asked for (`SORTS`), by default creation time,
+  then id; `name` is (name, id), `type` is (type, name, id), and a leading `-` reverses the
+  whole order, ties included. Each order has an index, and each filter one with its column
+  first (migrations 0004 and 0005). With `search`: the plugins whose name
   contains the term, then those whose description alone does; each group in registration
   order (the search key `k` of migration 0004, which numbered the plugins already stored in
   list order and counts on with each registration), the order the search index returns
-  its matches in, so that a page is the first matches, not a sort of all of them.
+  its matches in, so that a page is the first matches, not a sort of all of them. A search
+  takes no `sort` (ValueError): sorting every match is what the ranking avoids.
 - **Search** (case-insensitive): a term of 3 or more characters matches where it lies within
   the name or within the description. So does a shorter one: SQLite looks it up through the
   indexed trigrams it starts (every character of a stored text starts one, see migration
   0004), PostgreSQL through its GIN index of each column's 2-character sequences (a
   1-character term is a LIKE over the narrow search table).
 - **Deep pages**: the page's first row is found by walking the index of the list's order
-  (type, status and category have theirs) to the offset, then the page is read from there
-  (a keyset seek), instead of an OFFSET over whole rows.
+  (type, status and category have theirs, for each order) to the offset, then the page is
+  read from there (a keyset seek), instead of an OFFSET over whole rows.
 - **Totals** are counted up to `TOTAL_BOUND` + 1 rows, and only when the page does not tell
   them: past the bound, `total_is_estimate` is true and `total` is a lower bound (more than
   `total` plugins match).
 - **Found once, reused exactly** (`Memo`): a count, and the first row of a deep page, are
   kept by the list's version (`plugin_list_version`, bumped in the transaction of every
-  change a list can show, on any replica) and the filter. The next page of a search is not
-  counted again, and a deep page is walked to from the nearest first row already found.
+  change a list can show, on any replica) and the filter; a first row also by the order,
+  a count by the filter alone (every order counts the same plugins). The next page of a
+  search is not counted again, and a deep page is walked to from the nearest first row
+  already found.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, array
 from sqlalchemy.orm import Session, load_only
 
-from mlx_platform.storage.tables import NodeRow, PluginInstanceRow, PluginRow, UTCDateTime
+from mlx_platform.storage.tables import NodeRow, PluginInstanceRow, PluginRow
 
 _T = TypeVar("_T")
 
@@ -134,14 +140,17 @@ def list_plugins(
     *,
     page: int,
     limit: int,
+    sort: str | None = None,
     live_since: datetime | None = None,
     bound: int | None = None,
     memo: Memo | None = MEMO,
 ) -> Listed:
-    """Page `page` of `limit` plugins matching `flt` (`memo`: None finds everything anew).
+    """Page `page` of `limit` plugins matching `flt`, in the order `sort` (one of `SORTS`;
+    None: `DEFAULT_SORT`, or a search's ranking) (`memo`: None finds everything anew).
 
     The status filter matches the status the API shows: with `live_since`, an `active`
     plugin that no replica alive since then runs counts as `error`."""
+    order = _order_for(sort, flt)
     bound = TOTAL_BOUND if bound is None else bound
     offset = (page - 1) * limit
     conds = _filter_conditions(flt, live_since)
@@ -159,7 +168,7 @@ def list_plugins(
     if search is not None:
         rows = search.rows(conds, offset, limit + 1)
     else:
-        rows = _ordered_page(reads, conds, offset, limit + 1)
+        rows = _ordered_page(reads, order, conds, offset, limit + 1)
     has_next = len(rows) > limit
     rows = rows[:limit]
     total, estimate = _total(count, offset, limit, len(rows), has_next, bound)
@@ -282,7 +291,46 @@ def _filter_conditions(flt: PluginFilter, live_since: datetime | None) -> list[C
     return conds
 
 
-_ORDER = (PluginRow.created_at, PluginRow.id)
+@dataclass(frozen=True)
+class _Order:
+    """A list order: its columns, ascending, the last one unique (id); `descending` reads
+    the whole of it backwards (the same index, scanned from its end); `by`, its ORDER BY."""
+
+    sort: str
+    columns: tuple[Any, ...]
+    descending: bool
+    by: tuple[Any, ...]
+
+
+# `sort` -> the order's columns. Each has an index (created_at, id), (name, id), (type, name,
+# id), and each filter column one in front of each (migrations 0004, 0005): a page and the
+# walk to a deep page's first row read one index, forwards or backwards.
+_ORDERS: dict[str, tuple[Any, ...]] = {
+    "created_at": (PluginRow.created_at, PluginRow.id),
+    "name": (PluginRow.name, PluginRow.id),
+    "type": (PluginRow.type, PluginRow.name, PluginRow.id),
+}
+_BY_SORT = {
+    sort: order
+    for key, cols in _ORDERS.items()
+    for sort, order in (
+        (key, _Order(key, cols, False, cols)),
+        (f"-{key}", _Order(f"-{key}", cols, True, tuple(c.desc() for c in cols))),
+    )
+}
+DEFAULT_SORT = "created_at"
+SORTS: tuple[str, ...] = tuple(_BY_SORT)
+
+
+def _order_for(sort: str | None, flt: PluginFilter) -> _Order:
+    if sort is not None and flt.search:
+        raise ValueError("a search is ranked: it takes no sort")
+    order = _BY_SORT.get(DEFAULT_SORT if sort is None else sort)
+    if order is None:
+        raise ValueError(f"unknown sort {sort!r}: one of {', '.join(SORTS)}")
+    return order
+
+
 # The list version (migration 0004), as columns a page's statement can read with its rows
 _LIST_VERSION = table(
     "plugin_list_version", column("id", Integer), column("epoch", String), column("n", Integer)
@@ -315,52 +363,56 @@ _SHOWN = load_only(*_SHOWN_ATTRIBUTES, raiseload=True)
 _SHOWN_COLUMNS = frozenset(a.property.columns[0].key for a in _SHOWN_ATTRIBUTES)
 
 
-def _from(key: tuple[Any, Any]) -> ColumnElement[bool]:
-    """Rows at or after `key` (created_at, id) in the list's order."""
+def _from(order: _Order, key: tuple[Any, ...]) -> ColumnElement[bool]:
+    """Rows at or after `key` (the order's columns' values) in `order`."""
     start = tuple_(
-        bindparam("start_at", key[0], type_=UTCDateTime()),
-        bindparam("start_id", key[1], type_=String()),
+        *(
+            bindparam(f"start_{c.key}", value, type_=c.type)
+            for c, value in zip(order.columns, key, strict=True)
+        )
     )
-    return tuple_(*_ORDER) >= start
+    at = tuple_(*order.columns)
+    return at <= start if order.descending else at >= start
 
 
 def _ordered_page(
-    reads: _Reads, conds: list[ColumnElement[bool]], offset: int, n: int
+    reads: _Reads, order: _Order, conds: list[ColumnElement[bool]], offset: int, n: int
 ) -> list[PluginRow]:
-    """`n` plugins from `offset` on, in the list's order. A deep page: the order's index
-    (the filter's own when there is one) walked to the page's first row, reading only the
-    index (created_at, id), from the nearest first row already found at this version (the
+    """`n` plugins from `offset` on, in `order`. A deep page: the order's index (the
+    filter's own when there is one) walked to the page's first row, reading only the index
+    (the order's columns), from the nearest first row already found at this version (the
     previous page's, when pages are read in turn), then the page from that row on."""
-    stmt = select(PluginRow).options(_SHOWN).where(*conds).order_by(*_ORDER).limit(n)
+    stmt = select(PluginRow).options(_SHOWN).where(*conds).order_by(*order.by).limit(n)
     if offset:
-        first = _first_row(reads, conds, offset)
+        first = _first_row(reads, order, conds, offset)
         if first is None:
             return []
-        stmt = stmt.where(_from(first))
+        stmt = stmt.where(_from(order, first))
     return reads.rows(stmt)
 
 
 def _first_row(
-    reads: _Reads, conds: list[ColumnElement[bool]], offset: int
-) -> tuple[Any, Any] | None:
-    known: dict[int, tuple[Any, Any]] = {}
+    reads: _Reads, order: _Order, conds: list[ColumnElement[bool]], offset: int
+) -> tuple[Any, ...] | None:
+    known: dict[int, tuple[Any, ...]] = {}
+    starts = ("starts", order.sort)
     if reads.memo is not None:
-        known = reads.memo.get(reads.key("starts")) or {}
+        known = reads.memo.get(reads.key(starts)) or {}
     base = max((o for o in known if o <= offset), default=0)
     if base == offset:
         return known[offset]
-    walk = select(*_ORDER).where(*conds).order_by(*_ORDER).offset(offset - base).limit(1)
+    walk = select(*order.columns).where(*conds).order_by(*order.by).offset(offset - base).limit(1)
     if base:
-        walk = walk.where(_from(known[base]))
+        walk = walk.where(_from(order, known[base]))
     row = reads.session.execute(walk).first()
     if row is None:
         return None
-    first = (row[0], row[1])
+    first = tuple(row)
     if reads.memo is not None and reads.still():
         kept = {**known, offset: first}
         while len(kept) > _STARTS_KEPT:
             del kept[next(iter(kept))]  # the first found goes first
-        reads.memo.put(reads.key("starts"), kept)
+        reads.memo.put(reads.key(starts), kept)
     return first
 
 

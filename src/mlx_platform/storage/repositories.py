@@ -100,16 +100,23 @@ class PluginRepository:
         *,
         page: int,
         limit: int,
+        sort: str | None = None,
         live_since: datetime | None = None,
         bound: int | None = None,
     ) -> Listed:
-        """One page of plugins (storage/listing.py: the order, search, deep pages, totals
-        exact up to `bound`, default TOTAL_BOUND).
+        """One page of plugins (storage/listing.py: the orders `sort` names, search, deep
+        pages, totals exact up to `bound`, default TOTAL_BOUND).
 
         The status filter matches the status the API shows: with `live_since`, an `active`
         plugin that no replica alive since then runs counts as `error`."""
         return list_plugins(
-            self.session, flt, page=page, limit=limit, live_since=live_since, bound=bound
+            self.session,
+            flt,
+            page=page,
+            limit=limit,
+            sort=sort,
+            live_since=live_since,
+            bound=bound,
         )
 
     # ------------------------------------------------------------------ writes

@@ -52,13 +52,21 @@ class PluginRow(Base):
     __tablename__ = "plugins"
     __table_args__ = (
         UniqueConstraint("name", "version", name="uq_plugins_name_version"),
-        # the list's order, and each filter's rows in that order (a page, or the walk to
-        # a deep page's first row, reads one index); the search index is dialect-specific
-        # and made by migration 0004 (storage/listing.py reads it)
+        # the list's orders, and each filter's rows in each order (a page, or the walk to
+        # a deep page's first row, reads one index, backwards for a descending order):
+        # creation time (migration 0004), name and type (0005; (type, name, id) is both
+        # the type order and the type filter's name order); the search index is
+        # dialect-specific and made by migration 0004 (storage/listing.py reads it)
         Index("ix_plugins_order", "created_at", "id"),
         Index("ix_plugins_status_order", "status", "created_at", "id"),
         Index("ix_plugins_type_order", "type", "created_at", "id"),
         Index("ix_plugins_category_order", "category", "created_at", "id"),
+        Index("ix_plugins_name_order", "name", "id"),
+        Index("ix_plugins_type_name_order", "type", "name", "id"),
+        Index("ix_plugins_status_name_order", "status", "name", "id"),
+        Index("ix_plugins_category_name_order", "category", "name", "id"),
+        Index("ix_plugins_status_type_order", "status", "type", "name", "id"),
+        Index("ix_plugins_category_type_order", "category", "type", "name", "id"),
     )
 
     id: Mapped[str] = mapped_column(String(160), primary_key=True)
