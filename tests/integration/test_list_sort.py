@@ -7,6 +7,7 @@ PostgreSQL database each, through the storage and through the API and the SDK.""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import uuid
 from collections.abc import Iterator
@@ -28,7 +29,13 @@ from mlx_platform import AsyncMLXClient, MLXClient
 from mlx_platform.storage import Database, PluginRow, listing
 from mlx_platform.storage.db import _MIGRATIONS
 from mlx_platform.storage.listing import Listed, Memo, PluginFilter, list_plugins
-from tests.conftest import POSTGRES_SERVER, _pg_admin_connect, assert_error
+from tests.conftest import (
+    POSTGRES_SERVER,
+    _pg_admin_connect,
+    assert_error,
+    clean_env,
+    forked_mlx,
+)
 from tests.integration.test_list_at_scale import migrate
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -453,6 +460,15 @@ def test_the_api_and_both_sdks_page_through_every_order(
                 return ids
 
         assert asyncio.run(walk()) == lst.ordered("name", "WHERE status = 'inactive'")
+
+        # the command line: `mlx plugins list --sort`, every page
+        env = clean_env(MLX_API_URL=srv.url, MLX_API_TOKEN=token, COLUMNS="200")
+        for args in (["--sort", "-name"], ["--sort=-name"]):
+            proc = forked_mlx(["plugins", "list", *args, "--limit", "8", "--all", "--json"], env)
+            assert proc.returncode == 0, proc.stderr
+            assert [p["id"] for p in json.loads(proc.stdout)["data"]] == lst.ordered("-name")
+        proc = forked_mlx(["plugins", "list", "--sort", "version"], env)
+        assert proc.returncode != 0 and "'sort'" in proc.stderr and "'-type'" in proc.stderr
     finally:
         lst.db.dispose()
 

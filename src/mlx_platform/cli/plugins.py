@@ -19,13 +19,13 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 if TYPE_CHECKING:
     from mlx_platform.sdk import MLXClient
-    from mlx_platform.wire import DiscoveryResult
+    from mlx_platform.wire import DiscoveryResult, PluginSort
 
 plugins_app = typer.Typer(
     help="Manage plugins through the API: MLX_API_URL (default http://127.0.0.1:8000) "
@@ -212,6 +212,13 @@ def list_plugins(
     ] = None,
     category: Annotated[str | None, typer.Option()] = None,
     search: Annotated[str | None, typer.Option(help="Part of a name or description")] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            help="Order (not with --search, which is ranked): created_at (the default), name "
+            "or type; a leading '-' reverses it (--sort=-name)"
+        ),
+    ] = None,
     page: Annotated[int, typer.Option(min=1)] = 1,
     limit: Annotated[int | None, typer.Option(help="Per page (server default 20, max 100)")] = None,
     every_page: Annotated[bool, typer.Option("--all", help="Every page, from --page on")] = False,
@@ -222,7 +229,13 @@ def list_plugins(
 
     with _api(ctx, as_json) as client:
         first = client.plugins.list(
-            type=type_, status=status, category=category, search=search, page=page, limit=limit
+            type=type_,
+            status=status,
+            category=category,
+            search=search,
+            sort=cast("PluginSort | None", sort),  # the service names the allowed values
+            page=page,
+            limit=limit,
         )
         last = first
         items = list(first.data)
