@@ -18,7 +18,13 @@ const STATUSES = ["registered", "active", "inactive", "error"];
 const LIMIT = 20;
 export const REFRESH_MS = 5000;
 
-type SortKey = "name" | "type" | "status" | "health";
+// The orders the list API takes (`sort`): every page in that order, not the shown page
+// sorted. Status and health have none: what a row shows of them depends on the replicas.
+type SortKey = "name" | "type";
+interface Sort {
+  key: SortKey;
+  descending: boolean;
+}
 
 export function Catalogue() {
   const [type, setType] = useState("");
@@ -30,7 +36,8 @@ export function Catalogue() {
   const [pagination, setPagination] = useState<Pagination | null>(null);
   const [error, setError] = useState<unknown>(null);
   const [loaded, setLoaded] = useState(false);
-  const [sort, setSort] = useState<SortKey | null>(null);
+  const [sort, setSort] = useState<Sort | null>(null); // null: the API's default order
+  const searching = search.trim() !== "";
 
   useEffect(() => {
     const t = window.setTimeout(() => {
@@ -45,7 +52,9 @@ export function Catalogue() {
     const q = new URLSearchParams({ page: String(page), limit: String(LIMIT) });
     if (type) q.set("type", type);
     if (status) q.set("status", status);
-    if (search.trim()) q.set("search", search.trim());
+    if (searching) q.set("search", search.trim());
+    // a search is ranked (name matches first) and takes no sort
+    else if (sort) q.set("sort", (sort.descending ? "-" : "") + sort.key);
     const load = () =>
       api<Summary[]>("GET", `/v1/plugins?${q}`)
         .then((a) => {
@@ -63,22 +72,37 @@ export function Catalogue() {
       live = false;
       window.clearInterval(timer);
     };
-  }, [type, status, search, page]);
+  }, [type, status, search, page, sort]);
 
-  const shown = sort
-    ? [...rows].sort((a, b) => {
-        const av = sort === "health" ? a.health?.status ?? "" : a[sort];
-        const bv = sort === "health" ? b.health?.status ?? "" : b[sort];
-        return String(av).localeCompare(String(bv));
-      })
-    : rows;
   const pages = pagination ? Math.max(1, Math.ceil(pagination.total / LIMIT)) : 1;
 
+  // ascending, then descending, then the default order again; from the first page
+  function sortBy(key: SortKey) {
+    if (sort?.key !== key) setSort({ key, descending: false });
+    else if (!sort.descending) setSort({ key, descending: true });
+    else setSort(null);
+    setPage(1);
+  }
+
   function header(key: SortKey, label: string) {
+    const active = !searching && sort?.key === key;
+    const direction = active ? (sort?.descending ? "descending" : "ascending") : undefined;
     return (
-      <th scope="col" aria-sort={sort === key ? "ascending" : "none"}>
-        <button type="button" class="link" onClick={() => setSort(sort === key ? null : key)}>
+      <th scope="col" aria-sort={direction}>
+        <button
+          type="button"
+          class="link sort"
+          data-sort={key}
+          disabled={searching}
+          title={
+            searching
+              ? "Search results are ranked: clear the search to sort"
+              : `Sort every page by ${label.toLowerCase()}`
+          }
+          onClick={() => sortBy(key)}
+        >
           {label}
+          <span aria-hidden="true">{direction === "ascending" ? " ▲" : direction ? " ▼" : ""}</span>
         </button>
       </th>
     );
@@ -139,13 +163,13 @@ export function Catalogue() {
             {header("name", "Name")}
             {header("type", "Type")}
             <th scope="col">Version</th>
-            {header("status", "Status")}
-            {header("health", "Health")}
+            <th scope="col">Status</th>
+            <th scope="col">Health</th>
             <th scope="col">Description</th>
           </tr>
         </thead>
         <tbody>
-          {shown.map((p) => (
+          {rows.map((p) => (
             <tr data-plugin-id={p.id}>
               <td>
                 <a href={`#/plugins/${encodeURIComponent(p.id)}`}>{p.name}</a>

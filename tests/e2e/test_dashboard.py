@@ -259,6 +259,90 @@ def test_sign_in_and_see_the_example_plugins(dashboard: Dashboard) -> None:
     dashboard.shot("catalogue-signed-in")
 
 
+SHOWN_IDS = (
+    "() => [...document.querySelectorAll('tr[data-plugin-id]')].map(r => r.dataset.pluginId)"
+)
+
+
+def wait_for_rows(page: Any, ids: list[str]) -> None:
+    """Until the catalogue shows exactly these rows, in this order."""
+    try:
+        page.wait_for_function(
+            f"ids => JSON.stringify(({SHOWN_IDS})()) === JSON.stringify(ids)", arg=ids
+        )
+    except Exception:
+        assert page.evaluate(SHOWN_IDS) == ids  # says how they differ
+        raise
+
+
+def test_sorting_by_name_orders_every_page_through_the_api(dashboard: Dashboard) -> None:
+    """A click on the Name header asks the list API for `sort=name`: the first page holds the
+    first names of the whole catalogue and the next page the following ones (where sorting
+    the shown page only reordered the plugins created first); a second click reverses it, a
+    third returns to creation order; by keyboard too; a search, which is ranked, sends no
+    sort and the headers say so."""
+    server = dashboard.server
+    limit = 20  # the catalogue's page
+    with server.client() as c:
+        for i in (7, 22, 3, 15, 0, 19, 11, 24, 5, 13, 1, 20, 9, 17, 2, 23, 6, 14, 10, 21):
+            register(c, f"aa_sorted_{i:02d}")  # created out of name order: two pages and more
+        for i in (4, 18, 8, 16, 12):
+            register(c, f"aa_sorted_{i:02d}")
+
+        def api(page: int, sort: str | None = None) -> list[dict[str, Any]]:
+            params: dict[str, Any] = {"limit": limit, "page": page}
+            if sort:
+                params["sort"] = sort
+            r = c.get("/v1/plugins", params=params)
+            assert r.status_code == 200, r.text
+            return list(r.json()["data"])
+
+        by_name = [api(1, "name"), api(2, "name")]
+        by_name_reversed = api(1, "-name")
+        created = api(1)
+    names = [p["name"] for p in by_name[0] + by_name[1]]
+    assert len(by_name[0]) == limit and by_name[1] and names == sorted(names)  # both pages
+    assert {p["id"] for p in by_name[0]} != {p["id"] for p in created}
+
+    dashboard.sign_in(server.admin_token)
+    page = dashboard.page
+    name = page.get_by_role("button", name="Name", exact=True)
+    with page.expect_request(lambda r: "sort=name" in r.url and "/v1/plugins?" in r.url):
+        name.click()
+    wait_for_rows(page, [p["id"] for p in by_name[0]])
+    header = page.locator("th[aria-sort]")
+    assert header.count() == 1 and header.get_attribute("aria-sort") == "ascending"
+    assert header.inner_text().startswith("Name")
+    dashboard.shot("catalogue-sorted-by-name")
+    page.get_by_role("button", name="Next page").click()
+    wait_for_rows(page, [p["id"] for p in by_name[1]])
+    assert "Page 2" in page.get_by_test_id("page-info").inner_text()
+
+    # again: descending, from the first page; then the API's default order; by keyboard
+    name.focus()
+    with page.expect_request(lambda r: "sort=-name" in r.url):
+        page.keyboard.press("Enter")
+    wait_for_rows(page, [p["id"] for p in by_name_reversed])
+    assert page.locator("th[aria-sort]").get_attribute("aria-sort") == "descending"
+    assert "Page 1" in page.get_by_test_id("page-info").inner_text()
+    page.keyboard.press("Space")
+    wait_for_rows(page, [p["id"] for p in created])
+    assert page.locator("th[aria-sort]").count() == 0
+
+    # sorted, then a search: ranked, no sort asked for, the headers cannot sort meanwhile
+    name.click()
+    wait_for_rows(page, [p["id"] for p in by_name[0]])
+    page.get_by_label("Search").fill("aa_sorted_1")
+    page.wait_for_function("() => document.querySelectorAll('tr[data-plugin-id]').length === 10")
+    assert name.is_disabled() and "ranked" in (name.get_attribute("title") or "")
+    assert page.locator("th[aria-sort]").count() == 0
+    asked = [u for u in dashboard.requests if "/v1/plugins?" in u and "search=" in u]
+    assert asked and not [u for u in asked if "sort=" in u], asked
+    page.get_by_label("Search").fill("")
+    wait_for_rows(page, [p["id"] for p in by_name[0]])  # the sort is back with the list
+    assert not name.is_disabled()
+
+
 def test_activate_see_health_turn_green_invoke_and_count(
     dashboard: Dashboard, tmp_path: Path
 ) -> None:
