@@ -16,6 +16,10 @@ same run.
   each answer must hold a full page (an empty answer would be fast and wrong). The LIKE scan
   (`%term%` on name and description, or on the filter's column; first page + COUNT of all
   matches, on the database directly, a scan of the table) is timed in the same run.
+- Sorted (issue 15, `sort=name`): page 1 beside page 1 in the default order, and page 4,000
+  beside page 1 of the same order, limit 25, one request of each in turn (all three see the
+  same machine), each page checked against an ORDER BY of the whole table on the database
+  directly (`sorted_pages`).
 - Ready: seconds from starting `mlx serve` on the seeded database (already migrated, the
   example plugins registered by a first start made before the bulk load, no plugin active)
   until /readyz answers 200; median of MLX_BENCH_API_STARTS starts; baseline: the same on an
@@ -535,6 +539,8 @@ class Results:
     loads: dict[str, tuple[Load | None, Load | None]] = field(default_factory=dict)
     latency: dict[str, tuple[float, float]] = field(default_factory=dict)  # ours, like ms
     page: tuple[float, float] | None = None  # page 1, page 4000 ms
+    # sort=name: page 1, page 4000, and page 1 in the default order (its baseline), ms
+    sorted_page: tuple[float, float, float] | None = None
     ready: tuple[float, float | None] | None = None  # 100k, empty database s
     memory: tuple[float, float | None] | None = None  # 100k, empty database MB
     memory_after_use: float | None = None  # MB, idle after every measurement, echo deactivated
@@ -647,6 +653,27 @@ def figures_for(r: Results) -> list[Figure]:
             1.5 * r.page[0] if r.page else nan,
             r.page[0] if r.page else None,
             "(page 1, limit 25)",
+        )
+    )
+    first, deep, unsorted = r.sorted_page if r.sorted_page else (math.inf, math.inf, None)
+    out.append(
+        Figure(
+            f"sort_name_page_1_p50{sfx}",
+            first,
+            "ms",
+            5.0,
+            unsorted,
+            "(page 1 in the default order, limit 25)",
+        )
+    )
+    out.append(
+        Figure(
+            f"sort_name_page_{DEEP[1]}_p50{sfx}",
+            deep,
+            "ms",
+            1.5 * first if r.sorted_page else nan,
+            first if r.sorted_page else None,
+            "(sort=name page 1, limit 25)",
         )
     )
     out.append(_paired(f"ready_100k{sfx}", r.ready, "s", 1.5, "(same start on an empty database)"))
@@ -804,6 +831,59 @@ def load_and_latency(
         _log(f"{r.db}: page 1 p50 {first:.2f} ms, page {deep} p50 {last:.2f} ms (total {total})")
 
     _step(f"{r.db}: pages", pages, svc)
+    _step(f"{r.db}: sorted pages", lambda: sorted_pages(r, client, db_url), svc)
+
+
+def sorted_pages(r: Results, client: httpx.Client, db_url: str) -> None:
+    """`sort=name`: page 1 and page DEEP (limit 25), and page 1 in the default order, the
+    baseline: one request of each in turn (`interleaved_p50_ms`), so that the three see the
+    same machine; each page as the database orders it."""
+    limit, deep = DEEP
+    name_order = "name, id"
+    plain, first, last = interleaved_p50_ms(
+        client,
+        "/v1/plugins",
+        [
+            ({"limit": limit, "page": 1}, page_check(db_url, limit, 1)),
+            ({"limit": limit, "page": 1, "sort": "name"}, page_check(db_url, limit, 1, name_order)),
+            (
+                {"limit": limit, "page": deep, "sort": "name"},
+                page_check(db_url, limit, deep, name_order),
+            ),
+        ],
+    )
+    r.sorted_page = (first, last, plain)
+    _log(
+        f"{r.db}: sort=name page 1 p50 {first:.2f} ms, page {deep} p50 {last:.2f} ms; "
+        f"default order page 1 p50 {plain:.2f} ms"
+    )
+
+
+def interleaved_p50_ms(
+    client: httpx.Client, path: str, asks: list[tuple[dict[str, Any], Check]]
+) -> list[float]:
+    """`sequential_p50_ms` of several requests at once, one of each in turn: the median
+    latency of each, its first answer a full page whose items pass its check."""
+    samples: list[list[float]] = [[] for _ in asks]
+    for i in range(WARMUP_REQUESTS + REQUESTS):
+        for (params, check), kept in zip(asks, samples, strict=True):
+            t0 = time.perf_counter()
+            r = client.get(path, params=params, headers=FRESH)
+            elapsed = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise Failed(f"GET {path} {params} answered {r.status_code}: {r.text[:500]}")
+            if i == 0:
+                _log(f"GET {path} {params}: first request {elapsed * 1000:.2f} ms")
+                items = r.json()["data"]
+                limit = int(params.get("limit", PAGE))
+                if len(items) != limit:
+                    raise Failed(f"GET {path} {params} answered {len(items)} items, not {limit}")
+                problem = check(items)
+                if problem:
+                    raise Failed(f"GET {path} {params}: {problem}")
+            if i >= WARMUP_REQUESTS:
+                kept.append(elapsed * 1000)
+    return [statistics.median(kept) for kept in samples]
 
 
 def search(
@@ -830,9 +910,10 @@ def search(
     )
 
 
-def page_check(db_url: str, limit: int, page: int) -> Check:
-    """The page must hold the plugins the database has there in the list's order (creation
-    time, then id): a deep page answered fast with the wrong rows would not count."""
+def page_check(db_url: str, limit: int, page: int, order: str = "created_at, id") -> Check:
+    """The page must hold the plugins the database has there in the list's order (`order`,
+    by default creation time, then id): a deep page answered fast with the wrong rows would
+    not count."""
     from sqlalchemy import create_engine, text
 
     engine = create_engine(db_url)
@@ -840,7 +921,7 @@ def page_check(db_url: str, limit: int, page: int) -> Check:
         with engine.connect() as conn:
             want = list(
                 conn.execute(
-                    text("SELECT id FROM plugins ORDER BY created_at, id LIMIT :n OFFSET :o"),
+                    text(f"SELECT id FROM plugins ORDER BY {order} LIMIT :n OFFSET :o"),
                     {"n": limit, "o": (page - 1) * limit},
                 ).scalars()
             )
