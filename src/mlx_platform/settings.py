@@ -19,6 +19,28 @@ MAKE_SECRET_KEY = (
 MAKE_JWT_SECRET = "python3 -c 'import secrets; print(secrets.token_urlsafe(48))'"
 # RFC 7518, section 3.2: an HS256 key at least as long as the hash (PyJWT warns below it)
 JWT_SECRET_MIN_BYTES = 32
+# The longest any duration setting may be: waits longer than threading.TIMEOUT_MAX (~292
+# years) fail with OverflowError where they are waited (a background loop's thread died with
+# a traceback; an in-process invocation failed), and nothing needs more than a year.
+MAX_SECONDS = 365 * 86400
+# The longest lifetime of the admin token: its `exp` stays a date every reader can hold (one
+# beyond a float's range answered every request of the token with 500).
+MAX_TOKEN_TTL = 100 * 365 * 86400
+# The settings in seconds (each also > 0 or >= 0, on its field)
+_SECONDS = (
+    "health_timeout",
+    "class_check_timeout",
+    "restart_budget_reset",
+    "restart_backoff_base",
+    "restart_backoff_cap",
+    "invoke_timeout",
+    "timed_out_call_grace",
+    "health_interval",
+    "usage_interval",
+    "reconcile_interval",
+    "node_heartbeat_interval",
+    "node_dead_after",
+)
 
 
 def settings_problems(exc: ValidationError) -> str:
@@ -96,7 +118,9 @@ def _parse_rate(text: str) -> tuple[int, float] | None:
 class Settings(BaseSettings):
     """Every setting of the service. Each is also an environment variable: ``MLX_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="MLX_", extra="ignore")
+    # allow_inf_nan: no setting means anything by inf or nan (MLX_INVOKE_TIMEOUT=inf failed
+    # every in-process invocation with OverflowError)
+    model_config = SettingsConfigDict(env_prefix="MLX_", extra="ignore", allow_inf_nan=False)
 
     home: Path = Field(default=Path("~/.mlx-platform"), description="Data folder")
     database_url: str | None = Field(
@@ -238,7 +262,9 @@ class Settings(BaseSettings):
         gt=0,
         description="A replica whose last heartbeat is older than this many seconds is dead",
     )
-    admin_token_ttl: int = Field(default=30 * 86400, gt=0)
+    admin_token_ttl: int = Field(
+        default=30 * 86400, gt=0, description="Lifetime of the admin token `mlx serve` makes (s)"
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024,
         ge=1024,
@@ -298,6 +324,40 @@ class Settings(BaseSettings):
         if not isinstance(logging.getLevelNamesMapping().get(level), int):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
+
+    @field_validator(*_SECONDS, mode="after")
+    @classmethod
+    def _check_seconds(cls, value: float) -> float:
+        if value > MAX_SECONDS:
+            raise ValueError(f"must be at most {MAX_SECONDS} seconds (a year)")
+        return value
+
+    @field_validator("admin_token_ttl", mode="after")
+    @classmethod
+    def _check_admin_token_ttl(cls, value: int) -> int:
+        if value > MAX_TOKEN_TTL:
+            raise ValueError(f"must be at most {MAX_TOKEN_TTL} seconds (100 years)")
+        return value
+
+    @field_validator("plugin_index_url", mode="after")
+    @classmethod
+    def _check_plugin_index_url(cls, value: str | None) -> str | None:
+        # read by discovery with an HTTP client: anything else failed every discovery
+        if value is None or not value.strip():
+            return None  # unset: no index is read
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(value.strip())
+            url.port  # noqa: B018 - ValueError when not a number
+        except ValueError:
+            url = urlsplit("")
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(
+                "must be the http:// or https:// URL of a package index's simple API, "
+                "e.g. https://pypi.org/simple/"
+            )
+        return value.strip()
 
     @field_validator("isolation", mode="after")
     @classmethod

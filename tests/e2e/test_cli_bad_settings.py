@@ -71,6 +71,27 @@ def the_cases(tmp: Path) -> dict[str, tuple[str, str, str]]:
             f"sqlite:///{tmp / 'no' / 'such' / 'mlx.db'}",
             "does not exist",
         ),
+        # an in-process invocation without its own timeout failed (OverflowError)
+        "invoke_timeout_inf": ("MLX_INVOKE_TIMEOUT", "inf", "should be a finite number"),
+        "invoke_timeout_nan": ("MLX_INVOKE_TIMEOUT", "nan", "should be a finite number"),
+        # the health round's thread died with a traceback (OverflowError)
+        "health_interval_beyond_a_year": (
+            "MLX_HEALTH_INTERVAL",
+            "1e300",
+            "must be at most 31536000 seconds (a year)",
+        ),
+        # every request of the admin token answered 500 (its exp beyond a float)
+        "admin_token_ttl_huge": (
+            "MLX_ADMIN_TOKEN_TTL",
+            "1" + "0" * 400,
+            "must be at most 3153600000 seconds (100 years)",
+        ),
+        # every discovery of the pypi source failed
+        "plugin_index_url_not_http": (
+            "MLX_PLUGIN_INDEX_URL",
+            "ftp://example.org/simple/",
+            "must be the http:// or https:// URL of a package index's simple API",
+        ),
     }
 
 
@@ -85,6 +106,11 @@ CASE_NAMES = [
     "database_url_unknown_driver",
     "database_url_in_memory",
     "database_url_sqlite_folder_missing",
+    "invoke_timeout_inf",
+    "invoke_timeout_nan",
+    "health_interval_beyond_a_year",
+    "admin_token_ttl_huge",
+    "plugin_index_url_not_http",
 ]
 # every case against `mlx serve` and `mlx migrate`, and `mlx token create` but for the
 # database URL (it reads no database)
@@ -113,6 +139,15 @@ def test_a_refused_setting_is_one_line_exit_2_and_nothing_made(
     if variable != "MLX_HOME":
         assert not home.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no database either
+
+
+def test_a_token_lifetime_beyond_100_years_is_refused(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    proc = run([*TOKEN, "--ttl", str(100 * 365 * 86400 + 1)], home)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    line = assert_one_line_naming(proc, "--ttl")
+    assert line == "error: --ttl must be at most 3153600000 seconds (100 years)", line
+    assert not home.exists()
 
 
 def test_a_bad_secret_key_says_how_to_make_a_good_one(tmp_path: Path) -> None:

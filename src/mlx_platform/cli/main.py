@@ -269,8 +269,11 @@ def token_create(
     with needs_server("mlx token create"):
         from mlx_platform.cli import startup
         from mlx_platform.server.auth import create_token
-        from mlx_platform.settings import Settings
+        from mlx_platform.settings import MAX_TOKEN_TTL, Settings
 
+    if ttl > MAX_TOKEN_TTL:  # as MLX_ADMIN_TOKEN_TTL: an `exp` every reader can hold
+        typer.echo(f"error: --ttl must be at most {MAX_TOKEN_TTL} seconds (100 years)", err=True)
+        raise typer.Exit(2)
     settings = _settings()
     assert isinstance(settings, Settings)
     if not settings.has_jwt_secret:
