@@ -40,12 +40,18 @@ STEPS: list[tuple[str, str]] = [
     ),
     (
         "**List plugins** (`GET /v1/plugins`): the three example plugins are registered on first start. "
-        "Filters: `type`, `status`, `category`, `search`; `page`/`limit`.",
+        "Filters: `type`, `status`, `category`, `search`; `page`/`limit`; `sort`.",
         f'curl -s {AUTH} "{API}?type=data_source&limit=1" | {J}',
     ),
     (
         "Search is case-insensitive, over names and descriptions:",
         f"curl -s {AUTH} \"{API}?search=TRACK\" | python3 -c \"import json,sys; print([p['id'] for p in json.load(sys.stdin)['data']])\"",
+    ),
+    (
+        "`sort` (beyond the spec) orders every page: `created_at` (the default), `name` or `type`, "
+        "reversed by a leading `-`, ties by id; a search is ranked (name matches first) and takes no "
+        "`sort`:",
+        f"curl -s {AUTH} \"{API}?sort=-name\" | python3 -c \"import json,sys; print([p['name'] for p in json.load(sys.stdin)['data']])\"",
     ),
     (
         "**Plugin details** (`GET /v1/plugins/{id}`):",
