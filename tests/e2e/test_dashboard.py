@@ -422,6 +422,9 @@ def test_a_second_experiment_tracker_is_refused_with_the_conflict_explained(
         first = register(c, "ui_tracker_one", type="experiment_tracker")
         second = register(c, "ui_tracker_two", type="experiment_tracker")
         dashboard.sign_in(server.admin_token)
+        # the trackers are on the first page of their type, whatever the tests before
+        # registered (the catalogue's first page is 20 plugins in creation order)
+        page.get_by_label("Type").select_option("experiment_tracker")
         row = page.locator(f"tr[data-plugin-id={first}]")
         row.wait_for()
         assert row.locator("[data-health=unknown]").count() == 1
