@@ -1,8 +1,9 @@
 """`mlx serve` whose start fails for a reason its checks before the start cannot see (a
 SQLite file that is no database, a schema at a migration this version does not have, a
 database gone between the check and the start, a step after the migration that fails) ends
-in one log line naming the step and the reason, never a traceback, never a password, with
-uvicorn's exit code for a failed start (3).
+in one log line naming the step and the reason, never a traceback, never a password, never
+the outage line of a service that answers 503 meanwhile, with uvicorn's exit code for a
+failed start (3).
 
 Each case is made for real: a file of garbage, a throwaway PostgreSQL database on
 127.0.0.1:5432, a TCP relay to PostgreSQL that answers one connection (the check's) and is
@@ -44,6 +45,10 @@ def the_failure(proc: subprocess.CompletedProcess[str]) -> str:
     assert " ERROR mlx_platform.server: mlx-platform could not start: " in ours, ours
     # every other line is one of uvicorn's or the service's log lines, one per record
     assert all(line[:4].isdigit() for line in proc.stderr.strip().splitlines()), proc.stderr
+    # nor the outage line of a running service ("... answer 503 until it is back"): this
+    # one stops, and its failure line says what the database did
+    assert " WARNING mlx_platform.storage: " not in proc.stderr, proc.stderr
+    assert "until it is back" not in proc.stderr, proc.stderr
     return ours
 
 

@@ -65,6 +65,7 @@ def test_a_locked_file_is_busy_and_a_bad_statement_is_neither(tmp_path: Path) ->
 def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.INFO, logger="mlx_platform.storage")
     a = Availability()
+    a.serving()
     a.up()  # not down: nothing to say
     for _ in range(50):
         a.down("OperationalError: connection refused")
@@ -77,6 +78,28 @@ def test_an_outage_logs_one_line_when_it_starts_and_one_when_it_ends(caplog) -> 
     assert lines[0][0] == logging.WARNING and "database unreachable" in lines[0][1]
     assert lines[1][0] == logging.INFO and "reachable again" in lines[1][1]
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_an_outage_before_the_service_serves_is_said_once_it_serves(caplog) -> None:  # type: ignore[no-untyped-def]
+    """Before `serving` (a start under way, `mlx migrate`) an outage is tracked in silence:
+    a start that fails on it says so in its own line. One that lasts into serving is said
+    then; one over before is never said, nor its end."""
+    caplog.set_level(logging.INFO, logger="mlx_platform.storage")
+    a = Availability()
+    a.down("OperationalError: connection refused")
+    assert a.is_down
+    a.up()
+    assert not a.is_down
+    a.down("OperationalError: the second one")
+    assert caplog.records == []
+    a.serving()
+    a.serving()
+    a.up()
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert lines[0][0] == logging.WARNING and "the second one" in lines[0][1]
+    assert "answer 503 until it is back" in lines[0][1]
+    assert lines[1][0] == logging.INFO and "reachable again" in lines[1][1]
 
 
 def test_readiness_probes_at_most_once_a_second(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -176,4 +176,7 @@ def start_core(core: Core) -> Replica:
     except BaseException:
         running.stop()  # its loops, the plugins started, this replica's node record
         raise
+    # From here requests are answered: a database outage is logged as one (storage.
+    # availability); one during a failed start was said by StartFailed's line alone.
+    core.db.availability.serving()
     return running

@@ -15,6 +15,11 @@ by the engine's own events (every failed connect or statement, every successful 
 see `Database`), by the change listener and by `/readyz`, so that whatever notices first
 logs the start, and whatever succeeds first after it logs the end; requests and background
 loops then log nothing of their own.
+
+The two lines speak of a service answering requests: they are said once it does (`serving`,
+called when the start is done). Before, an outage is tracked without a word: a start that
+fails on it says so in its own one line and stops (core.bootstrap), and a command such as
+`mlx migrate` answers no requests at all.
 """
 
 from __future__ import annotations
@@ -114,6 +119,8 @@ class Availability:
         self._lock = threading.Lock()
         self._down_since: float | None = None
         self._reason = ""
+        self._serving = False
+        self._announced = False  # the outage under way was logged (its end will be too)
 
     @property
     def is_down(self) -> bool:
@@ -131,6 +138,12 @@ class Availability:
                 return
             self._down_since = time.monotonic()
             self._reason = reason
+            if not self._serving:
+                return
+            self._announced = True
+        self._log_down(reason)
+
+    def _log_down(self, reason: str) -> None:
         log.warning(
             "%s unreachable (%s): requests that need it answer 503 until it is back",
             self.what,
@@ -146,7 +159,20 @@ class Availability:
                 return
             self._down_since = None
             self._reason = ""
-        log.info("%s reachable again after %.1f s", self.what, time.monotonic() - since)
+            announced, self._announced = self._announced, False
+        if announced:
+            log.info("%s reachable again after %.1f s", self.what, time.monotonic() - since)
+
+    def serving(self) -> None:
+        """The service answers requests from now on: outages are logged, and one already
+        under way is logged now."""
+        with self._lock:
+            self._serving = True
+            if self._down_since is None or self._announced:
+                return
+            self._announced = True
+            reason = self._reason
+        self._log_down(reason)
 
     def saw(self, exc: BaseException) -> Kind | None:
         """Note `exc` (a failed connect or statement); returns its kind."""
