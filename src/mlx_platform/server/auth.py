@@ -79,8 +79,20 @@ def _invalid(reason: str) -> UnauthorizedError:
     return UnauthorizedError(f"The token is not valid: {reason}")
 
 
+# The time claims (RFC 7519 4.1.4-6), as a refusal names them.
+_TIME_CLAIMS = {"exp": "expiry", "nbf": "start of validity", "iat": "issue time"}
+
+
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    """A JSON number a float holds: not a bool, not inf or nan, and not an integer beyond a
+    float's range (JSON allows any number of digits: `"exp": 1000...0` of 400 digits is
+    valid JSON, and `float()` of it raises OverflowError, which answered 500)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _is_string_list(value: object) -> bool:
@@ -97,9 +109,12 @@ def check_claim_types(claims: dict[str, Any]) -> frozenset[str]:
         raise _invalid("its 'sub' claim must be a non-empty string")
     if len(sub) > MAX_SUBJECT_CHARS or not sub.isprintable():
         raise _invalid(f"its 'sub' claim must be printable, at most {MAX_SUBJECT_CHARS} characters")
-    for name in ("exp", "nbf", "iat"):
+    for name, what in _TIME_CLAIMS.items():
         if name in claims and not _is_number(claims[name]):
-            raise _invalid(f"its '{name}' claim must be a number (seconds since the epoch)")
+            raise _invalid(
+                f"its {what} ('{name}' claim) is invalid: it must be a number of seconds since "
+                "the epoch, within a float's range (about 1.8e308)"
+            )
     if "iss" in claims and not isinstance(claims["iss"], str):
         raise _invalid("its 'iss' claim must be a string")
     if "aud" in claims and not (isinstance(claims["aud"], str) or _is_string_list(claims["aud"])):
