@@ -2,7 +2,13 @@ import logging
 
 from cryptography.fernet import Fernet
 
-from mlx_platform.core.secrets import REDACTOR, SecretBox, mask, redact_value
+from mlx_platform.core.secrets import (
+    REDACTOR,
+    SecretBox,
+    mask,
+    redact_value,
+    remember_url_password,
+)
 
 
 def test_sealed_configuration_hides_and_restores_secrets() -> None:
@@ -29,3 +35,27 @@ def test_redact_value_walks_nested_structures() -> None:
     out = redact_value({"a": ["x nested-secret-42 y", {"b": "nested-secret-42"}], "n": 3})
     assert "nested-secret-42" not in str(out)
     assert out["n"] == 3
+
+
+def test_a_url_password_is_masked_as_written_decoded_and_encoded_again() -> None:
+    """An index or git remote URL with credentials: its password masked in the URL and in
+    what is made of it (an HTTP client percent-encodes what the setting wrote plainly), the
+    user name and the rest kept; a URL without a password, or no URL, remembers nothing."""
+    remember_url_password("https://deploy:url-p%40ss-%C3%A9t%C3%A9@index.example/simple/")
+    remember_url_password("https://deploy:plain-é-pw@git.example/repo.git")
+    for text, shown in [
+        (
+            "https://deploy:url-p%40ss-%C3%A9t%C3%A9@index.example/simple/x/",
+            "https://deploy:********@index.example/simple/x/",
+        ),
+        ("password url-p@ss-été refused", "password ******** refused"),
+        (
+            "https://deploy:plain-%C3%A9-pw@git.example/repo.git",
+            "https://deploy:********@git.example/repo.git",
+        ),
+        ("https://deploy:plain-é-pw@git.example/", "https://deploy:********@git.example/"),
+    ]:
+        assert REDACTOR.redact(text) == shown
+    for no_password in ("https://deploy@git.example/", "git@host:org/repo.git", "http://[::1"):
+        remember_url_password(no_password)
+    assert REDACTOR.redact("deploy git.example host org") == "deploy git.example host org"

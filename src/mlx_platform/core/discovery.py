@@ -1,6 +1,11 @@
 """Discovery's answer: what the sources found (`mlx_platform.discovery`), judged by the rules
 (can it run here, does it conflict with what is active, is it registered already) and, with
 `auto_register`, registered.
+
+A package index or git remote may be named with credentials (``https://user:token@host/...``):
+their passwords are given to the secret redactor before the sources run, so the log lines of
+the scan, the answer's locations and messages, and the repository URL of a plugin registered
+from a git remote show them masked.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from mlx_platform.composition import rules
 from mlx_platform.core.audit import Origin
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import register_plugin
+from mlx_platform.core.secrets import REDACTOR, remember_url_password
 from mlx_platform.discovery.common import Found
+from mlx_platform.discovery.git import parse_repos
 from mlx_platform.discovery.scan import collect
 from mlx_platform.errors import MLXError
 from mlx_platform.storage.repositories import PluginRepository
@@ -47,7 +54,11 @@ def discover(
     auto_register: bool,
     origin: Origin | None = None,
 ) -> DiscoveryResult:
-    found, scan_errors = collect(core.settings, sources, include_namespace)
+    settings = core.settings
+    remember_url_password(settings.plugin_index_url or "")
+    for repo in parse_repos(settings.plugin_git_repos):
+        remember_url_password(repo.url)
+    found, scan_errors = collect(settings, sources, include_namespace)
     errors = [DiscoveryError(**e) for e in scan_errors]
 
     # the active plugins (for conflicts) and the registered versions of what was found
@@ -85,11 +96,11 @@ def discover(
                 version=version or None,
                 type=manifest.get("type"),
                 description=manifest.get("description"),
-                location=f.location,
+                location=_shown(f.location),
                 class_path=manifest.get("class_path"),
                 installed=f.installed,
                 compatible=not reason,
-                incompatible_reason=reason or None,
+                incompatible_reason=_shown(reason) or None,
                 conflicts=[c.conflicting_plugin for c in conflicts],
                 already_registered=already,
                 auto_registered=new_id is not None,
@@ -110,7 +121,16 @@ def discover(
         len(errors),
         summary.auto_registered,
     )
+    errors = [
+        e.model_copy(update={"location": _shown(e.location), "message": REDACTOR.redact(e.message)})
+        for e in errors
+    ]
     return DiscoveryResult(discovered_plugins=plugins, discovery_summary=summary, errors=errors)
+
+
+def _shown(text: str | None) -> str | None:
+    """`text` with every known secret masked (a password in a source's URL among them)."""
+    return REDACTOR.redact(text) if text else text
 
 
 def _auto_register(
@@ -118,9 +138,11 @@ def _auto_register(
 ) -> str | None:
     """Register what `f` found; its id, or None with the reason added to `errors`."""
     try:
-        req = RegisterPluginRequest.model_validate(
-            {k: v for k, v in f.manifest.items() if k in _REGISTER_FIELDS}
-        )
+        fields = {k: v for k, v in f.manifest.items() if k in _REGISTER_FIELDS}
+        if isinstance(fields.get("repository_url"), str):
+            # a git remote's URL, kept and shown with the plugin: never its password
+            fields["repository_url"] = _shown(fields["repository_url"])
+        req = RegisterPluginRequest.model_validate(fields)
         return register_plugin(core, req, origin=origin, action="auto_register").id
     except (MLXError, PydanticValidationError) as exc:
         errors.append(

@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken
 
@@ -75,6 +76,25 @@ class SecretRedactor(logging.Filter):
 
 
 REDACTOR = SecretRedactor()
+
+
+def remember_url_password(url: str) -> None:
+    """Have the redactor mask the password of `url`'s userinfo (``scheme://user:password@host``,
+    a package index or git remote that needs credentials): the URL itself, every URL made
+    from it (a page or a file on the same host) and any message quoting it are then shown
+    with the password masked, the user name kept. The password is remembered as written,
+    decoded and percent-encoded again (as an HTTP client writes the URLs it derives), since
+    any of the three may be what a message quotes; one under 3 characters is not (as
+    `SecretRedactor.remember`: masking it would garble every line)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:  # a malformed URL (an unclosed IPv6 bracket): it reaches no host
+        return
+    if not password:
+        return
+    plain = unquote(password)
+    for form in (password, plain, quote(plain, safe="!$&'()*+,;=")):
+        REDACTOR.remember(form)
 
 
 def redact_value(value: Any) -> Any:
