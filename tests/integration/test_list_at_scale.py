@@ -5,100 +5,36 @@ builds the index for a database already holding plugins."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, delete, event, text, update
+from sqlalchemy import create_engine, delete, text, update
 
 from mlx_platform.storage import Database, PluginRow, listing
-from mlx_platform.storage.db import _MIGRATIONS
 from mlx_platform.storage.listing import TOTAL_BOUND
 from mlx_platform.storage.repositories import PluginFilter, PluginRepository
-from tests.conftest import POSTGRES_SERVER, _pg_admin_connect, on_postgres, postgres_url_for
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Plugin:
-    id: str
-    name: str
-    description: str
-    type: str = "data_source"
-    status: str = "registered"
-    created_at: datetime = T0
+from tests.conftest import on_postgres, postgres_url_for
+from tests.integration._list_helpers import (
+    DATABASES,
+    T0,
+    Plugin,
+    creation_times,
+    empty_database,
+    insert,
+    migrate,
+    watch_statements,
+)
 
 
-def row(p: Plugin) -> dict[str, Any]:
-    """The plugins table's columns for `p`, as registration stores them (bulk inserted)."""
-    return {
-        "id": p.id,
-        "name": p.name,
-        "type": p.type,
-        "version": "1.0.0",
-        "description": p.description,
-        "category": None,
-        "class_path": "mlx_test_plugins.SimplePlugin",
-        "isolation": "process",
-        "status": p.status,
-        "loadable": True,
-        "class_info": {},
-        "configuration_schema": {},
-        "metadata": {},
-        "configuration": {},
-        "running_configuration": {},
-        "extra": {},
-        "created_at": p.created_at,
-        "updated_at": p.created_at,
-    }
-
-
-def insert(url: str, plugins: list[Plugin]) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            for i in range(0, len(plugins), 2000):
-                conn.execute(PluginRow.__table__.insert(), [row(p) for p in plugins[i : i + 2000]])
-    finally:
-        engine.dispose()
-
-
-def migrate(url: str, revision: str = "head") -> None:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(_MIGRATIONS))
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
-            conn.commit()
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=DATABASES)
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database of its own, not migrated: a SQLite file, or a PostgreSQL database
-    created for the test and dropped after it."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'list.db'}"
-        return
-    name = f"mlxl_{uuid.uuid4().hex[:20]}"
-    with _pg_admin_connect() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with _pg_admin_connect() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """An empty database of its own, not migrated, dropped after the test."""
+    with empty_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture
@@ -153,22 +89,17 @@ def lister(db_url: str) -> Iterator[Lister]:
 def catalogue(n: int) -> list[Plugin]:
     """`n` plugins in creation order, every fourth sharing the creation time of the one before
     it (ties broken by id), types and statuses mixed."""
-    out = []
-    when = T0
-    for i in range(n):
-        if i % 4:
-            when += timedelta(seconds=1)
-        out.append(
-            Plugin(
-                id=f"plugin_p{(i * 37) % 101:03d}_{i:03d}",  # ids not in creation order
-                name=f"p{i:03d}",
-                description=f"plugin number {i}",
-                type=("data_source", "data_sink", "feature_store")[i % 3],
-                status=("registered", "inactive", "error", "registered")[i % 4],
-                created_at=when,
-            )
+    return [
+        Plugin(
+            id=f"plugin_p{(i * 37) % 101:03d}_{i:03d}",  # ids not in creation order
+            name=f"p{i:03d}",
+            description=f"plugin number {i}",
+            type=("data_source", "data_sink", "feature_store")[i % 3],
+            status=("registered", "inactive", "error", "registered")[i % 4],
+            created_at=when,
         )
-    return out
+        for i, when in enumerate(creation_times(n))
+    ]
 
 
 # ---------------------------------------------------------------------------- search
@@ -534,13 +465,6 @@ def list_version(url: str) -> int:
         engine.dispose()
 
 
-def statements(lst: Lister) -> list[str]:
-    """The SQL the lister's engine runs from now on (a list, filled as it goes)."""
-    seen: list[str] = []
-    event.listen(lst.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
-    return seen
-
-
 def test_a_page_whose_count_is_kept_is_one_statement(lister: Lister, db_url: str) -> None:
     """A first page with its total kept: the page's statement and nothing else (on
     PostgreSQL it reads the list version the kept total is keyed by: `_Reads.rows`), for a
@@ -556,7 +480,7 @@ def test_a_page_whose_count_is_kept_is_one_statement(lister: Lister, db_url: str
     for ask in asks:
         first = lister(limit=2, **ask)
         assert first.has_next and not first.total_is_estimate, ask
-        seen = statements(lister)
+        seen = watch_statements(lister.db.engine)
         again = lister(limit=2, **ask)
         assert (again.total, [r.id for r in again.rows]) == (
             first.total,
@@ -578,7 +502,7 @@ def test_counts_and_first_rows_are_kept_until_a_change_the_list_can_show(
     assert (found.total, found.total_is_estimate, found.has_next) == (len(sinks), False, True)
 
     # the same list again: neither counted nor walked anew
-    seen = statements(lister)
+    seen = watch_statements(lister.db.engine)
     assert lister(limit=2, type="data_sink").total == len(sinks)
     assert lister(limit=2, page=3, search="plugin number").total == 12
     deep = lister.ids(limit=2, page=5)

@@ -9,36 +9,33 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.orm import Session
 
 from mlx_platform import AsyncMLXClient, MLXClient
-from mlx_platform.storage import Database, PluginRow, listing
-from mlx_platform.storage.db import _MIGRATIONS
+from mlx_platform.storage import Database, listing
 from mlx_platform.storage.listing import Listed, Memo, PluginFilter, list_plugins
-from tests.conftest import (
-    POSTGRES_SERVER,
-    _pg_admin_connect,
-    assert_error,
-    clean_env,
-    forked_mlx,
+from tests.conftest import assert_error, clean_env, forked_mlx
+from tests.integration._list_helpers import (
+    DATABASES,
+    T0,
+    Plugin,
+    creation_times,
+    downgrade,
+    empty_database,
+    insert,
+    migrate,
+    watch_statements,
 )
-from tests.integration.test_list_at_scale import migrate
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 SORTS = listing.SORTS
 # sort -> the ORDER BY of the whole table it must agree with, ascending
 ORDER_BY = {"created_at": "created_at, id", "name": "name, id", "type": "type, name, id"}
@@ -56,30 +53,18 @@ def order_by(sort: str) -> str:
     return columns
 
 
-@dataclass(frozen=True)
-class Stored:
-    id: str
-    name: str
-    version: str
-    type: str
-    status: str
-    category: str | None
-    created_at: datetime
-
-
-def sortable(n: int) -> list[Stored]:
+def sortable(n: int) -> list[Plugin]:
     """`n` plugins whose ids follow neither their names nor their creation: names repeat
     (versions), every fourth shares the creation time of the one before it, types, statuses
     and categories mixed."""
     out = []
-    when = T0
-    for i in range(n):
-        if i % 4:
-            when += timedelta(seconds=1)
+    for i, when in enumerate(creation_times(n)):
+        name = NAMES[(i * 7) % len(NAMES)] + ("" if i % 3 else f"-{i % 5}")
         out.append(
-            Stored(
+            Plugin(
                 id=f"plugin_s{(i * 37) % 101:03d}_{i:03d}",
-                name=NAMES[(i * 7) % len(NAMES)] + ("" if i % 3 else f"-{i % 5}"),
+                name=name,
+                description=f"{name} 1.0.{i}",
                 version=f"1.0.{i}",
                 type=TYPES[(i * 5) % len(TYPES)],
                 status=STATUSES[i % len(STATUSES)],
@@ -88,40 +73,6 @@ def sortable(n: int) -> list[Stored]:
             )
         )
     return out
-
-
-def store(url: str, plugins: list[Stored]) -> None:
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                PluginRow.__table__.insert(),
-                [
-                    {
-                        "id": p.id,
-                        "name": p.name,
-                        "type": p.type,
-                        "version": p.version,
-                        "description": f"{p.name} {p.version}",
-                        "category": p.category,
-                        "class_path": "mlx_test_plugins.SimplePlugin",
-                        "isolation": "process",
-                        "status": p.status,
-                        "loadable": True,
-                        "class_info": {},
-                        "configuration_schema": {},
-                        "metadata": {},
-                        "configuration": {},
-                        "running_configuration": {},
-                        "extra": {},
-                        "created_at": p.created_at,
-                        "updated_at": p.created_at,
-                    }
-                    for p in plugins
-                ],
-            )
-    finally:
-        engine.dispose()
 
 
 class Lister:
@@ -163,41 +114,15 @@ class Lister:
                 session.scalars(text(f"SELECT id FROM plugins {where} ORDER BY {order_by(sort)}"))
             )
 
-    def statements(self) -> list[str]:
-        """The SQL this lister runs from now on (a list, filled as it goes)."""
-        seen: list[str] = []
-        event.listen(self.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
-        return seen
-
-
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    """An empty database of its own, not migrated: a SQLite file, or a PostgreSQL database
-    created for it and dropped after."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'sort.db'}"
-        return
-    name = f"mlxs_{uuid.uuid4().hex[:20]}"
-    with _pg_admin_connect() as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with _pg_admin_connect() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-DATABASES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
 
 @pytest.fixture(scope="module", params=DATABASES)
 def stored(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Lister]:
     """90 sortable plugins in a database of their own, shared by the tests that only read."""
-    with database(request.param, tmp_path_factory.mktemp("sort")) as url:
+    with empty_database(request.param, tmp_path_factory.mktemp("sort")) as url:
         migrate(url)
-        store(url, sortable(90))
+        insert(url, sortable(90))
         lst = Lister(url)
         try:
             yield lst
@@ -285,7 +210,7 @@ def test_the_count_is_the_filters_whatever_the_order(fresh: Lister) -> None:
         first = fresh(limit=3, **flt)
         assert first.has_next and not first.total_is_estimate
         for sort in SORTS:
-            seen = fresh.statements()
+            seen = watch_statements(fresh.db.engine)
             again = fresh(limit=3, sort=sort, **flt)
             assert again.total == first.total, (flt, sort)
             assert not [s for s in seen if "count(" in s.lower()], (flt, sort, seen)
@@ -366,12 +291,12 @@ def indexed(columns: list[list[str]], sort: str, filter_column: str | None) -> b
 def test_upgrade_from_0004_indexes_each_order_of_the_plugins_already_stored(
     kind: str, tmp_path: Path
 ) -> None:
-    with database(kind, tmp_path) as url:
+    with empty_database(kind, tmp_path) as url:
         migrate(url, "0004")
         before = index_columns(url)
         assert not indexed(before, "name", None)
         plugins = sortable(40)
-        store(url, list(reversed(plugins)))  # stored out of every order
+        insert(url, list(reversed(plugins)))  # stored out of every order
         migrate(url)
         after = index_columns(url)
         for sort in SORTS:
@@ -386,16 +311,7 @@ def test_upgrade_from_0004_indexes_each_order_of_the_plugins_already_stored(
                 ), sort
         finally:
             lst.db.dispose()
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
-        engine = create_engine(url)
-        try:
-            with engine.connect() as conn:
-                cfg.attributes["connection"] = conn
-                command.downgrade(cfg, "0004")
-                conn.commit()
-        finally:
-            engine.dispose()
+        downgrade(url, "0004")
         assert sorted(index_columns(url)) == sorted(before)
 
 
@@ -406,9 +322,9 @@ def test_upgrade_from_0004_indexes_each_order_of_the_plugins_already_stored(
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated database holding 45 sortable plugins (set up before, and dropped after,
     the servers of a test that asks for it first)."""
-    with database(request.param, tmp_path) as url:
+    with empty_database(request.param, tmp_path) as url:
         migrate(url)
-        store(url, sortable(45))
+        insert(url, sortable(45))
         yield url
 
 
