@@ -8,7 +8,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # How to make each secret the service keeps in MLX_HOME when its setting is unset: said when
@@ -41,6 +41,11 @@ _SECONDS = (
     "node_heartbeat_interval",
     "node_dead_after",
 )
+# Each duration's longest value, and that said in words
+_LONGEST = {
+    **dict.fromkeys(_SECONDS, (MAX_SECONDS, "a year")),
+    "admin_token_ttl": (MAX_TOKEN_TTL, "100 years"),
+}
 
 
 def settings_problems(exc: ValidationError) -> str:
@@ -325,18 +330,12 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
 
-    @field_validator(*_SECONDS, mode="after")
+    @field_validator(*_LONGEST, mode="after")
     @classmethod
-    def _check_seconds(cls, value: float) -> float:
-        if value > MAX_SECONDS:
-            raise ValueError(f"must be at most {MAX_SECONDS} seconds (a year)")
-        return value
-
-    @field_validator("admin_token_ttl", mode="after")
-    @classmethod
-    def _check_admin_token_ttl(cls, value: int) -> int:
-        if value > MAX_TOKEN_TTL:
-            raise ValueError(f"must be at most {MAX_TOKEN_TTL} seconds (100 years)")
+    def _check_at_most(cls, value: float, info: ValidationInfo) -> float:
+        longest, said = _LONGEST[str(info.field_name)]
+        if value > longest:
+            raise ValueError(f"must be at most {longest} seconds ({said})")
         return value
 
     @field_validator("plugin_index_url", mode="after")
