@@ -1,14 +1,29 @@
-"""Shared by the benchmarks: timing helpers and the figure line format."""
+"""Shared by the benchmarks: timing helpers, the figure line format, notes on stderr and the
+failure of a measurement."""
 
 from __future__ import annotations
 
 import math
 import socket
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+
+class Failed(Exception):
+    """A measurement that could not be taken honestly (said why)."""
+
+
+def logger(bench: str) -> Callable[[str], None]:
+    """A benchmark's notes: each a line on stderr that opens with its name."""
+
+    def log(message: str) -> None:
+        print(f"{bench}: {message}", file=sys.stderr, flush=True)
+
+    return log
 
 
 @dataclass

@@ -55,7 +55,7 @@ from typing import Any
 
 import httpx
 import psutil
-from _common import Figure, each_call_us, free_port, log_tail
+from _common import Failed, Figure, each_call_us, free_port, log_tail, logger
 
 from mlx_platform.testing.service import terminate
 
@@ -88,12 +88,7 @@ FRESH = {"Cache-Control": "no-cache"}
 INVOKE_BODY = '{"operation": "echo", "arguments": {"value": 1}}'
 
 
-def _log(message: str) -> None:
-    print(f"bench_api: {message}", file=sys.stderr, flush=True)
-
-
-class Failed(Exception):
-    """A measurement that could not be taken honestly (said why)."""
+_log = logger("bench_api")
 
 
 # ---------------------------------------------------------------- wrk
@@ -423,37 +418,49 @@ def sequential_pair(
     return get_p50, call_p50
 
 
-def sequential_p50_ms(
-    client: httpx.Client, path: str, params: dict[str, Any], check: Check
-) -> tuple[float, int]:
-    """Median latency of sequential requests (keep-alive) and the answer's total; every
-    answer must be 200, the first a full page whose items pass `check` (None: they do).
+def interleaved_p50_ms(
+    client: httpx.Client, path: str, asks: list[tuple[dict[str, Any], Check]]
+) -> list[tuple[float, int]]:
+    """Sequential requests (keep-alive) of each ask, one of each in turn so that they see the
+    same machine: the median latency of each and its answer's total; every answer must be
+    200, the first of each a full page whose items pass its check.
 
     Each request says `Cache-Control: no-cache`, which the service's read cache honours
     (server/read_cache.py): what is timed is the query and the route, not a kept answer."""
-    limit = int(params.get("limit", PAGE))
-    samples = []
-    total = -1
+    samples: list[list[float]] = [[] for _ in asks]
+    totals = [-1 for _ in asks]
     for i in range(WARMUP_REQUESTS + REQUESTS):
-        t0 = time.perf_counter()
-        r = client.get(path, params=params, headers=FRESH)
-        elapsed = time.perf_counter() - t0
-        if r.status_code != 200:
-            raise Failed(f"GET {path} {params} answered {r.status_code}: {r.text[:500]}")
-        if i == 0:
-            # the first answer: nothing of this query kept yet (storage/listing.py keeps
-            # counts and deep pages' first rows per data version): said, not counted
-            _log(f"GET {path} {params}: first request {elapsed * 1000:.2f} ms")
-            body = r.json()
-            if len(body["data"]) != limit:
-                raise Failed(f"GET {path} {params} answered {len(body['data'])} items, not {limit}")
-            problem = check(body["data"])
-            if problem:
-                raise Failed(f"GET {path} {params}: {problem}")
-            total = int(body["pagination"]["total"])
-        if i >= WARMUP_REQUESTS:
-            samples.append(elapsed * 1000)
-    return statistics.median(samples), total
+        for n, (params, check) in enumerate(asks):
+            t0 = time.perf_counter()
+            r = client.get(path, params=params, headers=FRESH)
+            elapsed = time.perf_counter() - t0
+            if r.status_code != 200:
+                raise Failed(f"GET {path} {params} answered {r.status_code}: {r.text[:500]}")
+            if i == 0:
+                # the first answer: nothing of this query kept yet (storage/listing.py keeps
+                # counts and deep pages' first rows per data version): said, not counted
+                _log(f"GET {path} {params}: first request {elapsed * 1000:.2f} ms")
+                body = r.json()
+                limit = int(params.get("limit", PAGE))
+                if len(body["data"]) != limit:
+                    raise Failed(
+                        f"GET {path} {params} answered {len(body['data'])} items, not {limit}"
+                    )
+                problem = check(body["data"])
+                if problem:
+                    raise Failed(f"GET {path} {params}: {problem}")
+                totals[n] = int(body["pagination"]["total"])
+            if i >= WARMUP_REQUESTS:
+                samples[n].append(elapsed * 1000)
+    return [(statistics.median(kept), total) for kept, total in zip(samples, totals, strict=True)]
+
+
+def sequential_p50_ms(
+    client: httpx.Client, path: str, params: dict[str, Any], check: Check
+) -> tuple[float, int]:
+    """`interleaved_p50_ms` of one request: its median latency and its answer's total."""
+    ((p50, total),) = interleaved_p50_ms(client, path, [(params, check)])
+    return p50, total
 
 
 _NO_INDEX_PG = ("enable_indexscan", "enable_indexonlyscan", "enable_bitmapscan")
@@ -840,7 +847,7 @@ def sorted_pages(r: Results, client: httpx.Client, db_url: str) -> None:
     same machine; each page as the database orders it."""
     limit, deep = DEEP
     name_order = "name, id"
-    plain, first, last = interleaved_p50_ms(
+    (plain, _), (first, _), (last, _) = interleaved_p50_ms(
         client,
         "/v1/plugins",
         [
@@ -857,33 +864,6 @@ def sorted_pages(r: Results, client: httpx.Client, db_url: str) -> None:
         f"{r.db}: sort=name page 1 p50 {first:.2f} ms, page {deep} p50 {last:.2f} ms; "
         f"default order page 1 p50 {plain:.2f} ms"
     )
-
-
-def interleaved_p50_ms(
-    client: httpx.Client, path: str, asks: list[tuple[dict[str, Any], Check]]
-) -> list[float]:
-    """`sequential_p50_ms` of several requests at once, one of each in turn: the median
-    latency of each, its first answer a full page whose items pass its check."""
-    samples: list[list[float]] = [[] for _ in asks]
-    for i in range(WARMUP_REQUESTS + REQUESTS):
-        for (params, check), kept in zip(asks, samples, strict=True):
-            t0 = time.perf_counter()
-            r = client.get(path, params=params, headers=FRESH)
-            elapsed = time.perf_counter() - t0
-            if r.status_code != 200:
-                raise Failed(f"GET {path} {params} answered {r.status_code}: {r.text[:500]}")
-            if i == 0:
-                _log(f"GET {path} {params}: first request {elapsed * 1000:.2f} ms")
-                items = r.json()["data"]
-                limit = int(params.get("limit", PAGE))
-                if len(items) != limit:
-                    raise Failed(f"GET {path} {params} answered {len(items)} items, not {limit}")
-                problem = check(items)
-                if problem:
-                    raise Failed(f"GET {path} {params}: {problem}")
-            if i >= WARMUP_REQUESTS:
-                kept.append(elapsed * 1000)
-    return [statistics.median(kept) for kept in samples]
 
 
 def search(

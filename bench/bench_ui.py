@@ -39,7 +39,6 @@ import math
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 import traceback
@@ -50,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _common import Figure
+from _common import Failed, Figure, logger
 
 from mlx_platform.testing.service import LiveService, start_service
 
@@ -71,12 +70,7 @@ CHANGED = """([before, n]) => {
 API = "(GET /v1/plugins alone: the API, httpx, no-cache)"
 
 
-def _log(message: str) -> None:
-    print(f"bench_ui: {message}", file=sys.stderr, flush=True)
-
-
-class Failed(Exception):
-    """A measurement that could not be taken honestly (said why)."""
+_log = logger("bench_ui")
 
 
 @dataclass
