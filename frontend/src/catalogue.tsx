@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, Pagination } from "./api";
-import { ErrorBox, HealthDot, StatusBadge } from "./common";
+import { ErrorBox, HealthDot, SearchInput, StatusBadge, TYPING_PAUSE_MS } from "./common";
 
 interface Summary {
   id: string;
@@ -43,7 +43,7 @@ export function Catalogue() {
     const t = window.setTimeout(() => {
       setSearch(typed);
       setPage(1);
-    }, 250);
+    }, TYPING_PAUSE_MS);
     return () => window.clearTimeout(t);
   }, [typed]);
 
@@ -144,17 +144,7 @@ export function Catalogue() {
             ))}
           </select>
         </label>
-        <label>
-          Search
-          <input
-            type="search"
-            name="search"
-            maxLength={200}
-            value={typed}
-            placeholder="name or description"
-            onInput={(e) => setTyped((e.target as HTMLInputElement).value)}
-          />
-        </label>
+        <SearchInput label="Search" value={typed} onType={setTyped} />
       </form>
       <ErrorBox error={error} />
       <table class="plugins" aria-label="Plugins" data-loaded={loaded ? "yes" : "no"}>

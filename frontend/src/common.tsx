@@ -1,5 +1,35 @@
 import { ApiError } from "./api";
 
+/** How long typing must pause before a search box's text is asked of the API (not once per
+ * keystroke). */
+export const TYPING_PAUSE_MS = 250;
+
+/** A search box of the plugin list (its `search` parameter: a name or description), labelled
+ * `label`; `onType` gets every keystroke's text. */
+export function SearchInput({
+  label,
+  value,
+  onType,
+}: {
+  label: string;
+  value: string;
+  onType: (typed: string) => void;
+}) {
+  return (
+    <label>
+      {label}
+      <input
+        type="search"
+        name="search"
+        maxLength={200}
+        value={value}
+        placeholder="name or description"
+        onInput={(e) => onType((e.target as HTMLInputElement).value)}
+      />
+    </label>
+  );
+}
+
 export function StatusBadge({ status }: { status: string }) {
   return <span class={`badge badge-${status}`}>{status}</span>;
 }

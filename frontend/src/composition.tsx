@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { api, holds, Pagination } from "./api";
-import { ErrorBox } from "./common";
+import { ErrorBox, SearchInput, TYPING_PAUSE_MS } from "./common";
 
 interface Summary {
   id: string;
@@ -40,7 +40,6 @@ interface Pick {
 const NEEDS_WRITE = "Validating a composition needs a token with the scope plugins:write";
 const FOUND_LIMIT = 20; // matches per page of the search
 const VERSIONS_LIMIT = 100; // the list API's largest page
-const DEBOUNCE_MS = 250;
 
 /** The names of `rows` in their order (the API's ranking), each with its versions. */
 function byName(rows: Summary[]): { name: string; type: string; versions: string[] }[] {
@@ -73,7 +72,7 @@ export function Composition() {
     const t = window.setTimeout(() => {
       setSearch(typed.trim());
       setFoundPages(1);
-    }, DEBOUNCE_MS);
+    }, TYPING_PAUSE_MS);
     return () => window.clearTimeout(t);
   }, [typed]);
 
@@ -165,17 +164,7 @@ export function Composition() {
         <section aria-labelledby="find-title" class="finder">
           <h2 id="find-title">Find plugins</h2>
           <form role="search" aria-label="Find plugins" onSubmit={(e) => e.preventDefault()}>
-            <label>
-              Search plugins
-              <input
-                type="search"
-                name="search"
-                maxLength={200}
-                value={typed}
-                placeholder="name or description"
-                onInput={(e) => setTyped((e.target as HTMLInputElement).value)}
-              />
-            </label>
+            <SearchInput label="Search plugins" value={typed} onType={setTyped} />
           </form>
           <p class="hint" data-testid="found-info" aria-live="polite">
             {pending ? "Searching…" : matchText}
