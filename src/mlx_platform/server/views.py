@@ -4,7 +4,10 @@ secrets masked, figures measured or zero), a page's pagination block, a configur
 Core hands over frozen dataclasses (`registry.ShownPlugin`, `registry.PluginDetails`,
 `paging.Page`, `configuration.ConfigurationChange`); each is turned into its wire model here,
 once, by the model's validating constructor (pydantic-core builds it; FastAPI then
-serialises the instance without validating it again).
+serialises the instance without validating it again). A list item is the exception (issue
+13): a plain dict of PluginSummary's fields, in its order and with its JSON's types, which
+the list route writes with orjson in one pass (tests/integration/test_list_bytes.py holds
+the bytes to the model's own).
 """
 
 from __future__ import annotations
@@ -17,13 +20,10 @@ from mlx_platform.core.paging import Page
 from mlx_platform.core.registry import PluginDetails, ShownPlugin
 from mlx_platform.core.secrets import REDACTOR, mask
 from mlx_platform.wire import (
-    ConfigurationSummary,
     ConfigurationUpdateResult,
     HealthSummary,
     Pagination,
     PluginDetail,
-    PluginSummary,
-    ResourceRequirements,
 )
 
 _META_DEFAULTS: dict[str, Any] = {
@@ -44,55 +44,60 @@ def _words(text: str | None) -> str | None:
     return REDACTOR.redact(text) if text else text
 
 
+def page_fields(page: Page[Any]) -> dict[str, Any]:
+    """A page's pagination block: Pagination's fields, in its order."""
+    return {
+        "page": page.page,
+        "limit": page.limit,
+        "total": page.total,
+        "has_next": page.has_next,
+        "total_is_estimate": page.total_is_estimate,
+    }
+
+
 def pagination(page: Page[Any]) -> Pagination:
-    return Pagination(
-        page=page.page,
-        limit=page.limit,
-        total=page.total,
-        has_next=page.has_next,
-        total_is_estimate=page.total_is_estimate,
-    )
+    return Pagination(**page_fields(page))
 
 
-def health_summary(plugin: ShownPlugin) -> HealthSummary:
-    """The last health check; for a plugin shown in `error` (no replica runs it), unhealthy
-    with the reason."""
+def health_summary(plugin: ShownPlugin) -> dict[str, Any]:
+    """The last health check, as HealthSummary's fields; for a plugin shown in `error` (no
+    replica runs it), unhealthy with the reason."""
     row, shown = plugin.row, plugin.shown
     if shown.status == "error" and row.status == "active":
-        return HealthSummary(
-            status="unhealthy",
-            last_check=row.health_last_check,
-            response_time_ms=row.health_response_time_ms,
-            message=_words(shown.reason),
-        )
-    return HealthSummary(
-        status=row.health_status,
-        last_check=row.health_last_check,
-        response_time_ms=row.health_response_time_ms,
-        message=_words(row.health_message),
-    )
+        status, message = "unhealthy", shown.reason
+    else:
+        status, message = row.health_status, row.health_message
+    took = row.health_response_time_ms
+    return {
+        "status": status,
+        "last_check": row.health_last_check,  # UTC (UTCDateTime): orjson's OPT_UTC_Z writes Z
+        "response_time_ms": None if took is None else float(took),
+        "message": _words(message),
+    }
 
 
-def plugin_summary(plugin: ShownPlugin) -> PluginSummary:
+def plugin_summary(plugin: ShownPlugin) -> dict[str, Any]:
+    """A list item: PluginSummary's fields, in its order, each as the model holds it (floats
+    float, lists fresh), from the columns the list reads (storage/listing.py _SHOWN)."""
     row = plugin.row
     meta = row.plugin_metadata or {}
-    return PluginSummary(
-        id=row.id,
-        name=row.name,
-        type=row.type,
-        version=row.version,
-        status=plugin.shown.status,
-        description=row.description,
-        category=row.category,
-        capabilities=list(meta.get("capabilities") or []),
-        conflicts_with=list(meta.get("conflicts_with") or []),
-        integration_points=list(meta.get("integration_points") or []),
-        resource_requirements=ResourceRequirements(**row.requirements),
-        configuration=ConfigurationSummary(**config_schema.summary(row.configuration_schema or {})),
-        health=health_summary(plugin),
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+    return {
+        "id": row.id,
+        "name": row.name,
+        "type": row.type,
+        "version": row.version,
+        "status": plugin.shown.status,
+        "description": row.description,
+        "category": row.category,
+        "capabilities": list(meta.get("capabilities") or []),
+        "conflicts_with": list(meta.get("conflicts_with") or []),
+        "integration_points": list(meta.get("integration_points") or []),
+        "resource_requirements": row.requirements,  # ResourceRequirements' fields, typed
+        "configuration": config_schema.summary(row.configuration_schema or {}),
+        "health": health_summary(plugin),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
 
 
 def plugin_detail(details: PluginDetails) -> PluginDetail:
@@ -122,7 +127,7 @@ def plugin_detail(details: PluginDetails) -> PluginDetail:
         pending_restart=details.pending_restart,
         operations=sorted((row.class_info or {}).get("operations", {})),
         performance_metrics=details.performance,
-        health=health_summary(plugin),
+        health=HealthSummary(**health_summary(plugin)),
         documentation_url=row.documentation_url,
         repository_url=row.repository_url,
         created_at=row.created_at,

@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 import anyio.to_thread
+import orjson
 from fastapi import APIRouter, Body, Path, Query, Response
-from pydantic import AfterValidator, TypeAdapter
+from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
 from mlx_platform.core import activation, composition, configuration, discovery, lifecycle, registry
@@ -158,17 +159,18 @@ async def list_plugins(
     return Response(content, media_type="application/json")
 
 
-_PLUGIN_PAGE = TypeAdapter(PageEnvelope[PluginSummary])
-
-
 def _list_page(core: Core, flt: PluginFilter, page: int, limit: int, sort: str | None) -> bytes:
+    """The page's JSON, as FastAPI writes `PageEnvelope[PluginSummary]` by alias (the route's
+    response_model, kept for the OpenAPI), written once by orjson from plain dicts (issue 13):
+    the items' datetimes are UTC, which OPT_UTC_Z writes with a Z as pydantic does."""
     found = registry.list_plugins(core, flt, page=page, limit=limit, sort=sort)
-    return _PLUGIN_PAGE.dump_json(
-        PageEnvelope[PluginSummary](
-            data=[views.plugin_summary(p) for p in found.items],
-            pagination=views.pagination(found),
-        ),
-        by_alias=True,  # as FastAPI writes a response_model
+    return orjson.dumps(
+        {
+            "success": True,
+            "data": [views.plugin_summary(p) for p in found.items],
+            "pagination": views.page_fields(found),
+        },
+        option=orjson.OPT_UTC_Z,
     )
 
 
