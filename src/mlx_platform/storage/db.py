@@ -48,8 +48,6 @@ def _make_engine(url: str, *, immediate: bool = False) -> Engine:
         if "connect_timeout" not in url:
             kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
     engine = create_engine(url, **kwargs)
-    if engine.dialect.name != "sqlite":
-        _ping_when_idle(engine)
     if engine.dialect.name == "sqlite":
         # pysqlite's own transaction handling defers BEGIN and cannot say IMMEDIATE; take it
         # over as SQLAlchemy's docs show ("Serializable isolation / Savepoints / Transactional
@@ -72,6 +70,8 @@ def _make_engine(url: str, *, immediate: bool = False) -> Engine:
         def _on_begin(conn: Any) -> None:
             conn.exec_driver_sql(begin_sql)
 
+    else:
+        _ping_when_idle(engine)
     return engine
 
 
