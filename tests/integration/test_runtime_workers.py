@@ -637,6 +637,72 @@ def test_new_invocations_during_a_graceful_deactivation_are_refused(
     assert r.json()["data"]["result"] is True
 
 
+def test_a_call_that_read_the_plugin_before_its_deactivation_never_waits_nor_restarts_it(
+    admin: httpx.Client, live_server: LiveServer, unique_name: str, tmp_path: Path
+) -> None:
+    """The race behind a 60 s hang: a call reads the plugin (active), then a deactivation
+    removes its instance and drains it. The call finds no instance; it must be refused at
+    once (not wait for the drain's lock), and once the deactivation is over it must not start
+    the deactivated plugin again."""
+    from mlx_platform.core import lifecycle
+    from mlx_platform.errors import InvalidStateError
+
+    core = live_server.core
+    started, release = tmp_path / "call-started", tmp_path / "release"
+    plugin = active_probe(admin, unique_name)
+    stale = lifecycle.get_row(core, plugin)  # read while it is active
+    with live_server.client() as sleeper_client, live_server.client() as deactivate_client:
+        in_flight = InBackground(
+            lambda: invoke(
+                sleeper_client,
+                plugin,
+                "wait_for_file",
+                path=str(release),
+                limit=60,
+                started_file=str(started),
+            )
+        )
+        in_flight.start()
+        wait_file(started)
+        deactivation = InBackground(
+            lambda: deactivate_client.post(
+                f"/v1/plugins/{plugin}/deactivate", json={"graceful_shutdown_timeout": 60}
+            )
+        )
+        deactivation.start()
+        poll(lambda: core.host.get(plugin), lambda inst: inst is None, what="instance removed")
+
+        outcome: list[BaseException | object] = []
+        caller = threading.Thread(
+            target=lambda: outcome.append(_attempt(lambda: lifecycle.call_instance(core, stale))),
+            daemon=True,
+        )
+        caller.start()
+        caller.join(10)
+        waited, draining = caller.is_alive(), deactivation.is_alive()
+        release.write_text("")
+        assert not waited, "the call waited for the deactivation's drain"
+        assert draining, "the deactivation was over before the call: the race was not made"
+        assert isinstance(outcome[0], InvalidStateError), outcome
+        assert "being deactivated" in outcome[0].message
+
+        assert deactivation.result().status_code == 200
+        assert in_flight.result().status_code == 200
+
+    # After the deactivation, the same stale read is refused as not active, and starts nothing.
+    with pytest.raises(InvalidStateError, match="is not active"):
+        lifecycle.call_instance(core, stale)
+    assert core.host.get(plugin) is None
+    assert detail(admin, plugin)["status"] == "inactive"
+
+
+def _attempt(func: Callable[[], object]) -> BaseException | object:
+    try:
+        return func()
+    except BaseException as exc:  # noqa: BLE001 - the test looks at what was raised
+        return exc
+
+
 # ---------------------------------------------------------------- configuration
 
 

@@ -266,12 +266,17 @@ class Invocation:
     duration_ms: float
 
 
-def _running_instance(core: Core, row: PluginRow) -> RunningInstance:
+def call_instance(core: Core, row: PluginRow) -> RunningInstance:
     """This replica's instance of the active `row`, started now if it was not yet (a change
     this replica had not heard of, or auto_start false)."""
     instance = core.host.get(row.id)
     if instance is None or instance.generation != row.generation:
-        core.reconciler.converge(replica.desired_of(core, row))
+        # `row` may be older than a deactivation that has stopped the instance meanwhile:
+        # the reconciler decides from the plugin as stored now, and never starts it again.
+        if not core.reconciler.converge_for_call(row.id):
+            fresh = get_row(core, row.id)
+            if fresh.status != "active":
+                raise refusals.not_active_for_calls(fresh)
         instance = core.host.get(row.id)
     if instance is None:
         views = replica.observed(core, [row.id])[row.id]
@@ -311,7 +316,7 @@ def call_target(core: Core, plugin_id: str) -> RunningInstance:
     if row.status != "active":
         core.admitted.pop(plugin_id, None)
         raise refusals.not_active_for_calls(row)
-    instance = _running_instance(core, row)
+    instance = call_instance(core, row)
     core.admitted[plugin_id] = (generation, row)
     return instance
 

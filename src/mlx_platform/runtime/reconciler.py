@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from mlx_platform.errors import MLXError, PluginHealthCheckFailedError
+from mlx_platform.errors import InvalidStateError, MLXError, PluginHealthCheckFailedError
 from mlx_platform.runtime.host import PluginHost
 from mlx_platform.runtime.instance import RunningInstance, WorkerOptions, bring_up_failure
 from mlx_platform.runtime.loading import ClassLoadError
@@ -153,6 +153,7 @@ class Reconciler:
         self._busy: set[str] = set()
         self._recheck: set[str] = set()
         self._busy_lock = threading.Lock()
+        self._retiring: set[str] = set()  # plugins whose instance is stopping here
         self.passes = 0
 
     # ------------------------------------------------------------------ loop
@@ -430,18 +431,44 @@ class Reconciler:
         """Stop this replica's instance of a plugin nobody wants running any more. Returns the
         calls still in flight when it stopped."""
         with self.lock(plugin_id):
-            self.supervisor.reset(plugin_id)
-            inst = self.host.remove(plugin_id)
-            pending = 0
-            if inst is not None:
-                self.report(
-                    plugin_id,
-                    Observation("stopping", inst.generation, inst.config_version, pid=inst.pid),
-                )
-                pending = inst.stop(graceful_timeout=graceful_timeout, force=force)
-                log.info("plugin %s stopped on this replica", plugin_id)
-            self.report(plugin_id, None)
-            return pending
+            self._retiring.add(plugin_id)
+            try:
+                self.supervisor.reset(plugin_id)
+                inst = self.host.remove(plugin_id)
+                pending = 0
+                if inst is not None:
+                    self.report(
+                        plugin_id,
+                        Observation("stopping", inst.generation, inst.config_version, pid=inst.pid),
+                    )
+                    pending = inst.stop(graceful_timeout=graceful_timeout, force=force)
+                    log.info("plugin %s stopped on this replica", plugin_id)
+                self.report(plugin_id, None)
+                return pending
+            finally:
+                self._retiring.discard(plugin_id)
+
+    def converge_for_call(self, plugin_id: str) -> bool:
+        """For a call that found no instance of the plugin's generation here (a change this
+        replica had not heard of, or auto_start false): bring the plugin to its desired state
+        as stored now, under its lock. False: it should not run any more (the call read the
+        plugin just before a deactivation), and nothing was started.
+
+        A call never waits for a deactivation's drain (up to its graceful timeout): while the
+        plugin's instance is stopping here the call is refused at once, as the stopping
+        instance itself refuses new calls. Waiting for the lock is polled for that reason."""
+        lock = self.lock(plugin_id)
+        while not lock.acquire(timeout=0.02):
+            if plugin_id in self._retiring:
+                raise _shutting_down(plugin_id)
+        try:
+            d = self.load_one(plugin_id)
+            if d is None:
+                return False
+            self.converge(d)
+            return True
+        finally:
+            lock.release()
 
     def _on_exit(self, inst: RunningInstance, reason: str) -> None:
         """Called from an instance's watcher thread when its worker ended unexpectedly."""
@@ -487,3 +514,10 @@ class Reconciler:
         """Service shutdown: stop every instance, in parallel."""
         self.supervisor.close()
         self.host.stop_all(graceful_timeout)
+
+
+def _shutting_down(plugin_id: str) -> InvalidStateError:
+    return InvalidStateError(
+        f"Plugin '{plugin_id}' is being deactivated on this replica: new calls are refused",
+        {"plugin_id": plugin_id, "status": "stopping"},
+    )
