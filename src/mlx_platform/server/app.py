@@ -21,6 +21,7 @@ from mlx_platform.core.context import Core
 from mlx_platform.server.docs import install_docs
 from mlx_platform.server.errors import error_response, install_error_handlers
 from mlx_platform.server.fast_invoke import FastInvokeMiddleware
+from mlx_platform.server.fast_list import FastListMiddleware
 from mlx_platform.server.limits import RequestLimitsMiddleware
 from mlx_platform.server.logging_setup import configure_logging
 from mlx_platform.server.middleware import ACCESS, RequestContextMiddleware
@@ -68,6 +69,7 @@ class ServiceApp(FastAPI):
     front: ASGIApp | None = None
     read_cache: ReadCacheMiddleware | None = None
     fast_invoke: FastInvokeMiddleware | None = None
+    fast_list: FastListMiddleware | None = None
     # the lifespan logged why the start failed, in one line (`lifespan` in create_app)
     start_failure_logged = False
 
@@ -145,11 +147,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # access line, last-resort 500), then the size limits (refused before a token is checked
     # or a body read), then the read cache (a kept answer is served only after those two
     # have seen the request, like any other; it counts every invocation as a change), then
-    # the invocations that need no route.
+    # the lists and the invocations that need no route.
     alive = orjson.dumps({"status": "ok", "version": __version__, "database": core.db.dialect})
     app.fast_invoke = FastInvokeMiddleware(app.framework, core=core)
+    app.fast_list = FastListMiddleware(app.fast_invoke, core=core)
     cache = ReadCacheMiddleware(
-        app.fast_invoke,
+        app.fast_list,
         core=core,
         fixed={"/healthz": lambda: alive if state["ready"] else None},  # else the route's 503
     )

@@ -69,11 +69,11 @@ router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
 
 # C0 and C1 control characters and DEL: never part of a name, a type or a search, and
 # PostgreSQL refuses NUL in text outright.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _no_control_characters(value: str | None) -> str | None:
-    if value is not None and _CONTROL.search(value):
+    if value is not None and CONTROL.search(value):
         raise PydanticCustomError("control_character", "must not contain control characters")
     return value
 
@@ -155,11 +155,11 @@ async def list_plugins(
     flt = PluginFilter(type=type, status=status, category=category, search=search)
     # One hop to a thread, which reads and writes the answer's bytes: a sync route took a
     # second one, where FastAPI checks what it returned against `response_model` (issue 13)
-    content = await anyio.to_thread.run_sync(_list_page, core, flt, page, limit, sort)
+    content = await anyio.to_thread.run_sync(list_page, core, flt, page, limit, sort)
     return Response(content, media_type="application/json")
 
 
-def _list_page(core: Core, flt: PluginFilter, page: int, limit: int, sort: str | None) -> bytes:
+def list_page(core: Core, flt: PluginFilter, page: int, limit: int, sort: str | None) -> bytes:
     """The page's JSON, as FastAPI writes `PageEnvelope[PluginSummary]` by alias (the route's
     response_model, kept for the OpenAPI), written once by orjson from plain dicts (issue 13):
     the items' datetimes are UTC, which OPT_UTC_Z writes with a Z as pydantic does."""
