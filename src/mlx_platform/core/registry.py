@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NamedTuple
@@ -28,6 +29,7 @@ from mlx_platform.reasons import plain_reason
 from mlx_platform.runtime.probe import ProbeResult, probe_class
 from mlx_platform.runtime.reconciler import RUNNING_STATES
 from mlx_platform.storage import PluginRow
+from mlx_platform.storage.listing import ListedRow
 from mlx_platform.storage.repositories import PluginFilter, PluginRepository
 from mlx_platform.wire import (
     DeleteResult,
@@ -59,6 +61,15 @@ class ShownPlugin:
     """A stored plugin and the status the API shows for it."""
 
     row: PluginRow
+    shown: Shown
+
+
+@dataclass(frozen=True, slots=True)
+class ListedPlugin:
+    """A list item: the columns a list shows of a stored plugin, and the status the API shows
+    for it."""
+
+    row: ListedRow
     shown: Shown
 
 
@@ -349,14 +360,14 @@ def _next_steps(
 
 def list_plugins(
     core: Core, flt: PluginFilter, *, page: int, limit: int, sort: str | None = None
-) -> Page[ShownPlugin]:
+) -> Page[ListedPlugin]:
     live = replica.live_since(core)
     with core.db.read() as session:
         found = PluginRepository(session).list(
             flt, page=page, limit=limit, sort=sort, live_since=live
         )
     shown = shown_status(core, found.rows)
-    items = [ShownPlugin(r, shown[r.id]) for r in found.rows]
+    items = [ListedPlugin(r, shown[r.id]) for r in found.rows]
     return Page(
         items,
         page=page,
@@ -384,7 +395,7 @@ def get_plugin(core: Core, plugin_id: str) -> PluginDetails:
     )
 
 
-def shown_status(core: Core, rows: list[PluginRow]) -> dict[str, Shown]:
+def shown_status(core: Core, rows: Sequence[PluginRow | ListedRow]) -> dict[str, Shown]:
     """The status the API shows, by plugin id: the desired state, except that an `active`
     plugin that no live replica runs shows `error`, with the replicas' reasons."""
     out = {r.id: Shown(r.status, r.status_reason) for r in rows}

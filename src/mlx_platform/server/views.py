@@ -1,8 +1,8 @@
 """Core's typed results as the API shows them: stored plugins (PluginSummary, PluginDetail:
 secrets masked, figures measured or zero), a page's pagination block, a configuration change.
 
-Core hands over frozen dataclasses (`registry.ShownPlugin`, `registry.PluginDetails`,
-`paging.Page`, `configuration.ConfigurationChange`); each is turned into its wire model here,
+Core hands over frozen dataclasses (`registry.ListedPlugin`, `registry.ShownPlugin`,
+`registry.PluginDetails`, `paging.Page`, `configuration.ConfigurationChange`); each is turned into its wire model here,
 once, by the model's validating constructor (pydantic-core builds it; FastAPI then
 serialises the instance without validating it again). A list item is the exception (issue
 13): a plain dict of PluginSummary's fields, in its order and with its JSON's types, which
@@ -17,7 +17,7 @@ from typing import Any
 from mlx_platform.core import config_schema, integrity
 from mlx_platform.core.configuration import ConfigurationChange
 from mlx_platform.core.paging import Page
-from mlx_platform.core.registry import PluginDetails, ShownPlugin
+from mlx_platform.core.registry import ListedPlugin, PluginDetails, ShownPlugin
 from mlx_platform.core.secrets import REDACTOR, mask
 from mlx_platform.wire import (
     ConfigurationUpdateResult,
@@ -59,7 +59,7 @@ def pagination(page: Page[Any]) -> Pagination:
     return Pagination(**page_fields(page))
 
 
-def health_summary(plugin: ShownPlugin) -> dict[str, Any]:
+def health_summary(plugin: ShownPlugin | ListedPlugin) -> dict[str, Any]:
     """The last health check, as HealthSummary's fields; for a plugin shown in `error` (no
     replica runs it), unhealthy with the reason."""
     row, shown = plugin.row, plugin.shown
@@ -76,9 +76,9 @@ def health_summary(plugin: ShownPlugin) -> dict[str, Any]:
     }
 
 
-def plugin_summary(plugin: ShownPlugin) -> dict[str, Any]:
+def plugin_summary(plugin: ListedPlugin) -> dict[str, Any]:
     """A list item: PluginSummary's fields, in its order, each as the model holds it (floats
-    float, lists fresh), from the columns the list reads (storage/listing.py _SHOWN)."""
+    float, lists fresh), from the columns the list reads (storage/listing.py ListedRow)."""
     row = plugin.row
     meta = row.plugin_metadata or {}
     return {

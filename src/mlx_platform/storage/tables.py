@@ -116,12 +116,17 @@ class PluginRow(Base):
 
     @property
     def requirements(self) -> dict[str, Any]:
-        meta = self.plugin_metadata or {}
-        return {
-            "min_memory_mb": int(meta.get("min_memory_mb") or 0),
-            "min_cpu_cores": float(meta.get("min_cpu_cores") or 0),
-            "gpu_required": bool(meta.get("gpu_required") or False),
-        }
+        return requirements_of(self.plugin_metadata)
+
+
+def requirements_of(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    """What a plugin needs of a replica, from its metadata (ResourceRequirements' fields)."""
+    meta = metadata or {}
+    return {
+        "min_memory_mb": int(meta.get("min_memory_mb") or 0),
+        "min_cpu_cores": float(meta.get("min_cpu_cores") or 0),
+        "gpu_required": bool(meta.get("gpu_required") or False),
+    }
 
 
 class PluginIdSequence(Base):
