@@ -477,14 +477,14 @@ def _rows_by_id(session: Session, ids: Sequence[str]) -> list[ListedRow]:
 
 class _Group:
     """The plugins of one rank (a name match; a match in the description alone), in search
-    key order: their ids from an offset, and how many there are."""
+    key order: their rows from an offset, and how many there are."""
 
     def __init__(
         self,
-        ids: Callable[[int, int], list[str]],
+        rows: Callable[[int, int], list[ListedRow]],
         count: Callable[[], int],
     ) -> None:
-        self.ids = ids
+        self.rows = rows
         self.count = count
 
 
@@ -536,24 +536,22 @@ class _SqliteSearch(_Search):
             )
 
     def rows(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[ListedRow]:
-        return _rows_by_id(self.session, self.page(conds, offset, n))
-
-    def page(self, conds: list[ColumnElement[bool]], offset: int, n: int) -> list[str]:
-        """The ids of `n` matches from `offset` on: the groups one after the other, each
-        read from the index in its order (statements in the process: no round trips)."""
-        ids: list[str] = []
+        """`n` matches from `offset` on: the groups one after the other, each read from the
+        index in its order with the plugins' shown columns (statements in the process: no
+        round trips; no second statement for the rows)."""
+        rows: list[ListedRow] = []
         skip = offset
         for group in self.groups_for(conds):
-            want = n - len(ids)
+            want = n - len(rows)
             if not want:
                 break
-            got = group.ids(skip, want)
+            got = group.rows(skip, want)
             if got:
-                ids += got
+                rows += got
                 skip = 0  # the next group from its start
             elif skip:
                 skip = max(0, skip - group.count())  # the whole group lies before the page
-        return ids
+        return rows
 
     def _starting(self, fts: str, term: str) -> str | None:
         """A MATCH of the indexed trigrams that start with the 1-2 character `term` (None:
@@ -578,14 +576,30 @@ class _SqliteSearch(_Search):
             stmt = stmt.where(exists().where(PluginRow.id == _KEYS.c.plugin_id, *conds))
         return stmt
 
+    def _shown_matches(self, fts: str, query: str, conds: list[ColumnElement[bool]]) -> Select[Any]:
+        """The shown columns of the plugins matching `query` in table `fts` (and `conds`),
+        in key order: the index's rows joined to their plugins."""
+        index = table(fts, column("rowid", Integer))
+        return (
+            select(*_SHOWN_COLUMNS)
+            .select_from(
+                index.join(_KEYS, _KEYS.c.k == index.c.rowid).join(
+                    PluginRow.__table__, PluginRow.id == _KEYS.c.plugin_id
+                )
+            )
+            .where(text(f"{fts} MATCH :q").bindparams(q=query), *conds)
+            .order_by(index.c.rowid)
+        )
+
     def _group(self, fts: str, query: str | None, conds: list[ColumnElement[bool]]) -> _Group:
         if query is None:
             return _Group(lambda _o, _n: [], lambda: 0)
-        matches = self._matches(fts, query, conds)
+        shown = self._shown_matches(fts, query, conds)
         return _Group(
-            lambda o, n: list(self.session.scalars(matches.offset(o).limit(n))),
+            lambda o, n: _listed(self.session.execute(shown.offset(o).limit(n))),
             lambda: self.reads.kept(
-                ("group", fts, query), lambda: _count(self.session, matches.order_by(None))
+                ("group", fts, query),
+                lambda: _count(self.session, self._matches(fts, query, conds).order_by(None)),
             ),
         )
 
