@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -41,10 +42,20 @@ READY_TIMEOUT_S = 2.0
 PING_AFTER_IDLE_S = 1.0
 
 
+# 19 digits in a row: a number that may not fit in 64 bits (every integer of up to 18 digits
+# does), which orjson would read as a float, silently; or just a long number in a string.
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+
+
 def _json_loads(text_: str | bytes) -> Any:
     """JSON columns as read: orjson (several times the standard library's speed, which a list
     page of 20 plugins spent ~0.4 ms on; issue 13), and the standard library for what only
-    it reads (NaN and Infinity, which `json.dumps`, the columns' writer, may have written)."""
+    it reads as written: integers beyond 64 bits (orjson makes them floats) and NaN and
+    Infinity (which `json.dumps`, the columns' writer, writes for such floats)."""
+    long_digits = _LONG_DIGITS_BYTES if isinstance(text_, bytes) else _LONG_DIGITS
+    if long_digits.search(text_):  # type: ignore[arg-type]
+        return json.loads(text_)
     try:
         return orjson.loads(text_)
     except orjson.JSONDecodeError:
