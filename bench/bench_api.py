@@ -12,8 +12,10 @@ same run.
   worker round trip (measured as bench_runtime.py does), both taken with `wrk -c1` in
   alternating runs (`sequential_pair`): under `-c32` a p50 is the connections over the
   throughput, so it would compare throughputs again.
-- Search, filters, deep pages: medians of sequential requests of one keep-alive httpx client;
-  each answer must hold a full page (an empty answer would be fast and wrong). The LIKE scan
+- Search, filters, deep pages: p50 of one request at a time, from `wrk -t1 -c1` (the client's
+  own cost is small: a Python client's was 1-3 ms of each request here), median of 3 runs;
+  the first answer, read with httpx, must hold a full page (an empty answer would be fast and
+  wrong), every other one must be 200; httpx's own p50 is logged beside it. The LIKE scan
   (`%term%` on name and description, or on the filter's column; first page + COUNT of all
   matches, on the database directly, a scan of the table) is timed in the same run.
 - Sorted (issue 15, `sort=name`): page 1 beside page 1 in the default order, and page 4,000
@@ -29,7 +31,8 @@ same run.
   memory; the RSS with it running is in the log) and 3 s idle.
 
 Settings (environment): MLX_BENCH_WRK_SECONDS (5), MLX_BENCH_WRK_WARMUP (1; seconds of wrk
-before each measured run, not counted), MLX_BENCH_API_REQUESTS (50), MLX_BENCH_API_STARTS (3),
+before each measured run, not counted), MLX_BENCH_API_REQUESTS (50: httpx requests per
+latency figure, logged only), MLX_BENCH_API_STARTS (3),
 MLX_BENCH_API_PLUGINS (100000), MLX_BENCH_API_DATABASES ("sqlite,postgresql").
 PostgreSQL: 127.0.0.1:5432, user postgres, trust auth; a fresh database per run, dropped.
 """
@@ -70,7 +73,8 @@ WRK_WARMUP = int(os.environ.get("MLX_BENCH_WRK_WARMUP", "1"))
 CONNECTIONS = 32
 PAIR_ROUNDS = 5  # alternating wrk -c1 runs of a GET and an invocation (api_invoke_p50)
 REQUESTS = int(os.environ.get("MLX_BENCH_API_REQUESTS", "50"))
-WARMUP_REQUESTS = 5
+LATENCY_ROUNDS = 3  # wrk -c1 runs per latency figure, alternated with the others of its group
+LATENCY_SECONDS = 1
 STARTS = int(os.environ.get("MLX_BENCH_API_STARTS", "3"))
 PLUGINS = int(os.environ.get("MLX_BENCH_API_PLUGINS", "100000"))
 DATABASES = [
@@ -421,38 +425,57 @@ def sequential_pair(
 def interleaved_p50_ms(
     client: httpx.Client, path: str, asks: list[tuple[dict[str, Any], Check]]
 ) -> list[tuple[float, int]]:
-    """Sequential requests (keep-alive) of each ask, one of each in turn so that they see the
-    same machine: the median latency of each and its answer's total; every answer must be
-    200, the first of each a full page whose items pass its check.
+    """The p50 latency of each ask, one request at a time, and its answer's total.
+
+    First one request of each through `client` (keep-alive httpx), whose answer must be 200
+    and a full page whose items pass the ask's check; then LATENCY_ROUNDS rounds of one
+    `wrk -t1 -c1` run of LATENCY_SECONDS per ask, the asks in turn so that they see the same
+    machine, every answer 200 (wrk counts any other as a failure); each ask's figure is the
+    median of its runs' p50. wrk, the load generator of the throughput figures, times the
+    service: a Python client's own time per request (1-3 ms on this 2-core machine for
+    httpx, beside the server on the other core; a raw socket client measured the server's
+    own p50 1-3 ms lower) is not the service's latency. The p50 of REQUESTS sequential httpx
+    requests is logged beside it.
 
     Each request says `Cache-Control: no-cache`, which the service's read cache honours
     (server/read_cache.py): what is timed is the query and the route, not a kept answer."""
-    samples: list[list[float]] = [[] for _ in asks]
-    totals = [-1 for _ in asks]
-    for i in range(WARMUP_REQUESTS + REQUESTS):
-        for n, (params, check) in enumerate(asks):
+    totals: list[int] = []
+    urls: list[str] = []
+    for params, check in asks:
+        t0 = time.perf_counter()
+        r = client.get(path, params=params, headers=FRESH)
+        elapsed = time.perf_counter() - t0
+        if r.status_code != 200:
+            raise Failed(f"GET {path} {params} answered {r.status_code}: {r.text[:500]}")
+        # the first answer: nothing of this query kept yet (storage/listing.py keeps counts
+        # and deep pages' first rows per data version): said, not counted
+        _log(f"GET {path} {params}: first request {elapsed * 1000:.2f} ms")
+        body = r.json()
+        limit = int(params.get("limit", PAGE))
+        if len(body["data"]) != limit:
+            raise Failed(f"GET {path} {params} answered {len(body['data'])} items, not {limit}")
+        problem = check(body["data"])
+        if problem:
+            raise Failed(f"GET {path} {params}: {problem}")
+        totals.append(int(body["pagination"]["total"]))
+        urls.append(str(r.request.url))
+        httpx_ms = []
+        for _ in range(REQUESTS):
             t0 = time.perf_counter()
-            r = client.get(path, params=params, headers=FRESH)
-            elapsed = time.perf_counter() - t0
-            if r.status_code != 200:
-                raise Failed(f"GET {path} {params} answered {r.status_code}: {r.text[:500]}")
-            if i == 0:
-                # the first answer: nothing of this query kept yet (storage/listing.py keeps
-                # counts and deep pages' first rows per data version): said, not counted
-                _log(f"GET {path} {params}: first request {elapsed * 1000:.2f} ms")
-                body = r.json()
-                limit = int(params.get("limit", PAGE))
-                if len(body["data"]) != limit:
-                    raise Failed(
-                        f"GET {path} {params} answered {len(body['data'])} items, not {limit}"
-                    )
-                problem = check(body["data"])
-                if problem:
-                    raise Failed(f"GET {path} {params}: {problem}")
-                totals[n] = int(body["pagination"]["total"])
-            if i >= WARMUP_REQUESTS:
-                samples[n].append(elapsed * 1000)
-    return [(statistics.median(kept), total) for kept, total in zip(samples, totals, strict=True)]
+            client.get(path, params=params, headers=FRESH)
+            httpx_ms.append((time.perf_counter() - t0) * 1000)
+        _log(f"GET {path} {params}: httpx client p50 {statistics.median(httpx_ms):.2f} ms")
+    auth = [f"{k}: {v}" for k, v in client.headers.items() if k.lower() == "authorization"]
+    headers = auth + [f"{k}: {v}" for k, v in FRESH.items()]
+    runs: list[list[float]] = [[] for _ in asks]
+    for _ in range(LATENCY_ROUNDS):
+        for n, url in enumerate(urls):
+            runs[n].append(
+                wrk(url, headers=headers, script=None, seconds=LATENCY_SECONDS, c=1).p50_ms
+            )
+    for (params, _), got in zip(asks, runs, strict=True):
+        _log(f"GET {path} {params}: wrk -c1 p50 per run {_fmt(got)} ms")
+    return [(statistics.median(got), total) for got, total in zip(runs, totals, strict=True)]
 
 
 def sequential_p50_ms(
@@ -828,11 +851,13 @@ def load_and_latency(
 
     def pages() -> None:
         limit, deep = DEEP
-        first, _ = sequential_p50_ms(
-            client, "/v1/plugins", {"limit": limit, "page": 1}, page_check(db_url, limit, 1)
-        )
-        last, total = sequential_p50_ms(
-            client, "/v1/plugins", {"limit": limit, "page": deep}, page_check(db_url, limit, deep)
+        (first, _), (last, total) = interleaved_p50_ms(
+            client,
+            "/v1/plugins",
+            [
+                ({"limit": limit, "page": 1}, page_check(db_url, limit, 1)),
+                ({"limit": limit, "page": deep}, page_check(db_url, limit, deep)),
+            ],
         )
         r.page = (first, last)
         _log(f"{r.db}: page 1 p50 {first:.2f} ms, page {deep} p50 {last:.2f} ms (total {total})")
