@@ -590,31 +590,42 @@ def test_forced_deactivation_answers_at_once_and_kills_the_worker_with_its_call_
     assert detail(admin, plugin)["status"] == "inactive"
 
 
+def drain_while_a_call_waits(
+    sleeper_client: httpx.Client, deactivate_client: httpx.Client, plugin: str, tmp_path: Path
+) -> tuple[InBackground, InBackground]:
+    """A call in flight until the test writes `tmp_path / "release"` (the drain lasts as long
+    as the test needs), then a graceful deactivation (60 s) started behind it."""
+    started, release = tmp_path / "call-started", tmp_path / "release"
+    in_flight = InBackground(
+        lambda: invoke(
+            sleeper_client,
+            plugin,
+            "wait_for_file",
+            path=str(release),
+            limit=60,
+            started_file=str(started),
+        )
+    )
+    in_flight.start()
+    wait_file(started)
+    deactivation = InBackground(
+        lambda: deactivate_client.post(
+            f"/v1/plugins/{plugin}/deactivate", json={"graceful_shutdown_timeout": 60}
+        )
+    )
+    deactivation.start()
+    return in_flight, deactivation
+
+
 def test_new_invocations_during_a_graceful_deactivation_are_refused(
     admin: httpx.Client, live_server: LiveServer, unique_name: str, tmp_path: Path
 ) -> None:
-    started, release = tmp_path / "call-started", tmp_path / "release"
+    release = tmp_path / "release"
     plugin = active_probe(admin, unique_name)
     with live_server.client() as sleeper_client, live_server.client() as deactivate_client:
-        # a call in flight until the test releases it: the drain lasts as long as the test needs
-        in_flight = InBackground(
-            lambda: invoke(
-                sleeper_client,
-                plugin,
-                "wait_for_file",
-                path=str(release),
-                limit=60,
-                started_file=str(started),
-            )
+        in_flight, deactivation = drain_while_a_call_waits(
+            sleeper_client, deactivate_client, plugin, tmp_path
         )
-        in_flight.start()
-        wait_file(started)
-        deactivation = InBackground(
-            lambda: deactivate_client.post(
-                f"/v1/plugins/{plugin}/deactivate", json={"graceful_shutdown_timeout": 60}
-            )
-        )
-        deactivation.start()
 
         # Until the deactivation begins, calls still go through; once it has, they are refused.
         refused = poll(
@@ -648,28 +659,13 @@ def test_a_call_that_read_the_plugin_before_its_deactivation_never_waits_nor_res
     from mlx_platform.errors import InvalidStateError
 
     core = live_server.core
-    started, release = tmp_path / "call-started", tmp_path / "release"
+    release = tmp_path / "release"
     plugin = active_probe(admin, unique_name)
     stale = lifecycle.get_row(core, plugin)  # read while it is active
     with live_server.client() as sleeper_client, live_server.client() as deactivate_client:
-        in_flight = InBackground(
-            lambda: invoke(
-                sleeper_client,
-                plugin,
-                "wait_for_file",
-                path=str(release),
-                limit=60,
-                started_file=str(started),
-            )
+        in_flight, deactivation = drain_while_a_call_waits(
+            sleeper_client, deactivate_client, plugin, tmp_path
         )
-        in_flight.start()
-        wait_file(started)
-        deactivation = InBackground(
-            lambda: deactivate_client.post(
-                f"/v1/plugins/{plugin}/deactivate", json={"graceful_shutdown_timeout": 60}
-            )
-        )
-        deactivation.start()
         poll(lambda: core.host.get(plugin), lambda inst: inst is None, what="instance removed")
 
         outcome: list[BaseException | object] = []

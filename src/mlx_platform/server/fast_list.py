@@ -26,11 +26,10 @@ from typing import Any, get_args
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from mlx_platform.core.context import Core
 from mlx_platform.server.deps import holds_scope
-from mlx_platform.server.fast_invoke import send_json
+from mlx_platform.server.fast_invoke import FrontLayer, send_json
 from mlx_platform.server.routes.plugins import CONTROL, list_page
 from mlx_platform.storage.listing import PluginFilter
 from mlx_platform.wire import PluginSort
@@ -43,12 +42,7 @@ _PAGE_MAX, _LIMIT_MAX = 1_000_000, 100
 _DECIMAL = re.compile(r"[1-9][0-9]{0,6}")
 
 
-class FastListMiddleware:
-    def __init__(self, app: ASGIApp, core: Core) -> None:
-        self.app = app
-        self.core = core
-        self.answered = 0  # lists this layer answered (the rest went to the route)
-
+class FastListMiddleware(FrontLayer):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != _LIST:
             await self.app(scope, receive, send)
