@@ -17,6 +17,7 @@ from mlx_platform.core.secrets import REDACTOR, redact_value
 from mlx_platform.errors import MLXError
 from mlx_platform.reasons import plain_reason
 from mlx_platform.server.deps import authorize
+from mlx_platform.server.json_body import NOT_A_NUMBER
 from mlx_platform.server.request_context import current_request_id
 from mlx_platform.storage.availability import (
     RETRY_AFTER_BUSY_S,
@@ -97,6 +98,8 @@ def _validation_details(
         field = _field_name(loc)
         if kind == "json_invalid":
             field, reason = "body", "is not valid JSON"
+            if (err.get("ctx") or {}).get("error") == NOT_A_NUMBER:
+                reason += f": {NOT_A_NUMBER}"
         elif kind == "missing" and loc == ("body",):
             field, reason = "body", "a JSON body is required"
         else:

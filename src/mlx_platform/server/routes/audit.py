@@ -12,11 +12,12 @@ from mlx_platform.errors import ValidationError
 from mlx_platform.server import views
 from mlx_platform.server.auth import Principal
 from mlx_platform.server.deps import Admin, CoreDep
+from mlx_platform.server.json_body import StrictJSONRoute
 from mlx_platform.server.openapi import errors_for
 from mlx_platform.server.request_context import current_request_id
 from mlx_platform.wire import AuditEvent, PageEnvelope
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=StrictJSONRoute)
 
 
 def origin_of(principal: Principal) -> audit.Origin:

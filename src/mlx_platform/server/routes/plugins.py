@@ -37,6 +37,7 @@ from mlx_platform.server import views
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
 from mlx_platform.server.invocation import invoke
+from mlx_platform.server.json_body import StrictJSONRoute
 from mlx_platform.server.openapi import errors_for
 from mlx_platform.server.routes.audit import origin_of
 from mlx_platform.storage.repositories import PluginFilter
@@ -65,7 +66,7 @@ from mlx_platform.wire import (
     ValidateCompositionRequest,
 )
 
-router = APIRouter(prefix="/v1/plugins", tags=["plugins"])
+router = APIRouter(prefix="/v1/plugins", tags=["plugins"], route_class=StrictJSONRoute)
 
 # C0 and C1 control characters and DEL: never part of a name, a type or a search, and
 # PostgreSQL refuses NUL in text outright.
