@@ -60,6 +60,9 @@ def test_plain_lists_are_answered_in_front_with_the_routes_bytes(
     assert fast.headers["content-type"] == routed.headers["content-type"]
     assert fast.headers["content-length"] == routed.headers["content-length"]
     assert fast.headers["x-request-id"].startswith("req_")
+    # every header the route's answer has, but the request's own id, with the same value
+    same = {k: v for k, v in routed.headers.items() if k != "x-request-id"}
+    assert {k: v for k, v in fast.headers.items() if k != "x-request-id"} == same
     assert fast.json()["success"] is True
 
 
