@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,8 +43,10 @@ PING_AFTER_IDLE_S = 1.0
 
 # 19 digits in a row: a number that may not fit in 64 bits (every integer of up to 18 digits
 # does), which orjson would read as a float, silently; or just a long number in a string.
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+# Found by mapping every digit to "0" and every other byte to " ": ~1.6 us for a 400-byte
+# document, where a regular expression took ~9 (more than orjson's whole parse).
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
 
 
 def _json_loads(text_: str | bytes) -> Any:
@@ -53,8 +54,8 @@ def _json_loads(text_: str | bytes) -> Any:
     page of 20 plugins spent ~0.4 ms on; issue 13), and the standard library for what only
     it reads as written: integers beyond 64 bits (orjson makes them floats) and NaN and
     Infinity (which `json.dumps`, the columns' writer, writes for such floats)."""
-    long_digits = _LONG_DIGITS_BYTES if isinstance(text_, bytes) else _LONG_DIGITS
-    if long_digits.search(text_):  # type: ignore[arg-type]
+    raw = text_.encode() if isinstance(text_, str) else text_
+    if _LONG_RUN in raw.translate(_DIGITS_AS_ZERO):
         return json.loads(text_)
     try:
         return orjson.loads(text_)
