@@ -30,15 +30,20 @@ from starlette.types import Receive, Scope, Send
 
 from mlx_platform.server.deps import holds_scope
 from mlx_platform.server.fast_invoke import FrontLayer, send_json
-from mlx_platform.server.routes.plugins import CONTROL, list_page
+from mlx_platform.server.routes.plugins import (
+    CONTROL,
+    LIST_LIMIT_MAX,
+    LIST_PAGE_MAX,
+    LIST_TEXT_LIMITS,
+    ListStatus,
+    list_page,
+)
 from mlx_platform.storage.listing import PluginFilter
 from mlx_platform.wire import PluginSort
 
 _LIST = "/v1/plugins"
-_TEXT_LIMITS = {"type": 64, "category": 100, "search": 200}  # the route's max_length
-_STATUSES = frozenset({"registered", "active", "inactive", "error"})
+_STATUSES = frozenset(get_args(ListStatus))
 _SORTS = frozenset(get_args(PluginSort))
-_PAGE_MAX, _LIMIT_MAX = 1_000_000, 100
 _DECIMAL = re.compile(r"[1-9][0-9]{0,6}")
 
 
@@ -77,8 +82,8 @@ def plain_query(
         values[key] = value
     number: dict[str, int] = {"page": 1, "limit": 20}
     for key, value in values.items():
-        if key in _TEXT_LIMITS:
-            if len(value) > _TEXT_LIMITS[key] or CONTROL.search(value):
+        if key in LIST_TEXT_LIMITS:
+            if len(value) > LIST_TEXT_LIMITS[key] or CONTROL.search(value):
                 return None
         elif key == "status":
             if value not in _STATUSES:
@@ -92,7 +97,7 @@ def plain_query(
             number[key] = int(value)
         else:
             return None
-    if number["page"] > _PAGE_MAX or number["limit"] > _LIMIT_MAX:
+    if number["page"] > LIST_PAGE_MAX or number["limit"] > LIST_LIMIT_MAX:
         return None
     if "sort" in values and "search" in values:
         return None  # the route's 422

@@ -73,6 +73,14 @@ router = APIRouter(prefix="/v1/plugins", tags=["plugins"], route_class=StrictJSO
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
+# The list's query bounds, the route's and server/fast_list.py's (which answers plain lists in
+# front of the framework and must take exactly what this route takes).
+LIST_TEXT_LIMITS = {"type": 64, "category": 100, "search": 200}  # max_length of each
+ListStatus = Literal["registered", "active", "inactive", "error"]
+LIST_PAGE_MAX = 1_000_000
+LIST_LIMIT_MAX = 100
+
+
 def _no_control_characters(value: str | None) -> str | None:
     if value is not None and CONTROL.search(value):
         raise PydanticCustomError("control_character", "must not contain control characters")
@@ -125,16 +133,20 @@ def ok(data: object) -> dict[str, object]:
 async def list_plugins(
     core: CoreDep,
     _p: Reader,
-    type: Annotated[str | None, Query(max_length=64, description="e.g. data_source"), Text] = None,
-    status: Annotated[Literal["registered", "active", "inactive", "error"] | None, Query()] = None,
-    category: Annotated[str | None, Query(max_length=100), Text] = None,
-    page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    type: Annotated[
+        str | None,
+        Query(max_length=LIST_TEXT_LIMITS["type"], description="e.g. data_source"),
+        Text,
+    ] = None,
+    status: Annotated[ListStatus | None, Query()] = None,
+    category: Annotated[str | None, Query(max_length=LIST_TEXT_LIMITS["category"]), Text] = None,
+    page: Annotated[int, Query(ge=1, le=LIST_PAGE_MAX)] = 1,
+    limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 20,
     search: Annotated[
         str | None,
         Query(
             min_length=1,
-            max_length=200,
+            max_length=LIST_TEXT_LIMITS["search"],
             description="Text within the name or the description, case ignored; ranked",
         ),
         Text,
