@@ -28,15 +28,19 @@ NOT_A_NUMBER = "NaN and Infinity are not JSON numbers, nor is a number beyond a 
 def strict_loads(body: bytes | str) -> Any:
     """`json.loads`, refusing what is not a JSON number (json.JSONDecodeError, as for any
     other invalid JSON)."""
-    doc = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+
+    def refuse(text: str) -> json.JSONDecodeError:
+        # the document as text only when refusing it: a body that passes is not decoded twice
+        doc = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        return json.JSONDecodeError(NOT_A_NUMBER, doc, max(doc.find(text), 0))
 
     def constant(name: str) -> Any:
-        raise json.JSONDecodeError(NOT_A_NUMBER, doc, max(doc.find(name), 0))
+        raise refuse(name)
 
     def finite(text: str) -> float:
         value = float(text)
         if not math.isfinite(value):
-            raise json.JSONDecodeError(NOT_A_NUMBER, doc, max(doc.find(text), 0))
+            raise refuse(text)
         return value
 
     return json.loads(body, parse_constant=constant, parse_float=finite)
