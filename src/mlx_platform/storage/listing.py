@@ -566,37 +566,28 @@ class _SqliteSearch(_Search):
         ).all()
         return " OR ".join(_phrase(t) for t in terms) or None
 
-    def _matches(self, fts: str, query: str, conds: list[ColumnElement[bool]]) -> Select[Any]:
-        """Ids of the plugins matching `query` in table `fts` (and `conds`), in key order."""
+    def _matches(
+        self, fts: str, query: str, conds: list[ColumnElement[bool]], *, shown: bool = False
+    ) -> Select[Any]:
+        """The plugins matching `query` in table `fts` (and `conds`), in key order: their ids
+        (the index alone, the plugins' rows only for `conds`), or (`shown`) their shown
+        columns, the index's rows joined to their plugins."""
         index = table(fts, column("rowid", Integer))
-        stmt = (
-            select(_KEYS.c.plugin_id)
-            .select_from(index.join(_KEYS, _KEYS.c.k == index.c.rowid))
-            .where(text(f"{fts} MATCH :q").bindparams(q=query))
-            .order_by(index.c.rowid)
-        )
-        if conds:
-            stmt = stmt.where(exists().where(PluginRow.id == _KEYS.c.plugin_id, *conds))
-        return stmt
-
-    def _shown_matches(self, fts: str, query: str, conds: list[ColumnElement[bool]]) -> Select[Any]:
-        """The shown columns of the plugins matching `query` in table `fts` (and `conds`),
-        in key order: the index's rows joined to their plugins."""
-        index = table(fts, column("rowid", Integer))
-        return (
-            _SHOWN_SELECT.select_from(
-                index.join(_KEYS, _KEYS.c.k == index.c.rowid).join(
-                    PluginRow.__table__, PluginRow.id == _KEYS.c.plugin_id
-                )
-            )
-            .where(text(f"{fts} MATCH :q").bindparams(q=query), *conds)
-            .order_by(index.c.rowid)
-        )
+        found = index.join(_KEYS, _KEYS.c.k == index.c.rowid)
+        if shown:
+            stmt = _SHOWN_SELECT.select_from(
+                found.join(PluginRow.__table__, PluginRow.id == _KEYS.c.plugin_id)
+            ).where(*conds)
+        else:
+            stmt = select(_KEYS.c.plugin_id).select_from(found)
+            if conds:
+                stmt = stmt.where(exists().where(PluginRow.id == _KEYS.c.plugin_id, *conds))
+        return stmt.where(text(f"{fts} MATCH :q").bindparams(q=query)).order_by(index.c.rowid)
 
     def _group(self, fts: str, query: str | None, conds: list[ColumnElement[bool]]) -> _Group:
         if query is None:
             return _Group(lambda _o, _n: [], lambda: 0)
-        shown = self._shown_matches(fts, query, conds)
+        shown = self._matches(fts, query, conds, shown=True)
         return _Group(
             lambda o, n: _listed(self.session.execute(shown.offset(o).limit(n))),
             lambda: self.reads.kept(
