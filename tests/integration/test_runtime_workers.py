@@ -135,9 +135,10 @@ def wait_file(path: Path, timeout: float = 10.0) -> None:
 
 
 class InBackground(threading.Thread):
-    """Run one request on a thread of its own; `.response` or `.error` once joined."""
+    """Run one request (or any call) on a thread of its own; `.response` (what it returned)
+    or `.error` once joined."""
 
-    def __init__(self, func: Callable[[], httpx.Response]) -> None:
+    def __init__(self, func: Callable[[], Any]) -> None:
         super().__init__(daemon=True)
         self.func = func
         self.response: httpx.Response | None = None
@@ -668,19 +669,15 @@ def test_a_call_that_read_the_plugin_before_its_deactivation_never_waits_nor_res
         )
         poll(lambda: core.host.get(plugin), lambda inst: inst is None, what="instance removed")
 
-        outcome: list[BaseException | object] = []
-        caller = threading.Thread(
-            target=lambda: outcome.append(_attempt(lambda: lifecycle.call_instance(core, stale))),
-            daemon=True,
-        )
+        caller = InBackground(lambda: lifecycle.call_instance(core, stale))
         caller.start()
         caller.join(10)
         waited, draining = caller.is_alive(), deactivation.is_alive()
         release.write_text("")
         assert not waited, "the call waited for the deactivation's drain"
         assert draining, "the deactivation was over before the call: the race was not made"
-        assert isinstance(outcome[0], InvalidStateError), outcome
-        assert "being deactivated" in outcome[0].message
+        assert isinstance(caller.error, InvalidStateError), (caller.error, caller.response)
+        assert "being deactivated" in caller.error.message
 
         assert deactivation.result().status_code == 200
         assert in_flight.result().status_code == 200
@@ -690,13 +687,6 @@ def test_a_call_that_read_the_plugin_before_its_deactivation_never_waits_nor_res
         lifecycle.call_instance(core, stale)
     assert core.host.get(plugin) is None
     assert detail(admin, plugin)["status"] == "inactive"
-
-
-def _attempt(func: Callable[[], object]) -> BaseException | object:
-    try:
-        return func()
-    except BaseException as exc:  # noqa: BLE001 - the test looks at what was raised
-        return exc
 
 
 # ---------------------------------------------------------------- configuration
