@@ -495,7 +495,6 @@ class Reconciler:
         """An instance died (after `ran_for` s) or could not start: the restart policy says
         what happens next, and the observed state says it."""
         message, gave_up = self.supervisor.failed(plugin_id, generation, reason, ran_for=ran_for)
-        (log.error if gave_up else log.warning)("plugin %s: %s", plugin_id, message)
         self.report(
             plugin_id,
             Observation(
@@ -509,6 +508,8 @@ class Reconciler:
                 restarts=self.supervisor.attempts(plugin_id),
             ),
         )
+        # Logged once stored: whoever reads the log line and then the plugin sees the failure.
+        (log.error if gave_up else log.warning)("plugin %s: %s", plugin_id, message)
 
     def stop_all(self, graceful_timeout: float) -> None:
         """Service shutdown: stop every instance, in parallel."""
