@@ -141,8 +141,9 @@ def serve(
     # start). The lifespan freezes what was loaded and enables the collector when ready
     # (server/app.py; docs/decisions.md, "Start-up").
     gc.disable()
-    # every module of the server extra, tried now: the service imports them as it starts
-    missing = install_line("mlx serve", cli=False)
+    # every module of the server extra looked for now (the imports below say the same line
+    # for one that is found but fails to import)
+    missing = install_line("mlx serve", cli=False, quick=True)
     if missing:
         typer.echo(f"error: {missing}", err=True)
         raise typer.Exit(1)

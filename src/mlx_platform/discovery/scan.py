@@ -17,7 +17,6 @@ from mlx_platform.discovery.common import Found, Scan
 from mlx_platform.discovery.entry_points import scan_entry_points
 from mlx_platform.discovery.filesystem import scan_filesystem
 from mlx_platform.discovery.git import parse_repos, scan_repo
-from mlx_platform.discovery.index import scan_index
 from mlx_platform.discovery.namespace import check_namespace_name, scan_namespace
 from mlx_platform.errors import MLXError
 from mlx_platform.settings import Settings
@@ -91,6 +90,11 @@ def collect(
                 lambda: scan_installed(cache / "entry_points.json", settings.class_check_timeout),
             )
             if settings.plugin_index_url:
+                # imported here: the index reader loads httpx (~60 ms, which loads its own
+                # command line's rich and pygments when they are installed), and the service
+                # imports this module as it starts
+                from mlx_platform.discovery.index import scan_index
+
                 url = settings.plugin_index_url
                 index = pool.submit(_safely, "pypi", url, lambda: scan_index(url, cache / "index"))
         repos = []
