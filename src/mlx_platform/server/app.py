@@ -29,6 +29,7 @@ from mlx_platform.server.openapi import operation_id
 from mlx_platform.server.prometheus import render as render_prometheus
 from mlx_platform.server.read_cache import ReadCacheMiddleware
 from mlx_platform.server.routes import audit, nodes, plugins
+from mlx_platform.server.routing import add_routes
 from mlx_platform.server.ui import install_ui
 from mlx_platform.settings import Settings
 from mlx_platform.storage.availability import RETRY_AFTER_OUTAGE_S
@@ -161,9 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.front = RequestContextMiddleware(limits, node_id=core.node_id)
     app.read_cache = cache
-    app.include_router(plugins.router)
-    app.include_router(nodes.router)
-    app.include_router(audit.router)
+    add_routes(app, plugins.router, nodes.router, audit.router)
     install_docs(app)
     install_ui(app)
 

@@ -5,19 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from mlx_platform.core import audit
 from mlx_platform.errors import ValidationError
 from mlx_platform.server import views
 from mlx_platform.server.auth import Principal
 from mlx_platform.server.deps import Admin, CoreDep
-from mlx_platform.server.json_body import StrictJSONRoute
 from mlx_platform.server.openapi import errors_for
 from mlx_platform.server.request_context import current_request_id
+from mlx_platform.server.routing import api_router
 from mlx_platform.wire import AuditEvent, PageEnvelope
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=StrictJSONRoute)
+router = api_router("/v1/audit", "audit")
 
 
 def origin_of(principal: Principal) -> audit.Origin:

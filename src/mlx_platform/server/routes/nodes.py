@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from mlx_platform.core import replica
 from mlx_platform.server.deps import Admin, CoreDep
-from mlx_platform.server.json_body import StrictJSONRoute
 from mlx_platform.server.openapi import errors_for
+from mlx_platform.server.routing import api_router
 from mlx_platform.wire import Envelope, Node
 
-router = APIRouter(prefix="/v1/nodes", tags=["nodes"], route_class=StrictJSONRoute)
+router = api_router("/v1/nodes", "nodes")
 
 
 @router.get(

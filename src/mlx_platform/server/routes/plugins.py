@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 import anyio.to_thread
 import orjson
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import Body, Path, Query, Response
 from pydantic import AfterValidator
 from pydantic_core import PydanticCustomError
 
@@ -37,9 +37,9 @@ from mlx_platform.server import views
 from mlx_platform.server.auth import require
 from mlx_platform.server.deps import Admin, CoreDep, Reader, Writer
 from mlx_platform.server.invocation import invoke
-from mlx_platform.server.json_body import StrictJSONRoute
 from mlx_platform.server.openapi import errors_for
 from mlx_platform.server.routes.audit import origin_of
+from mlx_platform.server.routing import api_router
 from mlx_platform.storage.repositories import PluginFilter
 from mlx_platform.wire import (
     ActivateRequest,
@@ -66,7 +66,7 @@ from mlx_platform.wire import (
     ValidateCompositionRequest,
 )
 
-router = APIRouter(prefix="/v1/plugins", tags=["plugins"], route_class=StrictJSONRoute)
+router = api_router("/v1/plugins", "plugins")
 
 # C0 and C1 control characters and DEL: never part of a name, a type or a search, and
 # PostgreSQL refuses NUL in text outright.
