@@ -7,12 +7,14 @@ re-worded from its validator keyword instead, naming the field and the rule, nev
 
 from __future__ import annotations
 
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError as SchemaError
+import functools
+from typing import TYPE_CHECKING, Any
 
 from mlx_platform.wire import SECRET_MASK
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError as SchemaError
 
 _JSON_TYPES = {
     "string": "string",
@@ -101,7 +103,7 @@ def check_schema_definition(schema: dict[str, dict[str, Any]]) -> dict[str, str]
         items = field.get("items")
         if items is None:
             continue
-        err = next(iter(_META.iter_errors(items)), None)
+        err = next(iter(_meta().iter_errors(items)), None)
         if err is not None:
             where = ".".join(["items", *(str(p) for p in err.absolute_path)])
             problems[f"configuration_schema.{name}"] = (
@@ -118,8 +120,20 @@ def check_schema_definition(schema: dict[str, dict[str, Any]]) -> dict[str, str]
     return problems
 
 
-# Checks that a schema is JSON Schema (draft 2020-12): the metaschema as a validator.
-_META = Draft202012Validator(Draft202012Validator.META_SCHEMA)
+def _validator() -> type[Draft202012Validator]:
+    """jsonschema's draft 2020-12 validator, imported at the first validation: the library
+    (and referencing, attrs...) cost the service's start ~40 ms, and a start with no plugin
+    to activate validates nothing."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator
+
+
+@functools.cache
+def _meta() -> Draft202012Validator:
+    """Checks that a schema is JSON Schema (draft 2020-12): the metaschema as a validator."""
+    validator = _validator()
+    return validator(validator.META_SCHEMA)
 
 
 def _reason(err: SchemaError, field_def: dict[str, Any]) -> str:
@@ -151,7 +165,7 @@ def validate_configuration(
     schema: dict[str, dict[str, Any]], config: dict[str, Any]
 ) -> dict[str, str]:
     """Every problem of `config` against `schema`, one entry per bad field: {field: reason}."""
-    validator = Draft202012Validator(to_json_schema(schema))
+    validator = _validator()(to_json_schema(schema))
     problems: dict[str, str] = {}
     for err in validator.iter_errors(config):
         if err.validator == "required":
