@@ -3,11 +3,11 @@ secrets masked, figures measured or zero), a page's pagination block, a configur
 
 Core hands over frozen dataclasses (`registry.ListedPlugin`, `registry.ShownPlugin`,
 `registry.PluginDetails`, `paging.Page`, `configuration.ConfigurationChange`); each is
-turned into its wire model here, once, by the model's validating constructor (pydantic-core builds it; FastAPI then
-serialises the instance without validating it again). A list item is the exception (issue
-13): a plain dict of PluginSummary's fields, in its order and with its JSON's types, which
-the list route writes with orjson in one pass (tests/integration/test_list_bytes.py holds
-the bytes to the model's own).
+turned into its wire model here, once, by the model's validating constructor
+(pydantic-core builds it; FastAPI then serialises the instance without validating it
+again). A list item is the exception (issue 13): a plain dict of PluginSummary's fields, in
+its order and with its JSON's types, which the list route writes with orjson in one pass
+(tests/integration/test_list_bytes.py holds the bytes to the model's own).
 """
 
 from __future__ import annotations

@@ -430,7 +430,7 @@ def _inline(n: int) -> Any:
     """A page's LIMIT written into the statement's text, not sent as a parameter.
     PostgreSQL plans a prepared statement whose LIMIT is a parameter for a tenth of the
     table, so it never takes the statement's generic plan and plans it anew at every
-    execution (0.17-1.7 ms, several times what the page's execution costs); with the
+    execution (~0.17 ms on a pooled connection, more than the page's execution); with the
     number in the text, it keeps the generic plan after five executions (psycopg prepares
     the statement after five). A page is read by one index whatever the filter's value, so
     the generic plan is the plan. Searches keep their parameter: a LIKE's plan depends on
