@@ -217,6 +217,14 @@ class Settings(BaseSettings):
     calls_per_plugin: int = Field(
         default=16, ge=1, description="Invocations of one plugin that run at once (more queue)"
     )
+    call_spin_us: int = Field(
+        default=250,
+        ge=0,
+        le=10_000,
+        description="Microseconds the service may poll for a worker's answer, rather than "
+        "sleep, when an invocation is the only request it serves and that plugin answers "
+        "within this time (an idle CPU's wake-up costs as much as a quick call); 0: never",
+    )
     worker_max_memory_mb: int = Field(
         default=2048,
         ge=0,

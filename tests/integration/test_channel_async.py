@@ -32,13 +32,21 @@ def worker() -> Iterator[ProcessInstance]:
     instance.stop(graceful_timeout=1, force=True)
 
 
+# how long a loop's call may poll the socket for its answer (request_async's spin_s): never,
+# and longer than any answer here takes
+SPINS = {"no polling": 0.0, "polling": 0.5}
+
+
+@pytest.mark.parametrize("spin", sorted(SPINS))
 @pytest.mark.parametrize("loop", sorted(LOOPS))
 def test_threads_calls_work_after_and_beside_a_loops_calls(
-    worker: ProcessInstance, loop: str
+    worker: ProcessInstance, loop: str, spin: str
 ) -> None:
+    spin_s = SPINS[spin]
+
     async def calls() -> list[Any]:
         return await asyncio.gather(
-            *(worker.invoke_async("echo", {"value": n}, 10) for n in range(50))
+            *(worker.invoke_async("echo", {"value": n}, 10, spin_s=spin_s) for n in range(50))
         )
 
     assert LOOPS[loop](calls()) == list(range(50))
@@ -59,7 +67,9 @@ def test_threads_calls_work_after_and_beside_a_loops_calls(
     async def mixed() -> list[Any]:
         thread = threading.Thread(target=thread_calls)
         thread.start()
-        got = [await worker.invoke_async("echo", {"value": n}, 10) for n in range(100)]
+        got = [
+            await worker.invoke_async("echo", {"value": n}, 10, spin_s=spin_s) for n in range(100)
+        ]
         await asyncio.to_thread(thread.join, 30)
         return got
 
@@ -82,15 +92,80 @@ def test_a_loops_call_times_out_and_the_late_answer_harms_nothing(
     assert worker.invoke("echo", {"value": 8}, 10) == 8
 
 
+@pytest.mark.parametrize("spin", sorted(SPINS))
 @pytest.mark.parametrize("loop", sorted(LOOPS))
 def test_a_worker_that_dies_fails_the_loops_calls_at_once(
-    worker: ProcessInstance, loop: str
+    worker: ProcessInstance, loop: str, spin: str
 ) -> None:
+    spin_s = SPINS[spin]
+
     async def dying() -> list[BaseException | Any]:
         waiting = [worker.invoke_async("sleep", {"seconds": 30}, 60) for _ in range(3)]
-        ending = worker.invoke_async("exit_now", {"code": 3}, 60)
+        ending = worker.invoke_async("exit_now", {"code": 3}, 60, spin_s=spin_s)
         return await asyncio.wait_for(asyncio.gather(*waiting, ending, return_exceptions=True), 15)
 
     results = LOOPS[loop](dying())
     assert all(isinstance(r, PluginExecutionError) for r in results), results
     assert "exit" in str(results[0]).lower() or "ended" in str(results[0]).lower()
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_lone_call_that_polls_is_answered_without_the_loop_running_anything_else(
+    worker: ProcessInstance, loop: str
+) -> None:
+    """With `spin_s`, a call that is the only one waiting gets its answer by polling the
+    socket: the loop runs nothing between the request and the answer (a callback scheduled
+    before the call has not run when the call returns). Without it, the loop waits for the
+    socket, running what is due meanwhile."""
+
+    async def first_done(spin_s: float) -> list[str]:
+        order: list[str] = []
+        asyncio.get_running_loop().call_soon(order.append, "callback")
+        assert await worker.invoke_async("echo", {"value": 1}, 10, spin_s=spin_s) == 1
+        order.append("answer")
+        await asyncio.sleep(0)
+        return order
+
+    async def both() -> tuple[list[str], list[str], list[str]]:
+        # the first call of a loop registers the socket with it (a yield of its own)
+        await worker.invoke_async("echo", {"value": 0}, 10)
+        return await first_done(0.5), await first_done(0.0), await first_done(0.5)
+
+    polled, waited, polled_again = LOOPS[loop](both())
+    assert polled == ["answer", "callback"]
+    assert waited == ["callback", "answer"]
+    assert polled_again == ["answer", "callback"]
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_a_call_that_polls_past_its_window_is_answered_by_the_loop(
+    worker: ProcessInstance, loop: str
+) -> None:
+    """An answer slower than `spin_s` is awaited on the loop as usual; a worker whose answers
+    typically take longer than the window is not polled for at all (the loop runs what is due
+    before the answer), and polled for again once its answers are quick."""
+
+    async def calls() -> list[Any]:
+        got = [
+            await worker.invoke_async("sleep", {"seconds": 0.02}, 10, spin_s=0.001)
+            for _ in range(3)
+        ]
+        order: list[str] = []
+        asyncio.get_running_loop().call_soon(order.append, "callback")
+        got.append(await worker.invoke_async("echo", {"value": 5}, 10, spin_s=0.001))
+        order.append("answer")
+        got.append(order)
+        for _ in range(40):  # quick answers bring the typical time back under the window
+            await worker.invoke_async("echo", {"value": 6}, 10, spin_s=0.001)
+        order2: list[str] = []
+        asyncio.get_running_loop().call_soon(order2.append, "callback")
+        got.append(await worker.invoke_async("echo", {"value": 7}, 10, spin_s=0.001))
+        order2.append("answer")
+        await asyncio.sleep(0)
+        got.append(order2)
+        return got
+
+    got = LOOPS[loop](calls())
+    assert got[4] == ["callback", "answer"]  # not polled for: the loop ran the callback
+    assert got[6] == ["answer", "callback"]  # polled for again
+    assert got[5] == 7 and got[3] == 5

@@ -4,6 +4,7 @@ plugin in a worker process, with the route's answers for everything else."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -123,3 +124,33 @@ def test_a_deactivated_plugin_is_refused_at_once(srv: InProcessServer, echo: str
         assert admin.post(f"/v1/plugins/{echo}/deactivate", json={}).status_code == 200
         r = invoke(admin, echo, "echo", value=3)
     assert r.status_code == 409, r.text
+
+
+def test_calls_at_once_and_alone_are_answered_and_the_requests_counted(
+    srv: InProcessServer, echo: str
+) -> None:
+    """A call alone may poll the worker's socket (MLX_CALL_SPIN_US); calls at once may not:
+    either way every call gets its own answer, and the app's count of requests in flight
+    (what the layer asks before polling) is back to zero after each kind of answer."""
+    serving = layer(srv).serving
+    with srv.client(scopes=("plugins:write",)) as writer:
+        for n in range(20):  # one at a time
+            assert invoke(writer, echo, "add", a=n, b=1).json()["data"]["result"] == n + 1
+        assert serving.count == 0
+        assert_error(
+            writer.post(f"/v1/plugins/{echo}/invoke", json={"operation": "nope"}),
+            404,
+            "OPERATION_NOT_FOUND",
+        )
+        assert_error(writer.post(f"/v1/plugins/{echo}/invoke", json={}), 422, "VALIDATION_ERROR")
+        assert serving.count == 0
+
+        def calls(k: int) -> list[Any]:
+            return [
+                invoke(writer, echo, "add", a=k, b=n).json()["data"]["result"] for n in range(15)
+            ]
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(pool.map(calls, range(6)))
+        assert results == [[k + n for n in range(15)] for k in range(6)]
+        assert serving.count == 0

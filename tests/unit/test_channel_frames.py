@@ -1,4 +1,4 @@
-"""The worker channel's frame reader (runtime/channel.py _Frames): multiprocessing.Connection's
+"""The worker channel's frame reader (runtime/protocol.py Frames): multiprocessing.Connection's
 frames, however the bytes arrive."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from multiprocessing.connection import Connection
 
 import pytest
 
-from mlx_platform.runtime.channel import _Frames
+from mlx_platform.runtime.protocol import Frames
 
 
-def pair() -> tuple[Connection, socket.socket, _Frames]:
+def pair() -> tuple[Connection, socket.socket, Frames]:
     ours, theirs = socket.socketpair()
-    return Connection(theirs.detach()), ours, _Frames(ours.fileno(), 1 << 20)
+    return Connection(theirs.detach()), ours, Frames(ours.fileno(), 1 << 20)
 
 
 def test_frames_written_by_a_connection_are_read_whole_and_in_order() -> None:

@@ -14,6 +14,11 @@ when it is readable (`add_reader`) and handing answers to the threads' calls too
 call of the loop waits any more, it hands the reading back to a waiting thread. So many
 concurrent invocations cost no thread each, and a thread's call (a health check, a start)
 on the same worker is answered all the same.
+
+A loop's call may also wait for its answer by polling the socket for a short while
+(`request_async`'s `spin_s`) instead of going back to the loop: on a machine whose idle CPUs
+sleep (a VM's vCPUs halt), waking the loop's thread for an answer that comes ~50 us later costs
+about as much again as the answer (docs/decisions.md, "Waiting for a worker's answer").
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -28,7 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mlx_platform.errors import ERROR_CLASSES, OperationTimeoutError, PluginExecutionError
-from mlx_platform.runtime.protocol import decode, encode
+from mlx_platform.runtime.protocol import Frames, decode, encode
 
 
 class WorkerDiedError(PluginExecutionError):
@@ -89,48 +95,6 @@ def _expire(future: asyncio.Future[None]) -> None:
         future.set_exception(TimeoutError())
 
 
-class _Frames:
-    """The frames of `multiprocessing.Connection` (a 4-byte big-endian length, or -1 and an
-    8-byte one, then the bytes) read from the worker's socket: each read takes all that has
-    arrived (up to `CHUNK`), and whole frames are cut from the buffer. The Connection's own
-    `recv_bytes` makes two reads per frame, and a poll to learn whether another follows. Only
-    the caller that leads the reading touches it."""
-
-    CHUNK = 256 * 1024
-
-    def __init__(self, fd: int, max_frame: int) -> None:
-        self.fd = fd
-        self.max_frame = max_frame
-        self.buf = bytearray()
-
-    def fill(self) -> None:
-        """Read what has arrived (blocks until something does): EOFError at the end."""
-        data = os.read(self.fd, self.CHUNK)
-        if not data:
-            raise EOFError("the worker closed its socket")
-        self.buf += data
-
-    def next(self) -> bytes | None:
-        """The next whole frame, or None until more is read. OSError for a frame over
-        `max_frame` (what Connection.recv_bytes raises for one)."""
-        buf = self.buf
-        if len(buf) < 4:
-            return None
-        size = int.from_bytes(buf[:4], "big", signed=True)
-        head = 4
-        if size == -1:
-            if len(buf) < 12:
-                return None
-            size, head = int.from_bytes(buf[4:12], "big"), 12
-        if size < 0 or size > self.max_frame:
-            raise OSError("bad message length")
-        if len(buf) < head + size:
-            return None
-        frame = bytes(buf[head : head + size])
-        del buf[: head + size]
-        return frame
-
-
 class WorkerChannel:
     """Requests and answers over the connection to one worker.
 
@@ -143,6 +107,8 @@ class WorkerChannel:
     the number of requests the worker may still be running."""
 
     LINGER_S = 0.5
+    # the weight of the newest answer in `_answer_s`, the channel's typical answer time
+    ANSWER_WEIGHT = 0.125
 
     def __init__(
         self,
@@ -158,7 +124,7 @@ class WorkerChannel:
         self.exit_reason: str | None = None  # set once the worker has ended
         self.kill_reason: str | None = None  # why the service is ending it, when it is
         self._conn = conn
-        self._frames = _Frames(conn.fileno(), max_frame)
+        self._frames = Frames(conn.fileno(), max_frame)
         self._broken = broken
         self._overdue_call = overdue
         self._ids = itertools.count(1)
@@ -169,6 +135,8 @@ class WorkerChannel:
         self._loop_called_at = float("-inf")  # the last call of a loop (time.monotonic())
         self._linger_check = False  # a check of whether the loop may stop reading is due
         self._write_lock = threading.Lock()
+        self._answer_s = 0.0  # a moving average of the time a loop's call waits for its answer
+        self._poller: select.poll | None = None  # the socket, for a loop's call that polls
         # requests that timed out but were never answered: they may still hold worker threads
         self._overdue: dict[int, str] = {}
 
@@ -208,6 +176,7 @@ class WorkerChannel:
     def _close_on_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is not None and self._reading_loop is loop and not loop.is_closed():
             self._stop_reading(loop)
+        self._poller = None
         try:
             self._conn.close()
         except OSError:
@@ -262,10 +231,17 @@ class WorkerChannel:
             self._waiters[rid] = waiter
         return rid
 
-    async def request_async(self, message: dict[str, Any], timeout: float | None) -> Any:
+    async def request_async(
+        self, message: dict[str, Any], timeout: float | None, spin_s: float = 0.0
+    ) -> Any:
         """`request` for a caller on an event loop: waits on a future, and the loop reads
         the socket itself while nobody else does (module docstring). What happens when the
-        call times out (the instance may restart the worker) runs on a thread."""
+        call times out (the instance may restart the worker) runs on a thread.
+
+        `spin_s` > 0: the caller knows the loop has nothing else to do (the service serves
+        this request only); then, when the loop leads the reading, nobody else waits on this
+        worker and its answers typically come within `spin_s`, the socket is polled for up
+        to `spin_s` before the loop waits for it (`_spin`)."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
         rid = self._register(message, waiter)
@@ -285,16 +261,23 @@ class WorkerChannel:
                 self._start_reading(loop)
             with self._write_lock:
                 self._conn.send_bytes(data)
+            sent = time.perf_counter()
             future = waiter.future
             assert future is not None
+            if spin_s > 0 and self._answer_s < spin_s:
+                self._spin(loop, future, sent + spin_s)
             # a timer that ends the wait (lighter than wait_for or asyncio.timeout: no task,
-            # no cancellation), and is dropped when the answer comes first
-            timer = None if timeout is None else loop.call_later(timeout, _expire, future)
+            # no cancellation), and is dropped when the answer comes first; none when the
+            # answer came while the socket was polled
+            timer = None
+            if timeout is not None and not future.done():
+                timer = loop.call_later(timeout, _expire, future)
             try:
                 await future
             finally:
                 if timer is not None:
                     timer.cancel()
+            self._answer_s += (time.perf_counter() - sent - self._answer_s) * self.ANSWER_WEIGHT
         except TimeoutError:
             answered = waiter.reply is not None
         except OSError:
@@ -306,6 +289,25 @@ class WorkerChannel:
             loop.run_in_executor(None, self._timed_out, rid, message)  # may restart the worker
             raise _unanswered(message, timeout)
         return self._value(waiter.reply, message)
+
+    def _spin(
+        self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], until: float
+    ) -> None:
+        """Poll the socket until `future` has its answer or `until` (time.perf_counter())
+        passes, delivering what arrives, while the loop leads and this is the only call
+        waiting on the worker. The loop runs nothing else meanwhile: only a caller that knows
+        it has nothing else to run asks for this (`request_async`)."""
+        if self._reading_loop is not loop or len(self._waiters) != 1:
+            return
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self._conn.fileno(), select.POLLIN)
+        while not future.done() and self._reading_loop is loop:
+            if poller.poll(0):
+                self._on_readable(loop)  # delivers every whole answer; EOF ends the reading
+            elif time.perf_counter() >= until:
+                return
 
     def _value(self, reply: dict[str, Any] | None, message: dict[str, Any]) -> Any:
         """The answer's value, or the worker's error raised."""

@@ -190,9 +190,15 @@ class InProcessInstance(CallAccounting):
             self._exit((time.perf_counter() - t0) * 1000, ok)
 
     async def invoke_async(
-        self, operation: str, arguments: dict[str, Any], timeout: float | None
+        self,
+        operation: str,
+        arguments: dict[str, Any],
+        timeout: float | None,
+        *,
+        spin_s: float = 0.0,
     ) -> Any:
-        """The plugin's code runs in this process: on a thread, never on the event loop."""
+        """The plugin's code runs in this process: on a thread, never on the event loop
+        (`spin_s` does not apply: the thread's answer wakes the loop through its own pipe)."""
         return await asyncio.to_thread(self.invoke, operation, arguments, timeout)
 
     def usage(self) -> tuple[float, float]:

@@ -119,9 +119,15 @@ class RunningInstance(Protocol):
     def invoke(self, operation: str, arguments: dict[str, Any], timeout: float | None) -> Any: ...
 
     async def invoke_async(
-        self, operation: str, arguments: dict[str, Any], timeout: float | None
+        self,
+        operation: str,
+        arguments: dict[str, Any],
+        timeout: float | None,
+        *,
+        spin_s: float = 0.0,
     ) -> Any:
-        """`invoke` awaited on an event loop."""
+        """`invoke` awaited on an event loop. `spin_s` > 0: the loop has nothing else to do,
+        and may poll for the answer that long rather than sleep (a worker's channel does)."""
 
     def usage(self) -> tuple[float, float]:
         """(memory MB, CPU %) of the process the instance lives in."""

@@ -363,12 +363,17 @@ class ProcessInstance(CallAccounting):
             )
 
     async def invoke_async(
-        self, operation: str, arguments: dict[str, Any], timeout: float | None
+        self,
+        operation: str,
+        arguments: dict[str, Any],
+        timeout: float | None,
+        *,
+        spin_s: float = 0.0,
     ) -> Any:
         """`invoke` for a caller on an event loop: no thread waits for the answer."""
         with self._call(operation, timeout):
             return await self._channel.request_async(
-                {"k": "invoke", "op": operation, "args": arguments}, timeout
+                {"k": "invoke", "op": operation, "args": arguments}, timeout, spin_s
             )
 
     @contextmanager

@@ -11,6 +11,7 @@ Responses: {"i": id, "ok": true, "v": value} | {"i": id, "ok": false, "e": {code
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 try:
@@ -48,3 +49,53 @@ def decode(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError("a worker message must be a JSON object")
     return value
+
+
+class Frames:
+    """The frames of `multiprocessing.Connection` (a 4-byte big-endian length, or -1 and an
+    8-byte one, then the bytes) read from a socket: each read takes all that has arrived (up
+    to `CHUNK`), and whole frames are cut from the buffer. The Connection's own `recv_bytes`
+    makes two reads per frame (two system calls on the way of every request and answer), and
+    a poll to learn whether another follows. One reader at a time: the service's channel
+    (runtime/channel.py) lets only the caller that leads the reading touch it, the worker
+    only the thread that holds its read lock."""
+
+    CHUNK = 256 * 1024
+
+    def __init__(self, fd: int, max_frame: int) -> None:
+        self.fd = fd
+        self.max_frame = max_frame
+        self.buf = bytearray()
+
+    def fill(self) -> None:
+        """Read what has arrived (blocks until something does): EOFError at the end."""
+        data = os.read(self.fd, self.CHUNK)
+        if not data:
+            raise EOFError("the worker closed its socket")
+        self.buf += data
+
+    def take(self) -> bytes:
+        """The next whole frame, read until it has arrived (blocks; EOFError at the end)."""
+        while (frame := self.next()) is None:
+            self.fill()
+        return frame
+
+    def next(self) -> bytes | None:
+        """The next whole frame, or None until more is read. OSError for a frame over
+        `max_frame` (what Connection.recv_bytes raises for one)."""
+        buf = self.buf
+        if len(buf) < 4:
+            return None
+        size = int.from_bytes(buf[:4], "big", signed=True)
+        head = 4
+        if size == -1:
+            if len(buf) < 12:
+                return None
+            size, head = int.from_bytes(buf[4:12], "big"), 12
+        if size < 0 or size > self.max_frame:
+            raise OSError("bad message length")
+        if len(buf) < head + size:
+            return None
+        frame = bytes(buf[head : head + size])
+        del buf[: head + size]
+        return frame

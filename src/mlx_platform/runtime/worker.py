@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mlx_platform.runtime.instance import EXIT_OVER_MEMORY, OperationSpec
-from mlx_platform.runtime.protocol import decode, encode
+from mlx_platform.runtime.protocol import Frames, decode, encode
 
 # A line of stderr that starts with this came from the plugin's `logging`: the level follows,
 # so that the service logs it at that level (plain stderr lines are warnings, stdout info).
@@ -44,7 +44,9 @@ class _Failure(Exception):
 
 class WorkerHost:
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+        self.conn = conn  # written to with send_bytes; read through `frames`
+        # the service's requests, one read each (no bound of its own: the service is trusted)
+        self.frames = Frames(conn.fileno(), sys.maxsize)
         self.write_lock = threading.Lock()
         self.plugin: Any = None
         self.operations: dict[str, Any] = {}
@@ -292,7 +294,7 @@ class WorkerHost:
         while not self._done.is_set():
             with self._read_lock:
                 try:
-                    data = self.conn.recv_bytes()
+                    data = self.frames.take()
                 except (EOFError, OSError):
                     self._finish()  # the service went away: end quietly
                     return

@@ -24,7 +24,7 @@ from mlx_platform.server.fast_invoke import FastInvokeMiddleware
 from mlx_platform.server.fast_list import FastListMiddleware
 from mlx_platform.server.limits import RequestLimitsMiddleware
 from mlx_platform.server.logging_setup import configure_logging
-from mlx_platform.server.middleware import ACCESS, RequestContextMiddleware
+from mlx_platform.server.middleware import ACCESS, RequestContextMiddleware, Serving
 from mlx_platform.server.openapi import operation_id
 from mlx_platform.server.prometheus import render as render_prometheus
 from mlx_platform.server.read_cache import ReadCacheMiddleware
@@ -150,7 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # have seen the request, like any other; it counts every invocation as a change), then
     # the lists and the invocations that need no route.
     alive = orjson.dumps({"status": "ok", "version": __version__, "database": core.db.dialect})
-    app.fast_invoke = FastInvokeMiddleware(app.framework, core=core)
+    serving = Serving()
+    app.fast_invoke = FastInvokeMiddleware(app.framework, core=core, serving=serving)
     app.fast_list = FastListMiddleware(app.fast_invoke, core=core)
     cache = ReadCacheMiddleware(
         app.fast_list,
@@ -160,7 +161,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limits = RequestLimitsMiddleware(
         cache, max_body_bytes=settings.max_body_bytes, max_header_bytes=settings.max_header_bytes
     )
-    app.front = RequestContextMiddleware(limits, node_id=core.node_id)
+    app.front = RequestContextMiddleware(limits, node_id=core.node_id, serving=serving)
     app.read_cache = cache
     add_routes(app, plugins.router, nodes.router, audit.router)
     install_docs(app)

@@ -33,6 +33,7 @@ from mlx_platform.errors import MLXError
 from mlx_platform.server.deps import holds_scope
 from mlx_platform.server.errors import error_response
 from mlx_platform.server.invocation import invoke
+from mlx_platform.server.middleware import Serving
 from mlx_platform.wire import MAX_JSON_DEPTH, _too_deep  # the model's own depth check
 
 _INVOKE = re.compile(r"^/v1/plugins/([^/\x00-\x1f\x7f-\x9f]{1,160})/invoke$")
@@ -51,6 +52,15 @@ class FrontLayer:
 
 
 class FastInvokeMiddleware(FrontLayer):
+    """`serving`: the app's count of requests in flight. While the call is the only one,
+    the event loop may poll for the worker's answer for up to `MLX_CALL_SPIN_US` rather than
+    sleep (runtime/channel.py; docs/decisions.md, "Waiting for a worker's answer")."""
+
+    def __init__(self, app: ASGIApp, core: Core, serving: Serving) -> None:
+        super().__init__(app, core)
+        self.serving = serving
+        self.spin_s = core.settings.call_spin_us / 1e6
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
@@ -70,7 +80,10 @@ class FastInvokeMiddleware(FrontLayer):
         if timeout is None:
             timeout = self.core.settings.invoke_timeout
         try:
-            content = await invoke(self.core, plugin_id, operation, arguments, timeout, instance)
+            spin = self.spin_s if self.serving.count == 1 else 0.0
+            content = await invoke(
+                self.core, plugin_id, operation, arguments, timeout, instance, spin
+            )
         except MLXError as exc:
             self.answered += 1
             # the answer the route's handler gives (server/errors.py)

@@ -43,10 +43,12 @@ async def invoke(
     arguments: dict[str, Any],
     timeout: float,
     instance: RunningInstance | None = None,
+    spin_s: float = 0.0,
 ) -> bytes:
     """The encoded answer of one invocation; the timeout counts from here, the wait for a
     call slot included. `instance`: lifecycle.ready_instance's answer, when the caller has
-    it already."""
+    it already. `spin_s`: how long the event loop may poll for a worker's answer rather
+    than sleep, when the caller knows the loop has nothing else to do (runtime/channel.py)."""
     deadline = time.monotonic() + timeout
     if instance is None:
         instance = lifecycle.ready_instance(core, plugin_id)
@@ -78,7 +80,7 @@ async def invoke(
     ok = False
     try:
         result = await instance.invoke_async(
-            operation, arguments, max(0.001, deadline - time.monotonic())
+            operation, arguments, max(0.001, deadline - time.monotonic()), spin_s=spin_s
         )
         ok = True
     except OperationTimeoutError:

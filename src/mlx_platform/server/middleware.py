@@ -30,11 +30,23 @@ os.register_at_fork(after_in_child=_ids.seed)  # a forked child does not repeat 
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+class Serving:
+    """How many HTTP requests the app is serving now (counted by RequestContextMiddleware,
+    from the request's start to its answer's end): a layer that would keep the event loop
+    busy for a while asks whether it has anything else to do (server/fast_invoke.py)."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, node_id: str = "") -> None:
+    def __init__(self, app: ASGIApp, node_id: str = "", serving: Serving | None = None) -> None:
         self.app = app
         # every answer names the replica that gave it (X-MLX-Node), for operators and tests
         self.node_header = (b"x-mlx-node", node_id.encode()) if node_id else None
+        self.serving = serving if serving is not None else Serving()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -64,6 +76,8 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        serving = self.serving
+        serving.count += 1
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
@@ -87,6 +101,7 @@ class RequestContextMiddleware:
                 )
                 await send({"type": "http.response.body", "body": body})
         finally:
+            serving.count -= 1
             if ACCESS.enabled():
                 elapsed = (time.perf_counter() - started) * 1000
                 ACCESS.add(
