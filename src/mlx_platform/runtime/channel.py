@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mlx_platform.errors import ERROR_CLASSES, OperationTimeoutError, PluginExecutionError
-from mlx_platform.runtime.protocol import Frames, decode, encode
+from mlx_platform.runtime.protocol import Frames, decode, encode, write_frame
 
 
 class WorkerDiedError(PluginExecutionError):
@@ -124,7 +124,8 @@ class WorkerChannel:
         self.exit_reason: str | None = None  # set once the worker has ended
         self.kill_reason: str | None = None  # why the service is ending it, when it is
         self._conn = conn
-        self._frames = Frames(conn.fileno(), max_frame)
+        self._fd = conn.fileno()
+        self._frames = Frames(self._fd, max_frame)
         self._broken = broken
         self._overdue_call = overdue
         self._ids = itertools.count(1)
@@ -208,7 +209,7 @@ class WorkerChannel:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             with self._write_lock:
-                self._conn.send_bytes(data)
+                write_frame(self._fd, data)
             answered = self._await(rid, waiter, deadline)
         except OSError:
             answered = True  # the worker is gone: reply stays None
@@ -260,7 +261,7 @@ class WorkerChannel:
             if lead:
                 self._start_reading(loop)
             with self._write_lock:
-                self._conn.send_bytes(data)
+                write_frame(self._fd, data)
             sent = time.perf_counter()
             future = waiter.future
             assert future is not None

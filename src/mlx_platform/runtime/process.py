@@ -20,8 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -52,6 +51,35 @@ log = logging.getLogger("mlx_platform.runtime")
 
 # Seconds between SIGTERM to a worker's process group and SIGKILL to what still runs.
 KILL_GRACE = 2.0
+
+
+class _Call:
+    """A context for one invocation of a worker's plugin (ProcessInstance._call). A class, not
+    a `contextlib.contextmanager` generator: that costs a generator and its wrapper per call,
+    on the way of every invocation."""
+
+    __slots__ = ("instance", "operation", "timeout", "t0")
+
+    def __init__(self, instance: ProcessInstance, operation: str, timeout: float | None) -> None:
+        self.instance = instance
+        self.operation = operation
+        self.timeout = timeout
+        self.t0 = 0.0
+
+    def __enter__(self) -> None:
+        instance = self.instance
+        if not instance.accepting:
+            raise InvalidStateError(f"plugin {instance.plugin_id} is shutting down")
+        instance._enter()  # noqa: SLF001 - the instance's own accounting
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: object, tb: object) -> None:
+        self.instance._exit((time.perf_counter() - self.t0) * 1000, kind is None)  # noqa: SLF001
+        if kind is not None and issubclass(kind, OperationTimeoutError):
+            raise OperationTimeoutError(
+                f"operation '{self.operation}' did not finish within {self.timeout:g} s",
+                {"operation": self.operation, "timeout": self.timeout},
+            ) from None
 
 
 def describe_exit(returncode: int | None) -> str:
@@ -376,24 +404,9 @@ class ProcessInstance(CallAccounting):
                 {"k": "invoke", "op": operation, "args": arguments}, timeout, spin_s
             )
 
-    @contextmanager
-    def _call(self, operation: str, timeout: float | None) -> Iterator[None]:
+    def _call(self, operation: str, timeout: float | None) -> _Call:
         """One invocation: refused while shutting down, counted, its timeout named."""
-        if not self.accepting:
-            raise InvalidStateError(f"plugin {self.plugin_id} is shutting down")
-        self._enter()
-        t0 = time.perf_counter()
-        ok = False
-        try:
-            yield
-            ok = True
-        except OperationTimeoutError:
-            raise OperationTimeoutError(
-                f"operation '{operation}' did not finish within {timeout:g} s",
-                {"operation": operation, "timeout": timeout},
-            ) from None
-        finally:
-            self._exit((time.perf_counter() - t0) * 1000, ok)
+        return _Call(self, operation, timeout)
 
     def usage(self) -> tuple[float, float]:
         """(memory MB, CPU %) of the worker process: real per-plugin figures."""

@@ -24,7 +24,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from mlx_platform.runtime.instance import EXIT_OVER_MEMORY, OperationSpec
-from mlx_platform.runtime.protocol import Frames, decode, encode
+from mlx_platform.runtime.protocol import Frames, decode, encode, write_frame
 
 # A line of stderr that starts with this came from the plugin's `logging`: the level follows,
 # so that the service logs it at that level (plain stderr lines are warnings, stdout info).
@@ -44,9 +44,10 @@ class _Failure(Exception):
 
 class WorkerHost:
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn  # written to with send_bytes; read through `frames`
+        self.conn = conn
+        self.fd = conn.fileno()  # answers written with write_frame, requests read by `frames`
         # the service's requests, one read each (no bound of its own: the service is trusted)
-        self.frames = Frames(conn.fileno(), sys.maxsize)
+        self.frames = Frames(self.fd, sys.maxsize)
         self.write_lock = threading.Lock()
         self.plugin: Any = None
         self.operations: dict[str, Any] = {}
@@ -75,7 +76,7 @@ class WorkerHost:
                 {"result_bytes": len(data), "max_result_bytes": cap},
             )
         with self.write_lock:
-            self.conn.send_bytes(data)
+            write_frame(self.fd, data)
 
     def out_of_memory(self, rid: Any, what: str) -> None:
         """Answer the call that ran out of memory, then end: a worker that hit its cap is
@@ -83,13 +84,14 @@ class WorkerHost:
         cap = f"its cap of {self.max_memory_mb} MB" if self.max_memory_mb else "no memory left"
         try:
             with self.write_lock:
-                self.conn.send_bytes(
+                write_frame(
+                    self.fd,
                     _failure(
                         rid,
                         "PLUGIN_EXECUTION_ERROR",
                         f"{what} ran out of memory ({cap}, max_memory_mb): the worker was ended",
                         {"max_memory_mb": self.max_memory_mb},
-                    )
+                    ),
                 )
         except BaseException:  # noqa: BLE001 - ending anyway
             pass

@@ -65,7 +65,9 @@ async def invoke(
         return await _on_plugin_threads(core, plugin_id, operation, arguments, timeout, deadline)
     if deadline - time.monotonic() <= 0:
         raise refusals.call_did_not_start(operation, timeout)
-    slots = _SLOTS.setdefault(core.host, {})
+    slots = _SLOTS.get(core.host)
+    if slots is None:  # (setdefault would make a weak reference on every call)
+        slots = _SLOTS.setdefault(core.host, {})
     slot = slots.get(plugin_id)
     if slot is None:
         slot = slots[plugin_id] = asyncio.Semaphore(core.host.calls_per_plugin)
