@@ -315,19 +315,27 @@ def timed_starts(inst: Installation, keep_last: bool) -> tuple[list[float], floa
 # ---------------------------------------------------------------- measurements
 
 
-def worker_round_trip_us() -> float:
-    """Median round trip of one invocation to a worker process (bench_runtime.py's plugin)."""
-    from mlx_platform.runtime.process import ProcessInstance
+class WorkerRoundTrip:
+    """A worker process of bench_runtime.py's plugin, started in this process: `us()` is the
+    median round trip of one invocation to it (2,000 back to back). Timed in the rounds of
+    `sequential_pair`, beside the figures it is a baseline of: on this machine the same
+    measurement has given 44 to 147 us minutes apart (how fast a sleeping process wakes
+    changes with the machine's other load)."""
 
-    inst = ProcessInstance(
-        "plugin_bench_api_rt", "bench_runtime.BenchPlugin", extra_paths=[str(BENCH)]
-    )
-    inst.configure({}, 10)
-    inst.start(10)
-    try:
-        return each_call_us(lambda: inst.invoke("echo", {"value": 1}, None), calls=2000)
-    finally:
-        inst.stop(graceful_timeout=1, force=False)
+    def __init__(self) -> None:
+        from mlx_platform.runtime.process import ProcessInstance
+
+        self.inst = ProcessInstance(
+            "plugin_bench_api_rt", "bench_runtime.BenchPlugin", extra_paths=[str(BENCH)]
+        )
+        self.inst.configure({}, 10)
+        self.inst.start(10)
+
+    def us(self) -> float:
+        return each_call_us(lambda: self.inst.invoke("echo", {"value": 1}, None), calls=2000)
+
+    def stop(self) -> None:
+        self.inst.stop(graceful_timeout=1, force=False)
 
 
 def versus_bare(
@@ -392,13 +400,14 @@ Check = Callable[[list[dict[str, Any]]], str | None]
 
 def sequential_pair(
     url: str, headers: list[str], get_path: str, echo: str, tmp: Path
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """p50 (ms) of GET `get_path` and of an invocation of the echo plugin, one request at a
     time (`wrk -c1`, the load generator of the other figures: the client's own cost is small
-    and the same for both, where a Python client builds a POST slower than a GET), in
-    alternating runs so both see the same machine; the median of each kind's run p50s. What
-    a call costs beyond a read, without the queueing of a saturated server (under `-c32`
-    each p50 is the connections over the throughput)."""
+    and the same for both, where a Python client builds a POST slower than a GET), and the
+    worker round trip (ms, `WorkerRoundTrip`), in alternating runs so all three see the same
+    machine; the median of each kind's runs. What a call costs beyond a read, without the
+    queueing of a saturated server (under `-c32` each p50 is the connections over the
+    throughput)."""
     script = tmp / "invoke-one.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -407,19 +416,30 @@ def sequential_pair(
     )
     gets: list[float] = []
     calls: list[float] = []
-    for _ in range(PAIR_ROUNDS):
-        gets.append(wrk(url + get_path, headers=headers, script=None, seconds=2, c=1).p50_ms)
-        calls.append(
-            wrk(
-                url + f"/v1/plugins/{echo}/invoke", headers=headers, script=script, seconds=2, c=1
-            ).p50_ms
-        )
-    get_p50, call_p50 = statistics.median(gets), statistics.median(calls)
+    trips: list[float] = []
+    worker = WorkerRoundTrip()
+    try:
+        for _ in range(PAIR_ROUNDS):
+            gets.append(wrk(url + get_path, headers=headers, script=None, seconds=2, c=1).p50_ms)
+            calls.append(
+                wrk(
+                    url + f"/v1/plugins/{echo}/invoke",
+                    headers=headers,
+                    script=script,
+                    seconds=2,
+                    c=1,
+                ).p50_ms
+            )
+            trips.append(worker.us() / 1000)
+    finally:
+        worker.stop()
+    get_p50, call_p50, trip = (statistics.median(x) for x in (gets, calls, trips))
     _log(
         f"one connection: GET one plugin p50 {get_p50:.3f} ms {gets}, "
-        f"invoke p50 {call_p50:.3f} ms {calls}"
+        f"invoke p50 {call_p50:.3f} ms {calls}; "
+        f"worker round trip {trip * 1000:.1f} us {[round(t * 1000, 1) for t in trips]}"
     )
-    return get_p50, call_p50
+    return get_p50, call_p50, trip
 
 
 def interleaved_p50_ms(
@@ -836,7 +856,10 @@ def load_and_latency(
 
         def one_client() -> None:
             auth = [f"{k}: {v}" for k, v in client.headers.items() if k.lower() == "authorization"]
-            r.sequential = sequential_pair(url, auth, paths["api_get"], echo, tmp)
+            get_p50, call_p50, r.worker_rt_ms = sequential_pair(
+                url, auth, paths["api_get"], echo, tmp
+            )
+            r.sequential = (get_p50, call_p50)
 
         _step(f"{r.db}: api_invoke_p50 (one client)", one_client, svc)
     for stem, make in SEARCHES.items():
@@ -977,15 +1000,9 @@ def run_postgresql(r: Results) -> None:
 
 def run() -> list[Figure]:
     figures: list[Figure] = []
-    rt_ms: float | None = None
-    try:
-        rt_ms = worker_round_trip_us() / 1000
-        _log(f"worker round trip {rt_ms * 1000:.1f} us")
-    except Exception:  # noqa: BLE001
-        _log("worker round trip failed:\n" + traceback.format_exc())
     runners = {"sqlite": run_sqlite, "postgresql": run_postgresql}
     for db in DATABASES:
-        r = Results(db, worker_rt_ms=rt_ms)
+        r = Results(db)
         t0 = time.perf_counter()
         _step(f"{db}", lambda r=r, db=db: runners[db](r))
         _log(f"{db}: {time.perf_counter() - t0:.0f} s")
