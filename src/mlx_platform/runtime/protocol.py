@@ -81,13 +81,18 @@ class Frames:
         self.fd = fd
         self.max_frame = max_frame
         self.buf = bytearray()
+        # Read into, then copied from: `os.read(fd, CHUNK)` allocates CHUNK bytes per call,
+        # which malloc maps and unmaps (above its mmap threshold): ~12 us a read here, against
+        # ~1.4 us for a read into this buffer, on the way of every request and answer.
+        self._chunk = bytearray(self.CHUNK)
+        self._view = memoryview(self._chunk)
 
     def fill(self) -> None:
         """Read what has arrived (blocks until something does): EOFError at the end."""
-        data = os.read(self.fd, self.CHUNK)
-        if not data:
+        n = os.readv(self.fd, (self._chunk,))
+        if not n:
             raise EOFError("the worker closed its socket")
-        self.buf += data
+        self.buf += self._view[:n]
 
     def take(self) -> bytes:
         """The next whole frame, read until it has arrived (blocks; EOFError at the end)."""
