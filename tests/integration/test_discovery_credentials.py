@@ -242,3 +242,21 @@ def test_an_index_and_a_git_remote_that_refuse_the_credentials_show_them_masked(
     log = srv.log_text()
     assert f"git {masked(locked, '/git/repo.git')}: git clone failed" in log, log
     assert_nowhere((WRONG,), str(data), log)
+
+
+def test_a_token_given_as_the_user_name_of_a_git_remote_is_shown_masked(
+    serve: Callable[..., LiveServer], locked: LockedHost
+) -> None:
+    """`http://<token>@host/repo.git` (how GitHub takes a token): no password, and the user
+    name is the credential; the remote refuses it, and it shows nowhere."""
+    token = "ghp_" + WRONG.replace("-", "") + "abcdefABCDEF"
+    srv = serve(MLX_PLUGIN_GIT_REPOS=f"http://{token}@127.0.0.1:{locked.port}/git/repo.git")
+    with srv.client() as client:
+        data = discover(client, sources="git")
+    errors = {e["source"]: e for e in data["errors"]}
+    shown = f"http://{SECRET_MASK}@127.0.0.1:{locked.port}/git/repo.git"
+    assert errors["git"]["location"] == shown, errors
+    assert locked.requests["refused"] >= 1 and not locked.requests["authorized"]
+    log = srv.log_text()
+    assert f"git {shown}: git clone failed" in log, log
+    assert_nowhere((token,), str(data), log)

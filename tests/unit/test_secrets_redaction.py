@@ -7,7 +7,7 @@ from mlx_platform.core.secrets import (
     SecretBox,
     mask,
     redact_value,
-    remember_url_password,
+    remember_url_credentials,
 )
 
 
@@ -41,8 +41,8 @@ def test_a_url_password_is_masked_as_written_decoded_and_encoded_again() -> None
     """An index or git remote URL with credentials: its password masked in the URL and in
     what is made of it (an HTTP client percent-encodes what the setting wrote plainly), the
     user name and the rest kept; a URL without a password, or no URL, remembers nothing."""
-    remember_url_password("https://deploy:url-p%40ss-%C3%A9t%C3%A9@index.example/simple/")
-    remember_url_password("https://deploy:plain-é-pw@git.example/repo.git")
+    remember_url_credentials("https://deploy:url-p%40ss-%C3%A9t%C3%A9@index.example/simple/")
+    remember_url_credentials("https://deploy:plain-é-pw@git.example/repo.git")
     for text, shown in [
         (
             "https://deploy:url-p%40ss-%C3%A9t%C3%A9@index.example/simple/x/",
@@ -56,6 +56,23 @@ def test_a_url_password_is_masked_as_written_decoded_and_encoded_again() -> None
         ("https://deploy:plain-é-pw@git.example/", "https://deploy:********@git.example/"),
     ]:
         assert REDACTOR.redact(text) == shown
-    for no_password in ("https://deploy@git.example/", "git@host:org/repo.git", "http://[::1"):
-        remember_url_password(no_password)
-    assert REDACTOR.redact("deploy git.example host org") == "deploy git.example host org"
+    for no_password in (
+        "https://deploy@git.example/",
+        "git@host:org/repo.git",
+        "ssh://a-long-ssh-user-name-here@host/org/repo.git",
+        "http://[::1",
+    ):
+        remember_url_credentials(no_password)
+    kept = "deploy git.example host org a-long-ssh-user-name-here"
+    assert REDACTOR.redact(kept) == kept
+
+
+def test_a_token_given_as_an_https_user_name_is_masked() -> None:
+    """`https://<token>@host/repo.git` (how GitHub takes a token): with no password, a user
+    name of 16 characters or more is the credential, and is masked wherever it shows."""
+    token = "ghp_T0kenAsUserName0123456789abcdef"
+    remember_url_credentials(f"https://{token}@git.example/org/repo.git")
+    assert REDACTOR.redact(f"git https://{token}@git.example/org/repo.git: 403") == (
+        "git https://********@git.example/org/repo.git: 403"
+    )
+    assert token not in REDACTOR.redact(f"fetch failed for {token}")

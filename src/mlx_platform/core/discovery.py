@@ -19,7 +19,7 @@ from mlx_platform.composition import rules
 from mlx_platform.core.audit import Origin
 from mlx_platform.core.context import Core
 from mlx_platform.core.registry import register_plugin
-from mlx_platform.core.secrets import REDACTOR, remember_url_password
+from mlx_platform.core.secrets import REDACTOR, remember_url_credentials
 from mlx_platform.discovery.common import Found
 from mlx_platform.discovery.git import parse_repos
 from mlx_platform.discovery.scan import collect
@@ -55,9 +55,9 @@ def discover(
     origin: Origin | None = None,
 ) -> DiscoveryResult:
     settings = core.settings
-    remember_url_password(settings.plugin_index_url or "")
+    remember_url_credentials(settings.plugin_index_url or "")
     for repo in parse_repos(settings.plugin_git_repos):
-        remember_url_password(repo.url)
+        remember_url_credentials(repo.url)
     found, scan_errors = collect(settings, sources, include_namespace)
     errors = [DiscoveryError(**e) for e in scan_errors]
 

@@ -78,18 +78,31 @@ class SecretRedactor(logging.Filter):
 REDACTOR = SecretRedactor()
 
 
-def remember_url_password(url: str) -> None:
+# An http(s) URL's user name at least this long, given without a password, is taken for a
+# token: `https://<token>@github.com/org/repo.git` is how GitHub (and others) take one.
+TOKEN_AS_USER_MIN = 16
+
+
+def remember_url_credentials(url: str) -> None:
     """Have the redactor mask the password of `url`'s userinfo (``scheme://user:password@host``,
     a package index or git remote that needs credentials): the URL itself, every URL made
     from it (a page or a file on the same host) and any message quoting it are then shown
-    with the password masked, the user name kept. The password is remembered as written,
-    decoded and percent-encoded again (as an HTTP client writes the URLs it derives), since
-    any of the three may be what a message quotes; one under 3 characters is not (as
-    `SecretRedactor.remember`: masking it would garble every line)."""
+    with the password masked, the user name kept. An http(s) URL with a user name and no
+    password authenticates with that name alone: one of `TOKEN_AS_USER_MIN` characters or
+    more is a token and is masked the same way (a short one, `deploy@`, authenticates
+    nothing and stays: masking a common word would garble every line that has it). The
+    secret is remembered as written, decoded and percent-encoded again (as an HTTP client
+    writes the URLs it derives), since any of the three may be what a message quotes; one
+    under 3 characters is not (as `SecretRedactor.remember`)."""
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
+        password = parts.password
+        user = parts.username
     except ValueError:  # a malformed URL (an unclosed IPv6 bracket): it reaches no host
         return
+    if not password and parts.scheme in ("http", "https") and user:
+        if len(unquote(user)) >= TOKEN_AS_USER_MIN:
+            password = user
     if not password:
         return
     plain = unquote(password)
