@@ -442,8 +442,11 @@ class Reconciler:
                         Observation("stopping", inst.generation, inst.config_version, pid=inst.pid),
                     )
                     pending = inst.stop(graceful_timeout=graceful_timeout, force=force)
-                    log.info("plugin %s stopped on this replica", plugin_id)
                 self.report(plugin_id, None)
+                if inst is not None:
+                    # after the instance's row is gone: whoever reads the line and then asks
+                    # /v1/nodes finds the replica no longer running it
+                    log.info("plugin %s stopped on this replica", plugin_id)
                 return pending
             finally:
                 self._retiring.discard(plugin_id)
