@@ -60,3 +60,32 @@ def test_several_quantiles_at_once_read_like_one_at_a_time() -> None:
         for _ in range(rng.randint(0, 60)):
             sk.record(rng.choice([0.0, 1e-7, rng.lognormvariate(1, 2)]))
         assert sk.quantiles(qs) == [sk.quantile(q) for q in qs], sk.to_json()
+
+
+def test_merging_a_stored_sketch_is_merging_it_decoded() -> None:
+    """`merge_json` (a stored sketch added without decoding it first) gives what `merge` of
+    the decoded sketch gives: buckets, zero bucket, count, min and max; an empty or absent
+    stored sketch changes nothing."""
+    rng = random.Random(7)
+    parts = []
+    for n in (40, 1, 300):
+        sk = LatencySketch()
+        for _ in range(n):
+            sk.record(rng.lognormvariate(2, 1.5))
+        sk.record(0.0)
+        parts.append(sk.to_json())
+    parts += [LatencySketch().to_json(), {}, None]
+    decoded, direct = LatencySketch(), LatencySketch()
+    direct.record(5.0)
+    decoded.record(5.0)
+    for data in parts:
+        decoded.merge(LatencySketch.from_json(data))
+        direct.merge_json(data)
+    assert direct.buckets == decoded.buckets
+    assert (direct.zero, direct.count, direct.min, direct.max) == (
+        decoded.zero,
+        decoded.count,
+        decoded.min,
+        decoded.max,
+    )
+    assert direct.quantiles((0.5, 0.95, 0.99)) == decoded.quantiles((0.5, 0.95, 0.99))

@@ -67,11 +67,10 @@ class Figures:
         self.cpu_samples += row[7]
         self.cpu_sum_percent += row[8]
         if len(row) > 9 and row[9]:
-            sketch = LatencySketch.from_json(row[9])
             if self.sketch.count:
-                self.sketch.merge(sketch)
+                self.sketch.merge_json(row[9])
             else:  # a new object of its own: taken as it is (a point is mostly one row)
-                self.sketch = sketch
+                self.sketch = LatencySketch.from_json(row[9])
 
     def merge(self, other: Figures) -> None:
         """Add another span's figures to these (`other` is left as it is)."""
