@@ -380,11 +380,19 @@ def query_metrics(
             break
     memory = {at: m for at, m in memory.items() if first <= at < end}
     series: dict[datetime, Figures] = {}
+    # A minute series without sketches: a minute of one row (one replica) is its point as it
+    # is, without Figures in between (a day by minute is 1,440 of them)
+    alone: dict[datetime, Any] = {}
     for row in series_rows:
         ts = row[0] if granularity == "minute" else floor_time(row[0], granularity)
         agg = series.get(ts)
         if agg is None:
+            if not quantiles and ts not in alone:
+                alone[ts] = row
+                continue
             agg = series[ts] = Figures()
+            if ts in alone:
+                agg.add(alone.pop(ts))
         agg.add(row)  # with its sketch when read
     total = Figures()
     if granularity == "minute" and not quantiles:
@@ -399,7 +407,12 @@ def query_metrics(
         agg = series.get(ts)
         if agg is None:
             agg = series[ts] = Figures()
+            if ts in alone:
+                agg.add(alone.pop(ts))
         agg.merge(m)
+    points = [(ts, agg) for ts, agg in series.items() if agg.count or agg.mem_samples]
+    points += [(ts, row) for ts, row in alone.items() if row[1] or row[4]]
+    points.sort(key=_first)
     return MetricsReport(
         plugin_id=plugin_id,
         time_range=TimeRange(start=start, end=end),
@@ -407,12 +420,15 @@ def query_metrics(
         metrics=_figures(total),
         timeseries=_POINTS.validate_python(
             [
-                _point(ts, agg, quantiles)
-                for ts, agg in sorted(series.items())
-                if agg.count or agg.mem_samples
+                _point(ts, agg, quantiles) if isinstance(agg, Figures) else _row_point(ts, agg)
+                for ts, agg in points
             ]
         ),
     )
+
+
+def _first(pair: tuple[datetime, Any]) -> datetime:
+    return pair[0]
 
 
 def _figures(total: Figures) -> MetricsFigures:
@@ -482,6 +498,24 @@ def _point(ts: datetime, agg: Figures, quantiles: bool) -> _Point:
     if mem:
         point["avg_memory_mb"] = _r(agg.mem_sum_mb / mem)
         point["peak_memory_mb"] = _r(agg.mem_peak_mb)
+    return point
+
+
+def _row_point(ts: datetime, row: Any) -> _Point:
+    """`_point(ts, <the Figures of that one row>, False)`, from the row's scalars
+    (MetricRepository.rows: bucket_start, count, errors, sum_ms, mem_samples, mem_sum_mb,
+    mem_peak_mb, ...)."""
+    count, errors, mem = row[1], row[2], row[4]
+    point: _Point = {
+        "timestamp": ts,
+        "execution_count": count,
+        "avg_execution_time_ms": _r((0.0 + row[3]) / count) if count else 0.0,
+        "success_rate": _r((count - errors) / count, 6) if count else None,
+        "error_count": errors,
+    }
+    if mem:
+        point["avg_memory_mb"] = _r((0.0 + row[5]) / mem)
+        point["peak_memory_mb"] = _r(max(0.0, row[6]))
     return point
 
 
