@@ -306,7 +306,9 @@ class WorkerChannel:
             poller.register(self._conn.fileno(), select.POLLIN)
         while not future.done() and self._reading_loop is loop:
             if poller.poll(0):
-                self._on_readable(loop)  # delivers every whole answer; EOF ends the reading
+                # delivers every whole answer (EOF ends the reading); whether the loop keeps
+                # leading is decided once the caller's answer is on its way
+                self._on_readable(loop, settle_later=True)
             elif time.perf_counter() >= until:
                 return
 
@@ -410,7 +412,9 @@ class WorkerChannel:
             pass
         self._reading_loop = None
 
-    def _on_readable(self, loop: asyncio.AbstractEventLoop, read: bool = True) -> None:
+    def _on_readable(
+        self, loop: asyncio.AbstractEventLoop, read: bool = True, settle_later: bool = False
+    ) -> None:
         """The loop leads and the socket is readable: one read takes every answer that has
         arrived (under load, many at once), each whole one is delivered (with `read` False,
         only those already in the buffer); then keep leading while a call of the loop waits,
@@ -429,7 +433,10 @@ class WorkerChannel:
                 self._leading = False
             loop.run_in_executor(None, self._broken, exc)  # may wait for the worker to end
             return
-        self._let_go_unless_needed(loop)
+        if settle_later:
+            loop.call_soon(self._let_go_unless_needed, loop)
+        else:
+            self._let_go_unless_needed(loop)
 
     def _let_go_unless_needed(self, loop: asyncio.AbstractEventLoop) -> None:
         """After answers were delivered: keep leading while a call of the loop waits, or

@@ -90,7 +90,8 @@ async def invoke(
     finally:
         slot.release()
         elapsed = (time.perf_counter() - t0) * 1000
-        core.metrics.record(plugin_id, elapsed, ok)
+        # counted once the answer is on its way (the loop runs it before the next request)
+        asyncio.get_running_loop().call_soon(core.metrics.record, plugin_id, elapsed, ok)
     return _encoded(core, operation, lifecycle.answer_of(plugin_id, operation, result, elapsed))
 
 
