@@ -303,7 +303,7 @@ class WorkerChannel:
         poller = self._poller
         if poller is None:
             poller = self._poller = select.poll()
-            poller.register(self._conn.fileno(), select.POLLIN)
+            poller.register(self._fd, select.POLLIN)
         while not future.done() and self._reading_loop is loop:
             if poller.poll(0):
                 # delivers every whole answer (EOF ends the reading); whether the loop keeps

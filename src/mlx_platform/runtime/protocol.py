@@ -75,24 +75,23 @@ class Frames:
     (runtime/channel.py) lets only the caller that leads the reading touch it, the worker
     only the thread that holds its read lock."""
 
-    CHUNK = 256 * 1024
+    # Under malloc's mmap threshold (128 KiB): `os.read` allocates this many bytes per call,
+    # and a 256 KiB block was mapped and unmapped each time (~12 us a read here, ~1.5 us for
+    # 64 KiB), on the way of every request and answer. A buffer kept for the reads would cost
+    # every channel and every worker its size in memory.
+    CHUNK = 64 * 1024
 
     def __init__(self, fd: int, max_frame: int) -> None:
         self.fd = fd
         self.max_frame = max_frame
         self.buf = bytearray()
-        # Read into, then copied from: `os.read(fd, CHUNK)` allocates CHUNK bytes per call,
-        # which malloc maps and unmaps (above its mmap threshold): ~12 us a read here, against
-        # ~1.4 us for a read into this buffer, on the way of every request and answer.
-        self._chunk = bytearray(self.CHUNK)
-        self._view = memoryview(self._chunk)
 
     def fill(self) -> None:
         """Read what has arrived (blocks until something does): EOFError at the end."""
-        n = os.readv(self.fd, (self._chunk,))
-        if not n:
+        data = os.read(self.fd, self.CHUNK)
+        if not data:
             raise EOFError("the worker closed its socket")
-        self.buf += self._view[:n]
+        self.buf += data
 
     def take(self) -> bytes:
         """The next whole frame, read until it has arrived (blocks; EOFError at the end)."""
