@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any, NotRequired, TypedDict
 
 from pydantic import TypeAdapter
@@ -383,17 +384,21 @@ def query_metrics(
     # A minute series without sketches: a minute of one row (one replica) is its point as it
     # is, without Figures in between (a day by minute is 1,440 of them)
     alone: dict[datetime, Any] = {}
-    for row in series_rows:
-        ts = row[0] if granularity == "minute" else floor_time(row[0], granularity)
+
+    def figures_at(ts: datetime) -> Figures:
         agg = series.get(ts)
         if agg is None:
-            if not quantiles and ts not in alone:
-                alone[ts] = row
-                continue
             agg = series[ts] = Figures()
             if ts in alone:
                 agg.add(alone.pop(ts))
-        agg.add(row)  # with its sketch when read
+        return agg
+
+    for row in series_rows:
+        ts = row[0] if granularity == "minute" else floor_time(row[0], granularity)
+        if not quantiles and ts not in series and ts not in alone:
+            alone[ts] = row
+        else:
+            figures_at(ts).add(row)  # with its sketch when read
     total = Figures()
     if granularity == "minute" and not quantiles:
         for row in (*whole, *edges):
@@ -404,15 +409,10 @@ def query_metrics(
     for at, m in memory.items():
         total.merge(m)
         ts = at if granularity == "minute" else floor_time(at, granularity)
-        agg = series.get(ts)
-        if agg is None:
-            agg = series[ts] = Figures()
-            if ts in alone:
-                agg.add(alone.pop(ts))
-        agg.merge(m)
+        figures_at(ts).merge(m)
     points = [(ts, agg) for ts, agg in series.items() if agg.count or agg.mem_samples]
     points += [(ts, row) for ts, row in alone.items() if row[1] or row[4]]
-    points.sort(key=_first)
+    points.sort(key=itemgetter(0))
     return MetricsReport(
         plugin_id=plugin_id,
         time_range=TimeRange(start=start, end=end),
@@ -425,10 +425,6 @@ def query_metrics(
             ]
         ),
     )
-
-
-def _first(pair: tuple[datetime, Any]) -> datetime:
-    return pair[0]
 
 
 def _figures(total: Figures) -> MetricsFigures:
@@ -481,41 +477,44 @@ def _point(ts: datetime, agg: Figures, quantiles: bool) -> _Point:
     """One point; quantiles when asked and the bucket's calls are in its sketch (a minute
     series past MINUTE_SERIES_SKETCH_LIMIT decodes none: null, never 0). Fields that are
     null are left out (their default): a day by minute validates 1,440 points."""
-    count = agg.count
-    mem = agg.mem_samples
-    point: _Point = {
-        "timestamp": ts,
-        "execution_count": count,
-        "avg_execution_time_ms": _r(agg.sum_ms / count) if count else 0.0,
-        "success_rate": _r((count - agg.errors) / count, 6) if count else None,
-        "error_count": agg.errors,
-    }
-    if quantiles and count and agg.sketch.count:
+    point = _scalar_point(
+        ts, agg.count, agg.errors, agg.sum_ms, agg.mem_samples, agg.mem_sum_mb, agg.mem_peak_mb
+    )
+    if quantiles and agg.count and agg.sketch.count:
         p50, p95, p99 = agg.sketch.quantiles(_QS)
         point["p50_execution_time_ms"] = _r(p50)
         point["p95_execution_time_ms"] = _r(p95)
         point["p99_execution_time_ms"] = _r(p99)
-    if mem:
-        point["avg_memory_mb"] = _r(agg.mem_sum_mb / mem)
-        point["peak_memory_mb"] = _r(agg.mem_peak_mb)
     return point
 
 
 def _row_point(ts: datetime, row: Any) -> _Point:
     """`_point(ts, <the Figures of that one row>, False)`, from the row's scalars
     (MetricRepository.rows: bucket_start, count, errors, sum_ms, mem_samples, mem_sum_mb,
-    mem_peak_mb, ...)."""
-    count, errors, mem = row[1], row[2], row[4]
+    mem_peak_mb, ...), as Figures.add takes them."""
+    return _scalar_point(ts, row[1], row[2], 0.0 + row[3], row[4], 0.0 + row[5], max(0.0, row[6]))
+
+
+def _scalar_point(
+    ts: datetime,
+    count: int,
+    errors: int,
+    sum_ms: float,
+    mem_samples: int,
+    mem_sum_mb: float,
+    mem_peak_mb: float,
+) -> _Point:
+    """A point's fields but its quantiles (`_point`, `_row_point`)."""
     point: _Point = {
         "timestamp": ts,
         "execution_count": count,
-        "avg_execution_time_ms": _r((0.0 + row[3]) / count) if count else 0.0,
+        "avg_execution_time_ms": _r(sum_ms / count) if count else 0.0,
         "success_rate": _r((count - errors) / count, 6) if count else None,
         "error_count": errors,
     }
-    if mem:
-        point["avg_memory_mb"] = _r((0.0 + row[5]) / mem)
-        point["peak_memory_mb"] = _r(max(0.0, row[6]))
+    if mem_samples:
+        point["avg_memory_mb"] = _r(mem_sum_mb / mem_samples)
+        point["peak_memory_mb"] = _r(mem_peak_mb)
     return point
 
 
