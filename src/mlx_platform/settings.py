@@ -221,9 +221,10 @@ class Settings(BaseSettings):
         default=250,
         ge=0,
         le=10_000,
-        description="Microseconds the service may poll for a worker's answer, rather than "
-        "sleep, when an invocation is the only request it serves and that plugin answers "
-        "within this time (an idle CPU's wake-up costs as much as a quick call); 0: never",
+        description="Microseconds the service may poll for a worker's answer, and the worker "
+        "for the next request after answering, rather than sleep, when an invocation is the "
+        "only request the service serves and that plugin answers within this time (an idle "
+        "CPU's wake-up costs as much as a quick call); 0: never",
     )
     worker_max_memory_mb: int = Field(
         default=2048,

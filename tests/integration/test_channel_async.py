@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import uvloop
 
@@ -169,3 +170,43 @@ def test_a_call_that_polls_past_its_window_is_answered_by_the_loop(
     assert got[4] == ["callback", "answer"]  # not polled for: the loop ran the callback
     assert got[6] == ["answer", "callback"]  # polled for again
     assert got[5] == 7 and got[3] == 5
+
+
+def _cpu_s(worker: ProcessInstance) -> float:
+    times = psutil.Process(worker.pid).cpu_times()
+    return times.user + times.system
+
+
+def test_a_worker_polls_for_the_next_request_only_after_a_lone_callers_quick_calls(
+    worker: ProcessInstance,
+) -> None:
+    """A call that polls for its answer (`spin_s`) lets the worker poll as long for the next
+    request after answering (worker.py `_await_next`), which costs the worker CPU time while
+    it waits; a call that does not poll, or calls further apart than the window, leave the
+    worker asleep between calls."""
+
+    async def cpu_over(spin_s: float, calls: int, pause: float, after: float) -> float:
+        await worker.invoke_async("echo", {"value": 0}, 10)  # the loop reads this socket
+        await asyncio.sleep(0.3)  # longer than any window here: the last gap is long
+        before = _cpu_s(worker)
+        for n in range(calls):
+            assert await worker.invoke_async("echo", {"value": n}, 10, spin_s=spin_s) == n
+            await asyncio.sleep(pause)
+        await asyncio.sleep(after)
+        return _cpu_s(worker) - before
+
+    async def cases() -> tuple[float, float, float]:
+        return (
+            # back to back, then quiet: the worker polls for up to 0.4 s after the last
+            await cpu_over(0.4, 20, 0, 0.5),
+            # the same calls without polling: the worker sleeps
+            await cpu_over(0.0, 20, 0, 0.5),
+            # 0.3 s apart, a window of 0.1 s: not polled for (else ~0.5 s of CPU)
+            await cpu_over(0.1, 5, 0.3, 0.2),
+        )
+
+    polled, asleep, spread = uvloop.run(cases())
+    assert polled >= 0.15, polled
+    assert asleep < 0.1, asleep
+    assert spread < 0.1, spread
+    assert worker.invoke("echo", {"value": "after"}, 5) == "after"

@@ -242,7 +242,8 @@ class WorkerChannel:
         `spin_s` > 0: the caller knows the loop has nothing else to do (the service serves
         this request only); then, when the loop leads the reading, nobody else waits on this
         worker and its answers typically come within `spin_s`, the socket is polled for up
-        to `spin_s` before the loop waits for it (`_spin`)."""
+        to `spin_s` before the loop waits for it (`_spin`), and the worker may poll as long
+        for the next request after answering (the request's "poll", worker.py)."""
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop)
         rid = self._register(message, waiter)
@@ -255,6 +256,9 @@ class WorkerChannel:
             lead = not self._leading
             if lead:
                 self._leading = True
+        spin = spin_s > 0 and self._answer_s < spin_s
+        if spin:
+            message["poll"] = spin_s
         data = encode(message)
         answered = True
         try:
@@ -265,7 +269,7 @@ class WorkerChannel:
             sent = time.perf_counter()
             future = waiter.future
             assert future is not None
-            if spin_s > 0 and self._answer_s < spin_s:
+            if spin:
                 self._spin(loop, future, sent + spin_s)
             # a timer that ends the wait (lighter than wait_for or asyncio.timeout: no task,
             # no cancellation), and is dropped when the answer comes first; none when the

@@ -5,6 +5,8 @@ length, then the bytes; `write_frame` and `Frames`) over a Unix socket pair: com
 worker runs untrusted code, so nothing it sends is ever unpickled by the service).
 
 Requests:  {"i": id, "k": kind, ...}    kinds: load, configure, start, stop, health, invoke, usage
+           an invoke may carry "poll": seconds the worker may poll for the next request after
+           answering this one, rather than sleep (worker.py, `WorkerHost._await_next`)
 Responses: {"i": id, "ok": true, "v": value} | {"i": id, "ok": false, "e": {code, message, details}}
 """
 
@@ -98,6 +100,10 @@ class Frames:
         while (frame := self.next()) is None:
             self.fill()
         return frame
+
+    def pending(self) -> bool:
+        """Whether bytes of a request or answer are in the buffer already (read ahead)."""
+        return bool(self.buf)
 
     def next(self) -> bytes | None:
         """The next whole frame, or None until more is read. OSError for a frame over
