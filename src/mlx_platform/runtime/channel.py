@@ -256,7 +256,9 @@ class WorkerChannel:
             lead = not self._leading
             if lead:
                 self._leading = True
-        spin = spin_s > 0 and self._answer_s < spin_s
+            # what `_spin` checks again once the request is out: the loop leads, nobody else waits
+            alone = len(self._waiters) == 1 and (lead or self._reading_loop is loop)
+        spin = alone and spin_s > 0 and self._answer_s < spin_s
         if spin:
             message["poll"] = spin_s
         data = encode(message)
@@ -315,6 +317,8 @@ class WorkerChannel:
                 self._on_readable(loop, settle_later=True)
             elif time.perf_counter() >= until:
                 return
+            else:
+                os.sched_yield()  # a thread that can run here (the worker, say) goes first
 
     def _value(self, reply: dict[str, Any] | None, message: dict[str, Any]) -> Any:
         """The answer's value, or the worker's error raised."""

@@ -58,8 +58,9 @@ class WorkerHost:
         self.max_memory_mb: int | None = None
         self.max_result_bytes: int | None = None
         self._poller: select.poll | None = None  # the socket, for `_await_next`
-        # seconds from this worker's last answer to the next request (`_await_next`)
-        self._gap_s = math.inf
+        # seconds from this worker's last answer (by any of its threads) to the next request
+        self._answered_at = -math.inf
+        self._gap_s = math.inf  # (`_await_next`)
 
     def send(self, message: dict[str, Any], *, what: str = "the call") -> None:
         try:
@@ -321,7 +322,6 @@ class WorkerHost:
     def _read_and_handle(self) -> None:
         me = threading.get_ident()
         poll_s = 0.0  # how long the last request handled here allows polling for the next
-        answered_at: float | None = None  # when this thread answered its last request
         while not self._done.is_set():
             with self._read_lock:
                 try:
@@ -331,8 +331,7 @@ class WorkerHost:
                 except (EOFError, OSError):
                     self._finish()  # the service went away: end quietly
                     return
-                if answered_at is not None:
-                    self._gap_s = time.perf_counter() - answered_at
+                self._gap_s = time.perf_counter() - self._answered_at
             req = decode(data)
             poll = req.get("poll")
             poll_s = float(poll) if isinstance(poll, int | float) else 0.0  # the service's word
@@ -343,7 +342,7 @@ class WorkerHost:
                 if self._readers == 0 and self._watchdog_idle:
                     self._state.notify()
             self.handle(req)
-            answered_at = time.perf_counter()
+            self._answered_at = time.perf_counter()
             if req.get("k") == "stop":
                 self._finish()
                 return
