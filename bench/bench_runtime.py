@@ -63,6 +63,26 @@ class BarePipe:
         self.proc.wait(timeout=10)
 
 
+def pinned_apart(client_side: int, server_pids: list[int]) -> str:
+    """Pin this process's calling thread to one CPU and every thread of `server_pids` to
+    another, so that the worker and the bare pipe are measured with the same placement: left
+    to the scheduler, a pair that shares a CPU makes a round trip of ~12 us here and a pair
+    on two ~75 us (the other vCPU halts in between and must be woken), and which pair got
+    which changed from run to run (the ratio swung from 0.4x to 5.5x). Two CPUs, as the
+    service runs: its event loop on one, a worker on another. Returns what the figure's
+    label says about it; nothing is pinned on a machine with one CPU."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+    if len(cpus) < 2:
+        return "not pinned: one CPU"
+    import psutil
+
+    os.sched_setaffinity(client_side, {cpus[0]})
+    for pid in server_pids:
+        for thread in psutil.Process(pid).threads():
+            os.sched_setaffinity(thread.id, {cpus[1]})
+    return f"caller on CPU {cpus[0]}, echo side on CPU {cpus[1]}"
+
+
 def interleaved_us(a, b, *, blocks: int = 12, calls: int = 300) -> tuple[float, float]:
     """Medians of single calls of `a` and `b`, measured in alternating blocks, so that load
     from elsewhere on a shared machine falls on both alike."""
@@ -102,17 +122,30 @@ def run() -> list[Figure]:
         proc_inst.configure({}, 10)
         proc_inst.start(10)
         bare = BarePipe()
+        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         try:
+            placement = pinned_apart(0, [bare.proc.pid, proc_inst.pid])
             pipe, rt = interleaved_us(bare.roundtrip, lambda: proc_inst.invoke("echo", args, None))
         finally:
+            if allowed is not None:
+                os.sched_setaffinity(0, allowed)
             bare.close()
     finally:
         proc_inst.stop(graceful_timeout=1, force=False)
     figures.append(
-        Figure("process_invoke_roundtrip", rt, "us", 150.0, pipe, "(bare pipe round trip)")
+        Figure(
+            "process_invoke_roundtrip",
+            rt,
+            "us",
+            150.0,
+            pipe,
+            f"(bare pipe round trip; {placement})",
+        )
     )
     figures.append(
-        Figure("process_invoke_vs_bare_pipe", rt / pipe, "x", 3.0, 1.0, "(bare pipe = 1)")
+        Figure(
+            "process_invoke_vs_bare_pipe", rt / pipe, "x", 3.0, 1.0, f"(bare pipe = 1; {placement})"
+        )
     )
 
     with tempfile.TemporaryDirectory() as tmp:
