@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import select
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -137,7 +136,6 @@ class WorkerChannel:
         self._linger_check = False  # a check of whether the loop may stop reading is due
         self._write_lock = threading.Lock()
         self._answer_s = 0.0  # a moving average of the time a loop's call waits for its answer
-        self._poller: select.poll | None = None  # the socket, for a loop's call that polls
         # requests that timed out but were never answered: they may still hold worker threads
         self._overdue: dict[int, str] = {}
 
@@ -177,7 +175,6 @@ class WorkerChannel:
     def _close_on_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         if loop is not None and self._reading_loop is loop and not loop.is_closed():
             self._stop_reading(loop)
-        self._poller = None
         try:
             self._conn.close()
         except OSError:
@@ -306,12 +303,8 @@ class WorkerChannel:
         it has nothing else to run asks for this (`request_async`)."""
         if self._reading_loop is not loop or len(self._waiters) != 1:
             return
-        poller = self._poller
-        if poller is None:
-            poller = self._poller = select.poll()
-            poller.register(self._fd, select.POLLIN)
         while not future.done() and self._reading_loop is loop:
-            if poller.poll(0):
+            if self._frames.arrived():
                 # delivers every whole answer (EOF ends the reading); whether the loop keeps
                 # leading is decided once the caller's answer is on its way
                 self._on_readable(loop, settle_later=True)

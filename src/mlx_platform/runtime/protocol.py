@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 from typing import Any
 
 try:
@@ -87,6 +88,16 @@ class Frames:
         self.fd = fd
         self.max_frame = max_frame
         self.buf = bytearray()
+        self._poller: select.poll | None = None  # made at the first `arrived`
+
+    def arrived(self) -> bool:
+        """Whether the socket has something to read now (or has ended, or was closed): asked
+        over and over by a caller that polls rather than sleeps in `fill`."""
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.fd, select.POLLIN)
+        return bool(poller.poll(0))
 
     def fill(self) -> None:
         """Read what has arrived (blocks until something does): EOFError at the end."""

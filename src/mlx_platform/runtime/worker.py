@@ -18,7 +18,6 @@ import logging
 import math
 import os
 import resource
-import select
 import sys
 import threading
 import time
@@ -57,7 +56,6 @@ class WorkerHost:
         self.stopping = False
         self.max_memory_mb: int | None = None
         self.max_result_bytes: int | None = None
-        self._poller: select.poll | None = None  # the socket, for `_await_next`
         # seconds from this worker's last answer (by any of its threads) to the next request
         self._answered_at = -math.inf
         self._gap_s = math.inf  # (`_await_next`)
@@ -275,12 +273,8 @@ class WorkerHost:
         per call (docs/decisions.md, "A worker that polls for the next request")."""
         if self.frames.pending():
             return
-        poller = self._poller
-        if poller is None:
-            poller = self._poller = select.poll()
-            poller.register(self.fd, select.POLLIN)
         until = time.perf_counter() + window
-        while not poller.poll(0) and time.perf_counter() < until:
+        while not self.frames.arrived() and time.perf_counter() < until:
             os.sched_yield()
 
     def _await_stuck(self) -> bool:
