@@ -10,6 +10,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -63,24 +65,30 @@ class BarePipe:
         self.proc.wait(timeout=10)
 
 
-def pinned_apart(client_side: int, server_pids: list[int]) -> str:
-    """Pin this process's calling thread to one CPU and every thread of `server_pids` to
-    another, so that the worker and the bare pipe are measured with the same placement: left
+@contextmanager
+def pinned_apart(server_pids: list[int]) -> Iterator[str]:
+    """Pin the calling thread to one CPU and every thread of `server_pids` to another (the
+    calling thread's CPUs are given back at the end), so that the worker and the bare pipe are measured with the same placement: left
     to the scheduler, a pair that shares a CPU makes a round trip of ~12 us here and a pair
     on two ~75 us (the other vCPU halts in between and must be woken), and which pair got
     which changed from run to run (the ratio swung from 0.4x to 5.5x). Two CPUs, as the
-    service runs: its event loop on one, a worker on another. Returns what the figure's
+    service runs: its event loop on one, a worker on another. Yields what the figure's
     label says about it; nothing is pinned on a machine with one CPU."""
-    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
-    if len(cpus) < 2:
-        return "not pinned: one CPU"
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_setaffinity") else set()
+    if len(allowed) < 2:
+        yield "not pinned: one CPU"
+        return
     import psutil
 
-    os.sched_setaffinity(client_side, {cpus[0]})
-    for pid in server_pids:
-        for thread in psutil.Process(pid).threads():
-            os.sched_setaffinity(thread.id, {cpus[1]})
-    return f"caller on CPU {cpus[0]}, echo side on CPU {cpus[1]}"
+    cpus = sorted(allowed)
+    os.sched_setaffinity(0, {cpus[0]})
+    try:
+        for pid in server_pids:
+            for thread in psutil.Process(pid).threads():
+                os.sched_setaffinity(thread.id, {cpus[1]})
+        yield f"caller on CPU {cpus[0]}, echo side on CPU {cpus[1]}"
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def interleaved_us(a, b, *, blocks: int = 12, calls: int = 300) -> tuple[float, float]:
@@ -122,13 +130,12 @@ def run() -> list[Figure]:
         proc_inst.configure({}, 10)
         proc_inst.start(10)
         bare = BarePipe()
-        allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
         try:
-            placement = pinned_apart(0, [bare.proc.pid, proc_inst.pid])
-            pipe, rt = interleaved_us(bare.roundtrip, lambda: proc_inst.invoke("echo", args, None))
+            with pinned_apart([bare.proc.pid, proc_inst.pid]) as placement:
+                pipe, rt = interleaved_us(
+                    bare.roundtrip, lambda: proc_inst.invoke("echo", args, None)
+                )
         finally:
-            if allowed is not None:
-                os.sched_setaffinity(0, allowed)
             bare.close()
     finally:
         proc_inst.stop(graceful_timeout=1, force=False)
